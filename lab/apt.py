@@ -1,0 +1,222 @@
+"""A private apt for foreign-architecture .debs, never touching the host's apt setup.
+
+The lab keeps its own apt state (lists, archives, config) under the cache
+directory and drives the host's ``apt-get``/``apt-cache`` through
+``APT_CONFIG``. Nothing is installed: packages are resolved to exact versions
+and downloaded, then unpacked by the image builder.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.errors import ImageError, UserError
+from lab.util import sha256_file
+
+log = logging.getLogger(__name__)
+
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+FALLBACK_MIRROR = "http://deb.debian.org/debian"
+HOST_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+
+
+@dataclass(frozen=True)
+class Package:
+    """One binary package resolved to an exact version in the index."""
+
+    name: str
+    version: str
+    arch: str
+    sha256: str
+    size: int
+    filename: str  # pool path on the mirror
+    depends: str = ""
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{self.arch}={self.version}"
+
+    @property
+    def deb_name(self) -> str:
+        return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
+
+
+def parse_deb822(text: str) -> list[dict[str, str]]:
+    """Parse apt's RFC822-style stanzas (continuation lines are joined)."""
+    stanzas: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    key = ""
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                stanzas.append(current)
+            current, key = {}, ""
+        elif line[0] in " \t" and key:
+            current[key] += "\n" + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            current[key] = value.strip()
+    if current:
+        stanzas.append(current)
+    return stanzas
+
+
+def first_dependency(depends: str, prefix: str) -> str | None:
+    """The first package named in a Depends field that starts with ``prefix``."""
+    for alternative in depends.split(","):
+        name = re.split(r"[\s(:|]", alternative.strip(), maxsplit=1)[0]
+        if name.startswith(prefix):
+            return name
+    return None
+
+
+def detect_mirror(sources: Iterable[Path] = HOST_SOURCES) -> str:
+    """The host's Debian mirror URI (not the security archive), or deb.debian.org."""
+    files: list[Path] = []
+    for src in sources:
+        if src.is_dir():
+            files += sorted(p for p in src.iterdir() if p.suffix in (".list", ".sources"))
+        elif src.is_file():
+            files.append(src)
+    for file in files:
+        try:
+            text = file.read_text(errors="replace")
+        except OSError:
+            continue
+        if file.suffix == ".sources":
+            uris = [u for s in parse_deb822(text) for u in s.get("URIs", "").split()]
+        else:
+            uris = [w for line in text.splitlines() if line.startswith("deb ") for w in line.split() if "://" in w]
+        for uri in uris:
+            if re.search(r"/debian/?$", uri) and "security" not in uri:
+                return uri.rstrip("/")
+    return FALLBACK_MIRROR
+
+
+class Apt:
+    """A private apt root at ``root`` for ``suite`` and the given Debian architectures."""
+
+    def __init__(self, root: Path, suite: str, components: tuple[str, ...], arches: tuple[str, ...], mirror: str) -> None:
+        self.root, self.suite, self.components, self.arches = root, suite, components, arches
+        self.mirror = detect_mirror() if mirror == "auto" else mirror
+        self.conf = root / "apt.conf"
+
+    def _write_config(self) -> None:
+        for sub in ("lists/partial", "archives/partial", "etc"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        (self.root / "status").touch()
+        r = self.root
+        arch_list = " ".join(f'"{a}";' for a in self.arches)
+        sandbox = getpass.getuser() if os.geteuid() == 0 else ""
+        lines = [
+            f'Dir "{r}/";',
+            f'Dir::State "{r}/";',
+            f'Dir::State::status "{r}/status";',
+            f'Dir::Cache "{r}/";',
+            f'Dir::Cache::archives "{r}/archives/";',
+            f'Dir::Etc "{r}/etc/";',
+            f'Dir::Etc::SourceList "{r}/etc/sources.list";',
+            'Dir::Etc::SourceParts "/dev/null";',
+            'Dir::Etc::Parts "/dev/null";',
+            'Dir::Etc::PreferencesParts "/dev/null";',
+            f'APT::Architecture "{self.arches[0]}";',
+            f"APT::Architectures {{ {arch_list} }};",
+            'Acquire::Languages "none";',
+            'Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled "false";',
+        ]
+        if sandbox:  # downloads into a root-owned cache: do not drop to _apt
+            lines.append(f'APT::Sandbox::User "{sandbox}";')
+        self.conf.write_text("\n".join(lines) + "\n")
+        if not KEYRING.exists():
+            raise UserError(f"{KEYRING} is missing", "install debian-archive-keyring (./setup.sh does)")
+        sources = f"deb [signed-by={KEYRING}] {self.mirror} {self.suite} {' '.join(self.components)}\n"
+        (self.root / "etc/sources.list").write_text(sources)
+
+    def _run(self, argv: list[str], cwd: Path | None = None, timeout: float = 900) -> str:
+        env = dict(os.environ, APT_CONFIG=str(self.conf), LC_ALL="C")
+        log.debug("running %s", " ".join(argv))
+        try:
+            proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise UserError(f"{argv[0]} not found", "lab needs a Debian/Ubuntu host with apt (./setup.sh)") from None
+        except subprocess.TimeoutExpired:
+            raise ImageError(f"{' '.join(argv[:2])} timed out after {timeout:.0f}s", "check the network and the mirror") from None
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise ImageError(
+                f"{' '.join(argv[:3])} failed (exit {proc.returncode}): {' | '.join(tail)}",
+                f"check that {self.mirror} serves {self.suite} for {','.join(self.arches)} (apt.mirror in lab.yaml)",
+            )
+        return proc.stdout
+
+    def lists_age_hours(self) -> float | None:
+        stamp = self.root / "lists" / ".lab-updated"
+        if not stamp.exists() or stamp.read_text() != self._identity():
+            return None
+        return (time.time() - stamp.stat().st_mtime) / 3600
+
+    def _identity(self) -> str:
+        return f"{self.mirror} {self.suite} {' '.join(self.components)} {' '.join(sorted(self.arches))}"
+
+    def update(self, max_age_hours: float) -> bool:
+        """Refresh the package lists when missing or older than ``max_age_hours``; True if refreshed."""
+        self._write_config()
+        age = self.lists_age_hours()
+        if age is not None and age < max_age_hours:
+            return False
+        log.info("apt-get update: %s %s for %s", self.mirror, self.suite, ",".join(self.arches))
+        self._run(["apt-get", "-q", "update"])
+        (self.root / "lists" / ".lab-updated").write_text(self._identity())
+        return True
+
+    def resolve(self, names: Iterable[str], arch: str) -> list[Package]:
+        """Resolve package names to the candidate versions in the lists, in the given order."""
+        wanted = list(dict.fromkeys(names))
+        if self.lists_age_hours() is None:
+            self.update(0)
+        out = self._run(["apt-cache", "show", "--no-all-versions", *(f"{n}:{arch}" for n in wanted)])
+        found = {}
+        for s in parse_deb822(out):
+            found[s["Package"]] = Package(
+                name=s["Package"],
+                version=s["Version"],
+                arch=s["Architecture"],
+                sha256=s.get("SHA256", ""),
+                size=int(s.get("Size", "0")),
+                filename=s.get("Filename", ""),
+                depends=s.get("Depends", ""),
+            )
+        missing = [n for n in wanted if n not in found]
+        if missing:
+            raise UserError(f"package(s) not in {self.suite}/{arch}: {', '.join(missing)}", "fix the recipe's package list")
+        return [found[n] for n in wanted]
+
+    def download(self, packages: Iterable[Package], pool: Path) -> dict[str, Path]:
+        """Download packages into ``pool`` (skipping those already there with the right hash)."""
+        pool.mkdir(parents=True, exist_ok=True)
+        paths = {p.name: pool / p.deb_name for p in packages}
+        todo = [p for p in packages if not paths[p.name].exists() or sha256_file(paths[p.name]) != p.sha256]
+        if todo:
+            partial = pool / ".partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            log.info("downloading %d .deb(s): %s", len(todo), " ".join(p.name for p in todo))
+            self._run(["apt-get", "-q", "download", *(f"{p.name}:{p.arch}={p.version}" for p in todo)], cwd=partial)
+            for p in todo:
+                got = partial / p.deb_name
+                if not got.exists() or sha256_file(got) != p.sha256:
+                    raise ImageError(
+                        f"download of {p.spec} is missing or has a wrong SHA256", "run again; if it persists, check the mirror"
+                    )
+                os.replace(got, paths[p.name])
+            shutil.rmtree(partial, ignore_errors=True)
+        return paths

@@ -1,0 +1,194 @@
+"""Typed, frozen configuration loaded once from ``lab.yaml``.
+
+Every error names the file, the dotted key, the bad value and what is allowed.
+Relative paths are resolved against the directory holding the config file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.errors import UserError
+
+ACCELS = ("auto", "kvm", "tcg")
+THP_MODES = ("never", "madvise", "always")
+DEFAULT_CONFIG = "lab.yaml"
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    memory_mib: int
+    cpus: int
+    kernel_args: tuple[str, ...]
+    transparent_hugepage: str
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds, before ``multiplier`` is applied (use :meth:`scaled`)."""
+
+    multiplier: float
+    boot: float
+    ssh: float
+    command: float
+    shutdown: float
+    kvm_probe: float
+
+    def scaled(self, name: str) -> float:
+        value: float = getattr(self, name)
+        return value * self.multiplier
+
+
+@dataclass(frozen=True)
+class AptConfig:
+    mirror: str  # "auto" or a URL
+    refresh_hours: float
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    arches: str
+    recipe: Path
+    accel: str
+    guest: GuestConfig
+    timeouts: Timeouts
+    cache_dir: Path
+    results_dir: Path
+    apt: AptConfig
+
+
+class Section:
+    """Reads one mapping of the YAML file, naming ``file: key`` in every error."""
+
+    def __init__(self, file: Path, prefix: str, data: object) -> None:
+        self.file, self.prefix = file, prefix
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise self._error(prefix or "(top level)", data, "a mapping of keys to values")
+        self.data: Mapping[str, Any] = data
+        self.seen: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def _error(self, key: str, value: object, allowed: str) -> UserError:
+        return UserError(f"{self.file}: {key}: {value!r} is not valid", f"expected {allowed}")
+
+    def _get(self, key: str, default: object) -> object:
+        self.seen.add(key)
+        return self.data.get(key, default)
+
+    def section(self, key: str) -> Section:
+        return Section(self.file, self._key(key), self._get(key, {}))
+
+    def text(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str) or not value or (choices and value not in choices):
+            allowed = "one of " + ", ".join(choices) if choices else "a non-empty string"
+            raise self._error(self._key(key), value, allowed)
+        return value
+
+    def number(self, key: str, default: float, lo: float, hi: float, integer: bool = False) -> float:
+        value = self._get(key, default)
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+            what = "an integer" if integer else "a number"
+            raise self._error(self._key(key), value, f"{what} from {lo:g} to {hi:g}")
+        return value
+
+    def integer(self, key: str, default: int, lo: int, hi: int) -> int:
+        return int(self.number(key, default, lo, hi, integer=True))
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._get(key, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self._error(self._key(key), value, "a list of non-empty strings")
+        return tuple(value)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            key = self._key(str(unknown[0]))
+            raise UserError(
+                f"{self.file}: {key}: unknown key",
+                "allowed here: " + ", ".join(sorted(self.seen)),
+            )
+
+
+def _path(base: Path, text: str) -> Path:
+    path = Path(os.path.expandvars(os.path.expanduser(text)))
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def load(path: Path | str | None = None) -> Config:
+    """Load and validate a config file (default: ``$LAB_CONFIG`` or ./lab.yaml)."""
+    file = Path(path or os.environ.get("LAB_CONFIG") or DEFAULT_CONFIG).resolve()
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{file}: config file not found", "run from the lab checkout or pass --config FILE") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{file}:{where}: not valid YAML", "fix the syntax (see yaml error above)") from None
+    return parse(raw, file)
+
+
+def parse(raw: object, file: Path) -> Config:
+    base = file.parent
+    top = Section(file, "", raw)
+    arches = top.text("arches", "all")
+    recipe = top.text("recipe", "images/tiny.yaml")
+    accel = top.text("accel", "auto", ACCELS)
+
+    g = top.section("guest")
+    guest = GuestConfig(
+        memory_mib=g.integer("memory_mib", 512, 128, 65536),
+        cpus=g.integer("cpus", 1, 1, 64),
+        kernel_args=g.strings("kernel_args", ("quiet", "panic=-1", "norandmaps")),
+        transparent_hugepage=g.text("transparent_hugepage", "never", THP_MODES),
+    )
+    g.finish()
+
+    t = top.section("timeouts")
+    timeouts = Timeouts(
+        multiplier=t.number("multiplier", 1.0, 0.1, 100),
+        boot=t.number("boot", 60, 1, 3600),
+        ssh=t.number("ssh", 30, 1, 3600),
+        command=t.number("command", 120, 1, 86400),
+        shutdown=t.number("shutdown", 5, 0.5, 600),
+        kvm_probe=t.number("kvm_probe", 20, 1, 600),
+    )
+    t.finish()
+
+    p = top.section("paths")
+    cache_dir = _path(base, os.environ.get("LAB_CACHE") or p.text("cache", "~/.cache/lab"))
+    results_dir = _path(base, p.text("results", "results"))
+    p.finish()
+
+    a = top.section("apt")
+    apt = AptConfig(mirror=a.text("mirror", "auto"), refresh_hours=a.number("refresh_hours", 24, 0, 24 * 365))
+    a.finish()
+    top.finish()
+
+    if apt.mirror != "auto" and not apt.mirror.startswith(("http://", "https://", "file:/")):
+        raise UserError(f"{file}: apt.mirror: {apt.mirror!r} is not valid", "expected 'auto' or an http(s):// URL")
+    return Config(
+        path=file,
+        arches=arches,
+        recipe=_path(base, recipe),
+        accel=accel,
+        guest=guest,
+        timeouts=timeouts,
+        cache_dir=cache_dir,
+        results_dir=results_dir,
+        apt=apt,
+    )

@@ -1,0 +1,158 @@
+"""SSH to a running guest through Fabric: key-only, host key pinned, readiness under a deadline.
+
+QEMU's user network accepts TCP before the guest listens, and a just-started
+dropbear may drop the first connection ("Error reading SSH protocol banner");
+:meth:`Guest.connect` therefore retries transport-level failures until its
+deadline, but never retries an authentication or host-key failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
+from invoke.runners import Result
+
+from lab.deadline import Deadline
+from lab.errors import GuestError
+from lab.keys import KeyPair
+
+log = logging.getLogger(__name__)
+HOST = "127.0.0.1"
+
+
+class HostKeyRejected(GuestError):
+    """The guest presented a host key other than the one pinned for it."""
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise HostKeyRejected(
+            f"{hostname} presented an unpinned {key.get_name()} host key ({key.fingerprint})",
+            "something else is listening on that port, or the image is stale: rebuild with lab images build",
+        )
+
+
+class Guest:
+    """One SSH session to a guest on ``127.0.0.1:port``. Close it with :meth:`close` (or ``with``)."""
+
+    def __init__(self, name: str, port: int, client_key: KeyPair, host_key: KeyPair, command_timeout: float) -> None:
+        self.name, self.port = name, port
+        self.client_key, self.host_key = client_key, host_key
+        self.command_timeout = command_timeout
+        self.conn: Connection | None = None
+
+    @property
+    def host_alias(self) -> str:
+        return f"[{HOST}]:{self.port}"
+
+    def known_hosts_line(self) -> str:
+        return f"{self.host_alias} {self.host_key.key_type} {self.host_key.key_base64}"
+
+    def ssh_argv(self, known_hosts: Path) -> list[str]:
+        """An OpenSSH command line that reaches this guest with the same pinning."""
+        return [
+            "ssh", "-p", str(self.port), "-i", str(self.client_key.private),
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no", f"root@{HOST}",
+        ]  # fmt: skip
+
+    def _connection(self, deadline: Deadline) -> Connection:
+        remaining = max(1.0, deadline.remaining)
+        conn = Connection(
+            HOST,
+            user="root",
+            port=self.port,
+            config=Config(overrides={"load_ssh_configs": False}),
+            connect_timeout=max(1, int(min(10.0, remaining))),
+            connect_kwargs={
+                "key_filename": [str(self.client_key.private)],
+                "look_for_keys": False,
+                "allow_agent": False,
+                "banner_timeout": remaining,
+                "auth_timeout": remaining,
+            },
+        )
+        conn.client.set_missing_host_key_policy(_RejectUnknown())
+        pinned = paramiko.PKey.from_type_string(self.host_key.key_type, base64.b64decode(self.host_key.key_base64))
+        conn.client.get_host_keys().add(self.host_alias, self.host_key.key_type, pinned)
+        return conn
+
+    def connect(self, deadline: Deadline) -> float:
+        """Open an authenticated session; returns seconds spent. Retries transport errors until ``deadline``."""
+        started = time.monotonic()
+        attempt, last = 0, "no attempt"
+        while True:
+            attempt += 1
+            conn = self._connection(deadline)
+            try:
+                conn.open()
+                self.conn = conn
+                log.debug("%s: SSH up after %d attempt(s)", self.name, attempt)
+                return time.monotonic() - started
+            except paramiko.BadHostKeyException as exc:
+                conn.close()
+                raise HostKeyRejected(
+                    f"{self.name}: host key mismatch on {self.host_alias} (got {exc.key.fingerprint})",
+                    "another process owns that port or the image is stale: rebuild with lab images build",
+                ) from None
+            except paramiko.AuthenticationException as exc:
+                conn.close()
+                raise GuestError(f"{self.name}: SSH authentication failed: {exc}", "rebuild the image (lab images build)") from None
+            except HostKeyRejected:
+                conn.close()
+                raise
+            except (paramiko.SSHException, EOFError, OSError) as exc:  # OSError covers refused, reset and timeouts
+                conn.close()
+                last = f"{type(exc).__name__}: {exc}"
+            if deadline.expired:
+                raise GuestError(
+                    f"{self.name}: no SSH session on {self.host_alias} after {deadline.seconds:.0f}s ({attempt} attempts; last: {last})",
+                    "the guest is up but sshd does not answer: check the console log; raise timeouts.ssh on slow hosts",
+                )
+            time.sleep(min(0.2, deadline.remaining))
+
+    def _require(self) -> Connection:
+        if self.conn is None:
+            raise RuntimeError("Guest used before connect()")
+        return self.conn
+
+    def run(self, command: str, timeout: float | None = None, hide: bool = True, pty: bool = False) -> Result:
+        """Run ``command`` in the guest's shell; a non-zero exit is returned, not raised."""
+        limit = timeout or self.command_timeout
+        try:
+            result: Result = self._require().run(
+                command, hide=hide, warn=True, timeout=limit, pty=pty, in_stream=False if not pty else None
+            )
+        except CommandTimedOut:
+            raise GuestError(
+                f"{self.name}: command timed out after {limit:.0f}s: {command}", "raise timeouts.command or fix the command"
+            ) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise GuestError(
+                f"{self.name}: SSH failed while running {command!r}: {exc}", "see the console log; the guest may have crashed"
+            ) from None
+        return result
+
+    def put(self, local: Path, remote: str) -> None:
+        """Upload over SFTP (the image ships sftp-server for dropbear)."""
+        try:
+            self._require().put(str(local), remote)
+        except (paramiko.SSHException, OSError) as exc:
+            raise GuestError(f"{self.name}: upload of {local} to {remote} failed: {exc}", "check free space in the guest") from None
+
+    def get(self, remote: str, local: Path) -> None:
+        try:
+            self._require().get(remote, str(local))
+        except (paramiko.SSHException, OSError) as exc:
+            raise GuestError(f"{self.name}: download of {remote} failed: {exc}", "check that the file exists in the guest") from None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None

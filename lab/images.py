@@ -1,0 +1,308 @@
+"""Guest images: recipes → content-addressed, cached kernel + initramfs + scratch disk.
+
+An image lives in ``<cache>/images/<arch>-<key>/`` with a ``manifest.json``
+recording the resolved package versions and each artifact's SHA256. The key
+hashes everything that shapes the image (recipe, init, resolved packages, SSH
+keys, builder version), so an unchanged input never rebuilds and a changed one
+always does. Builds happen in a temp directory renamed into place; an entry
+whose files no longer match their recorded hashes is rebuilt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from lab import elf
+from lab.apt import Apt, Package, first_dependency
+from lab.arches import ARCHES, Arch
+from lab.config import Config
+from lab.errors import ImageError
+from lab.initramfs import Tree, deb_tar, write_cpio
+from lab.keys import KeyPair, client_key, host_key
+from lab.recipes import Recipe, load_recipe
+from lab.util import sha256_file, sha256_text
+
+log = logging.getLogger(__name__)
+
+BUILDER_VERSION = "1"  # bump when the builder's output changes for equal inputs
+READY_MARKER = "LAB-READY"
+FAIL_MARKER = "LAB-INIT-FAILED"
+SCRATCH_MOUNT = "/scratch"
+SCRATCH_DEVICE = "/dev/vda"
+TEST_FILE = "probe.dat"
+GUEST_IP, GATEWAY = "10.0.2.15", "10.0.2.2"
+ARTIFACTS = ("kernel", "initrd.cpio", "scratch.ext4")
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built, verified image on disk."""
+
+    arch: Arch
+    key: str
+    dir: Path
+    manifest: dict[str, object]
+    host_key: KeyPair
+
+    @property
+    def kernel(self) -> Path:
+        return self.dir / "kernel"
+
+    @property
+    def initrd(self) -> Path:
+        return self.dir / "initrd.cpio"
+
+    @property
+    def scratch(self) -> Path:
+        return self.dir / "scratch.ext4"
+
+    @property
+    def kernel_release(self) -> str:
+        return str(self.manifest["kernel_release"])
+
+
+def image_key(recipe_text: str, arch: Arch, packages: list[Package], client_pub: str, host_pub: str) -> str:
+    """The content address of an image: a hash of every input that shapes it."""
+    pkgs = "\n".join(f"{p.name} {p.arch} {p.version} {p.sha256}" for p in packages)
+    return sha256_text(BUILDER_VERSION, recipe_text, arch.name, arch.debian, pkgs, client_pub, host_pub)
+
+
+def render_init(recipe: Recipe, arch: Arch, modules: list[str]) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    template = env.from_string(recipe.init.read_text())
+    return template.render(
+        modules=modules,
+        hostname=f"lab-{arch.name}",
+        scratch_mount=SCRATCH_MOUNT,
+        scratch_device=SCRATCH_DEVICE,
+        guest_ip=GUEST_IP,
+        gateway=GATEWAY,
+        ready_marker=READY_MARKER,
+        fail_marker=FAIL_MARKER,
+    )
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class ImageStore:
+    """Builds and finds images under ``<cache>/images`` for one config."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.recipe = load_recipe(cfg.recipe)
+        self.root = cfg.cache_dir / "images"
+        self.keys_dir = cfg.cache_dir / "keys"
+        arches = tuple(a.debian for a in ARCHES)
+        self.apt = Apt(cfg.cache_dir / "apt" / self.recipe.suite, self.recipe.suite, self.recipe.components, arches, cfg.apt.mirror)
+
+    def _resolve(self, arch: Arch) -> tuple[Package, list[Package]]:
+        """The versioned kernel package plus the recipe's packages, resolved in the lab's apt lists."""
+        meta = self.apt.resolve([self.recipe.kernel_for(arch)], arch.debian)[0]
+        real = first_dependency(meta.depends, "linux-image-") if meta.name.count("-") <= 2 else None
+        kernel = self.apt.resolve([real], arch.debian)[0] if real else meta
+        return kernel, self.apt.resolve(self.recipe.packages, arch.debian)
+
+    def ensure(self, arch: Arch, refresh: bool = False) -> Image:
+        """Return the image for ``arch``, building it if missing or corrupt."""
+        with _locked(self.cfg.cache_dir / "build.lock"):
+            self.apt.update(0 if refresh else self.cfg.apt.refresh_hours)
+            kernel, packages = self._resolve(arch)
+            client = client_key(self.keys_dir)
+            hostk = host_key(self.keys_dir, arch.name)
+            key = image_key(self.recipe.canonical(), arch, [kernel, *packages], client.public, hostk.public)
+            final = self.root / f"{arch.name}-{key[:16]}"
+            if final.exists():
+                problem = verify(final)
+                if problem is None:
+                    return Image(arch, key, final, _read_manifest(final), hostk)
+                log.warning("image %s is corrupt (%s): rebuilding", final.name, problem)
+                shutil.rmtree(final)
+            return self._build(arch, key, final, kernel, packages, client, hostk)
+
+    def _build(self, arch: Arch, key: str, final: Path, kernel: Package, packages: list[Package], client: KeyPair, hostk: KeyPair) -> Image:
+        started = time.monotonic()
+        debs = self.apt.download([kernel, *packages], self.cfg.cache_dir / "debs")
+        self.root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{arch.name}-", dir=self.root))
+        try:
+            tree = Tree()
+            for pkg in packages:
+                with deb_tar(debs[pkg.name]) as tar:
+                    tree.add_tar(tar, self.recipe.exclude)
+            kernel_release, modules = self._add_kernel(tree, debs[kernel.name], work / "kernel")
+            self._add_system(tree, arch, modules, client, hostk)
+            problems = elf.check_closure(tree, self.recipe.check, ("usr/lib/" + arch.triplet, "usr/lib", "usr/lib64"))
+            if problems:
+                raise ImageError(
+                    f"{arch.name} image is incomplete: {problems[0]}", f"add the package providing it to 'packages' in {self.recipe.path}"
+                )
+            with open(work / "initrd.cpio", "wb") as out:
+                write_cpio(tree, out)
+            self._make_scratch(work / "scratch.ext4", key)
+            manifest = {
+                "schema": 1,
+                "arch": arch.name,
+                "key": key,
+                "recipe": self.recipe.name,
+                "suite": self.recipe.suite,
+                "mirror": self.apt.mirror,
+                "kernel_release": kernel_release,
+                "kernel_package": {"name": kernel.name, "version": kernel.version},
+                "packages": [{"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256} for p in packages],
+                "modules": modules,
+                "host_key": hostk.public,
+                "files": {name: {"sha256": sha256_file(work / name), "size": (work / name).stat().st_size} for name in ARTIFACTS},
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "build_seconds": round(time.monotonic() - started, 2),
+            }
+            (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            os.chmod(work, 0o755)
+            os.rename(work, final)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        log.info("built %s image %s in %.1fs", arch.name, final.name, manifest["build_seconds"])
+        return Image(arch, key, final, manifest, hostk)
+
+    def _add_kernel(self, tree: Tree, deb: Path, kernel_out: Path) -> tuple[str, list[str]]:
+        """Write the kernel image to ``kernel_out``; put the recipe's modules (and deps) in the tree."""
+        release = None
+        compressed: dict[str, tuple[str, bytes]] = {}
+        with deb_tar(deb) as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                f = tar.extractfile(member) if member.isfile() else None
+                if f is None:
+                    continue
+                if name.startswith("boot/vmlinu"):
+                    kernel_out.write_bytes(f.read())
+                    release = name.split("-", 1)[1]
+                elif "/kernel/" in name and ".ko" in name:
+                    compressed[elf.module_name(name)] = (name, f.read())
+        if release is None:
+            raise ImageError(f"{deb.name} holds no boot/vmlinu* image", "check kernel.package in the recipe")
+        modules = {name: _Lazy(path, data) for name, (path, data) in compressed.items()}
+        order = elf.module_load_order(self.recipe.modules, modules)
+        for mod in order:
+            tree.file(f"usr/lib/modules/lab/{mod}.ko", modules[mod].data)
+        return release, order
+
+    def _add_system(self, tree: Tree, arch: Arch, modules: list[str], client: KeyPair, hostk: KeyPair) -> None:
+        """usr-merge links, console node, accounts, keys and /init."""
+        for link in ("bin", "sbin", "lib"):
+            tree.symlink(link, f"usr/{link}")
+        if "usr/lib64" in tree.entries:
+            tree.symlink("lib64", "usr/lib64")
+        tree.symlink("usr/bin/sh", "busybox")
+        tree.chardev("dev/console", 5, 1)
+        for d in ("proc", "sys", "dev", "run", "tmp", "etc", SCRATCH_MOUNT.strip("/")):
+            tree.dir(d, 0o1777 if d == "tmp" else 0o755)
+        tree.file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+        tree.file("etc/shadow", "root:*:19000:0:99999:7:::\n", 0o600)
+        tree.file("etc/group", "root:x:0:\n")
+        tree.file("etc/shells", "/bin/sh\n/usr/bin/sh\n")
+        tree.file("etc/hostname", f"lab-{arch.name}\n")
+        tree.dir("root", 0o700)
+        tree.dir("root/.ssh", 0o700)
+        tree.file("root/.ssh/authorized_keys", client.public + " lab-client\n", 0o600)
+        tree.file("etc/dropbear/host_key", hostk.private.read_bytes(), 0o600)
+        tree.file("init", render_init(self.recipe, arch, modules), 0o755)
+
+    def _make_scratch(self, out: Path, key: str) -> None:
+        """An ext4 image made with ``mke2fs -d`` (no loop mounts), holding the probe's test file."""
+        with tempfile.TemporaryDirectory(prefix="lab-scratch-") as staging:
+            data = Path(staging) / TEST_FILE
+            with open(data, "wb") as f:
+                page = bytearray(b"\x5a" * 4096)
+                for i in range(self.recipe.test_file_mib * 256):
+                    page[:8] = i.to_bytes(8, "little")  # every page differs: no dedup, no sparse holes
+                    f.write(page)
+            uuid = f"{key[:8]}-{key[8:12]}-{key[12:16]}-{key[16:20]}-{key[20:32]}"
+            argv = ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "lab-scratch", "-U", uuid, "-E", "root_owner=0:0"]
+            argv += ["-d", staging, str(out), f"{self.recipe.scratch_size_mib}M"]
+            log.debug("running %s", " ".join(argv))
+            try:
+                subprocess.run(argv, check=True, capture_output=True, text=True, env=dict(os.environ, E2FSPROGS_FAKE_TIME="1"))
+            except FileNotFoundError:
+                raise ImageError("mke2fs not found", "install e2fsprogs (./setup.sh does)") from None
+            except subprocess.CalledProcessError as exc:
+                raise ImageError(f"mke2fs failed: {exc.stderr.strip()}", "e2fsprogs >= 1.43 is needed for -d") from None
+
+    def cached(self) -> list[dict[str, object]]:
+        """Every image directory in the cache with its manifest and whether it verifies."""
+        rows = []
+        for d in sorted(self.root.glob("*-*")) if self.root.exists() else []:
+            if d.name.startswith(".") or not d.is_dir():
+                continue
+            try:
+                manifest = _read_manifest(d)
+            except ImageError as exc:
+                rows.append({"dir": d, "status": f"corrupt: {exc.message}"})
+                continue
+            problem = verify(d)
+            rows.append({"dir": d, "manifest": manifest, "status": "ok" if problem is None else f"corrupt: {problem}"})
+        return rows
+
+
+@dataclass
+class _Lazy:
+    """A compressed kernel module, decompressed on first use (most are never used)."""
+
+    path: str
+    raw: bytes
+    _data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = elf.decompress_module(self.path, self.raw)
+        return self._data
+
+
+def _read_manifest(d: Path) -> dict[str, object]:
+    try:
+        data = json.loads((d / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"{d / 'manifest.json'} unreadable: {exc}", "lab images build rebuilds it") from None
+    if not isinstance(data, dict):
+        raise ImageError(f"{d / 'manifest.json'} is not an object", "lab images build rebuilds it")
+    return data
+
+
+def verify(d: Path) -> str | None:
+    """None if every artifact matches the manifest's size and SHA256, else what is wrong."""
+    try:
+        files = _read_manifest(d)["files"]
+    except ImageError as exc:
+        return exc.message
+    if not isinstance(files, dict):
+        return "manifest has no file list"
+    for name in ARTIFACTS:
+        path, want = d / name, files.get(name, {})
+        if not path.exists():
+            return f"{name} is missing"
+        if path.stat().st_size != want.get("size") or sha256_file(path) != want.get("sha256"):
+            return f"{name} does not match its recorded SHA256"
+    return None

@@ -1,0 +1,227 @@
+"""QEMU: a pure argv builder and :class:`VM`, the one owner of a QEMU process.
+
+Lifecycle of a VM: the constructor only records settings; :meth:`VM.launch`
+starts QEMU in its own process group; :meth:`VM.wait_ready` watches the
+console log for the guest's ready marker under a deadline while checking that
+QEMU is alive; :meth:`VM.shutdown` asks politely (SIGTERM, which QEMU treats as
+"quit"), waits, then kills the whole process group. ``with VM(...)`` guarantees
+the shutdown on every exit path, KeyboardInterrupt included. QEMU also gets
+PR_SET_PDEATHSIG, so even a SIGKILLed controller leaves no QEMU behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from lab.arches import Arch
+from lab.deadline import Deadline
+from lab.errors import BootError, InfraError
+
+log = logging.getLogger(__name__)
+
+POLL = 0.05  # seconds between liveness/console checks
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """Everything that determines a guest's QEMU command line."""
+
+    arch: Arch
+    kernel: Path
+    initrd: Path
+    append: str
+    memory_mib: int
+    cpus: int
+    accel: str  # "kvm" | "tcg"
+    ssh_port: int
+    console_log: Path
+    scratch: Path | None = None
+    tb_size_mib: int | None = None  # TCG translation cache cap (several guests at once)
+
+
+def kernel_cmdline(arch: Arch, thp: str, extra: tuple[str, ...]) -> str:
+    return " ".join((f"console={arch.console}", "rdinit=/init", f"transparent_hugepage={thp}", *extra))
+
+
+def _opt(path: Path) -> str:
+    """A path as a QEMU option value (commas are doubled)."""
+    return str(path).replace(",", ",,")
+
+
+def qemu_argv(spec: VMSpec) -> list[str]:
+    """The full QEMU command line for ``spec``. Pure: no I/O, no environment."""
+    a = spec.arch
+    if spec.accel == "kvm":
+        accel, cpu = "kvm", a.kvm_cpu
+    elif spec.accel == "tcg":
+        accel = "tcg" if spec.tb_size_mib is None else f"tcg,tb-size={spec.tb_size_mib}"
+        cpu = a.cpu
+    else:
+        raise ValueError(f"accel must be kvm or tcg, not {spec.accel!r}")
+    argv = [a.qemu_binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+    argv += ["-machine", a.machine, "-accel", accel, "-cpu", cpu, "-smp", str(spec.cpus), "-m", f"{spec.memory_mib}M"]
+    if a.bios:
+        argv += ["-bios", a.bios]
+    argv += ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.append]
+    argv += ["-serial", f"file:{spec.console_log}"]
+    argv += ["-netdev", f"user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"]
+    argv += ["-device", "virtio-net-pci,netdev=net0,romfile="]
+    if spec.scratch is not None:
+        argv += ["-drive", f"file={_opt(spec.scratch)},format=raw,if=none,id=scratch,snapshot=on"]
+        argv += ["-device", "virtio-blk-pci,drive=scratch"]
+    return argv
+
+
+def free_port() -> int:
+    """An ephemeral TCP port free on 127.0.0.1 right now (QEMU may still lose a race for it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_bytes()[-16384:].decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.replace("\r", "").splitlines()[-lines:])
+
+
+class VM:
+    """The single owner of one QEMU process (see the module docstring for the lifecycle)."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        console_log: Path,
+        ready_marker: str,
+        fail_marker: str | None = None,
+        shutdown_timeout: float = 5.0,
+        name: str = "guest",
+        ssh_port: int = 0,
+    ) -> None:
+        self.argv = list(argv)
+        self.console_log = console_log
+        self.stderr_log = console_log.with_name(console_log.stem + ".qemu-stderr.log")
+        self.ready_marker = ready_marker.encode()
+        self.fail_marker = fail_marker.encode() if fail_marker else None
+        self.shutdown_timeout = shutdown_timeout
+        self.name = name
+        self.ssh_port = ssh_port  # the host side of the SSH forward, if argv has one
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_line = ""
+        self.launched_at = 0.0
+        self.ready_at = 0.0
+
+    def __enter__(self) -> VM:
+        self.launch()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def launch(self) -> None:
+        if self.proc is not None:
+            raise RuntimeError("VM.launch() called twice")
+        self.console_log.parent.mkdir(parents=True, exist_ok=True)
+        self.console_log.write_bytes(b"")
+        log.debug("launching %s: %s", self.name, shlex.join(self.argv))
+        with open(self.stderr_log, "wb") as err:
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, preexec_fn=_child_setup
+                )
+            except FileNotFoundError:
+                raise InfraError(f"{self.argv[0]} not found", "install the host packages (./setup.sh) or run lab doctor") from None
+        self.launched_at = time.monotonic()
+
+    def _boot_error(self, what: str, remedy: str) -> BootError:
+        rc = self.returncode
+        details = [f"command: {shlex.join(self.argv)}"]
+        if rc is not None:
+            details.append(f"exit status: {rc}")
+        stderr = tail(self.stderr_log, 5)
+        if stderr:
+            details.append("qemu stderr:\n" + stderr)
+        console = tail(self.console_log)
+        details.append("console tail:\n" + (console or "(empty)"))
+        return BootError(f"{self.name}: {what}", remedy, logs=(self.console_log, self.stderr_log), details="\n".join(details))
+
+    def wait_ready(self, deadline: Deadline) -> str:
+        """Block until the ready marker is on the console; raise BootError if QEMU dies or time runs out."""
+        if self.proc is None:
+            raise RuntimeError("VM.wait_ready() before launch()")
+        offset = 0
+        buf = b""
+        while True:
+            with open(self.console_log, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            offset += len(chunk)
+            buf = (buf + chunk)[-65536:]
+            if self.fail_marker and self.fail_marker in buf:
+                reason = buf[buf.index(self.fail_marker) :].split(b"\n")[0].decode(errors="replace").strip()
+                raise self._boot_error(f"guest init failed: {reason}", f"see the console log {self.console_log}")
+            if self.ready_marker in buf:
+                rest = buf[buf.index(self.ready_marker) :]
+                if b"\n" in rest:  # the whole line has been written
+                    self.ready_line = rest.split(b"\n")[0].decode(errors="replace").strip()
+                    self.ready_at = time.monotonic()
+                    return self.ready_line
+            if self.proc.poll() is not None:
+                raise self._boot_error(
+                    f"QEMU exited with status {self.proc.returncode} before the guest was ready",
+                    f"see {self.stderr_log} and {self.console_log}",
+                )
+            if deadline.expired:
+                raise self._boot_error(
+                    f"guest not ready after {deadline.seconds:.0f}s",
+                    f"see the console log {self.console_log}; on a slow host raise timeouts.multiplier",
+                )
+            time.sleep(min(POLL, deadline.remaining))
+
+    def shutdown(self) -> None:
+        """Polite (SIGTERM), then forced (SIGKILL to the process group). Idempotent; never raises for a dead QEMU."""
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=self.shutdown_timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s: QEMU ignored SIGTERM for %.1fs; killing it", self.name, self.shutdown_timeout)
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the group: QEMU and anything it forked
+            proc.wait()
