@@ -30,6 +30,7 @@ class Arch:
     bios: str | None = None  # firmware path passed with -bios, if the machine needs one
     bios_package: str | None = None  # host package providing the firmware
     qemu_package: str = ""  # host package providing qemu_binary
+    kernel_format: str = "as-is"  # "pvh": boot the ELF vmlinux unpacked from the bzImage (faster under TCG)
 
 
 ARCHES: tuple[Arch, ...] = (
@@ -46,6 +47,7 @@ ARCHES: tuple[Arch, ...] = (
         console="ttyS0",
         host_machines=("x86_64", "amd64"),
         qemu_package="qemu-system-x86",
+        kernel_format="pvh",
     ),
     Arch(
         name="arm64",

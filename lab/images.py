@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
-from lab import elf
+from lab import elf, kernel
 from lab.apt import Apt, Package, first_dependency
 from lab.arches import ARCHES, Arch
 from lab.config import Config
@@ -37,7 +38,7 @@ from lab.util import sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "1"  # bump when the builder's output changes for equal inputs
+BUILDER_VERSION = "2"  # bump when the builder's output changes for equal inputs
 READY_MARKER = "LAB-READY"
 FAIL_MARKER = "LAB-INIT-FAILED"
 SCRATCH_MOUNT = "/scratch"
@@ -54,7 +55,7 @@ class Image:
     arch: Arch
     key: str
     dir: Path
-    manifest: dict[str, object]
+    manifest: dict[str, Any]
     host_key: KeyPair
 
     @property
@@ -119,19 +120,20 @@ class ImageStore:
 
     def _resolve(self, arch: Arch) -> tuple[Package, list[Package]]:
         """The versioned kernel package plus the recipe's packages, resolved in the lab's apt lists."""
-        meta = self.apt.resolve([self.recipe.kernel_for(arch)], arch.debian)[0]
-        real = first_dependency(meta.depends, "linux-image-") if meta.name.count("-") <= 2 else None
-        kernel = self.apt.resolve([real], arch.debian)[0] if real else meta
-        return kernel, self.apt.resolve(self.recipe.packages, arch.debian)
+        named = self.apt.resolve([self.recipe.kernel_for(arch)], arch.debian)[0]
+        # A metapackage depends on the versioned linux-image package; a versioned one does not.
+        real = first_dependency(named.depends, "linux-image-")
+        pkg = self.apt.resolve([real], arch.debian)[0] if real else named
+        return pkg, self.apt.resolve(self.recipe.packages, arch.debian)
 
     def ensure(self, arch: Arch, refresh: bool = False) -> Image:
         """Return the image for ``arch``, building it if missing or corrupt."""
         with _locked(self.cfg.cache_dir / "build.lock"):
             self.apt.update(0 if refresh else self.cfg.apt.refresh_hours)
-            kernel, packages = self._resolve(arch)
+            kernel_pkg, packages = self._resolve(arch)
             client = client_key(self.keys_dir)
             hostk = host_key(self.keys_dir, arch.name)
-            key = image_key(self.recipe.canonical(), arch, [kernel, *packages], client.public, hostk.public)
+            key = image_key(self.recipe.canonical(), arch, [kernel_pkg, *packages], client.public, hostk.public)
             final = self.root / f"{arch.name}-{key[:16]}"
             if final.exists():
                 problem = verify(final)
@@ -139,11 +141,11 @@ class ImageStore:
                     return Image(arch, key, final, _read_manifest(final), hostk)
                 log.warning("image %s is corrupt (%s): rebuilding", final.name, problem)
                 shutil.rmtree(final)
-            return self._build(arch, key, final, kernel, packages, client, hostk)
+            return self._build(arch, key, final, kernel_pkg, packages, client, hostk)
 
-    def _build(self, arch: Arch, key: str, final: Path, kernel: Package, packages: list[Package], client: KeyPair, hostk: KeyPair) -> Image:
+    def _build(self, arch: Arch, key: str, final: Path, kernel_pkg: Package, packages: list[Package], client: KeyPair, hostk: KeyPair) -> Image:
         started = time.monotonic()
-        debs = self.apt.download([kernel, *packages], self.cfg.cache_dir / "debs")
+        debs = self.apt.download([kernel_pkg, *packages], self.cfg.cache_dir / "debs")
         self.root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{arch.name}-", dir=self.root))
         try:
@@ -151,7 +153,7 @@ class ImageStore:
             for pkg in packages:
                 with deb_tar(debs[pkg.name]) as tar:
                     tree.add_tar(tar, self.recipe.exclude)
-            kernel_release, modules = self._add_kernel(tree, debs[kernel.name], work / "kernel")
+            kernel_release, modules = self._add_kernel(tree, debs[kernel_pkg.name], work / "kernel", arch)
             self._add_system(tree, arch, modules, client, hostk)
             problems = elf.check_closure(tree, self.recipe.check, ("usr/lib/" + arch.triplet, "usr/lib", "usr/lib64"))
             if problems:
@@ -169,7 +171,7 @@ class ImageStore:
                 "suite": self.recipe.suite,
                 "mirror": self.apt.mirror,
                 "kernel_release": kernel_release,
-                "kernel_package": {"name": kernel.name, "version": kernel.version},
+                "kernel_package": {"name": kernel_pkg.name, "version": kernel_pkg.version},
                 "packages": [{"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256} for p in packages],
                 "modules": modules,
                 "host_key": hostk.public,
@@ -186,7 +188,7 @@ class ImageStore:
         log.info("built %s image %s in %.1fs", arch.name, final.name, manifest["build_seconds"])
         return Image(arch, key, final, manifest, hostk)
 
-    def _add_kernel(self, tree: Tree, deb: Path, kernel_out: Path) -> tuple[str, list[str]]:
+    def _add_kernel(self, tree: Tree, deb: Path, kernel_out: Path, arch: Arch) -> tuple[str, list[str]]:
         """Write the kernel image to ``kernel_out``; put the recipe's modules (and deps) in the tree."""
         release = None
         compressed: dict[str, tuple[str, bytes]] = {}
@@ -197,7 +199,7 @@ class ImageStore:
                 if f is None:
                     continue
                 if name.startswith("boot/vmlinu"):
-                    kernel_out.write_bytes(f.read())
+                    kernel_out.write_bytes(kernel.prepare(f.read(), arch.kernel_format))
                     release = name.split("-", 1)[1]
                 elif "/kernel/" in name and ".ko" in name:
                     compressed[elf.module_name(name)] = (name, f.read())
@@ -250,7 +252,7 @@ class ImageStore:
             except subprocess.CalledProcessError as exc:
                 raise ImageError(f"mke2fs failed: {exc.stderr.strip()}", "e2fsprogs >= 1.43 is needed for -d") from None
 
-    def cached(self) -> list[dict[str, object]]:
+    def cached(self) -> list[CachedImage]:
         """Every image directory in the cache with its manifest and whether it verifies."""
         rows = []
         for d in sorted(self.root.glob("*-*")) if self.root.exists() else []:
@@ -259,11 +261,22 @@ class ImageStore:
             try:
                 manifest = _read_manifest(d)
             except ImageError as exc:
-                rows.append({"dir": d, "status": f"corrupt: {exc.message}"})
+                rows.append(CachedImage(d, f"corrupt: {exc.message}", {}))
                 continue
             problem = verify(d)
-            rows.append({"dir": d, "manifest": manifest, "status": "ok" if problem is None else f"corrupt: {problem}"})
+            rows.append(CachedImage(d, "ok" if problem is None else f"corrupt: {problem}", manifest))
         return rows
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    dir: Path
+    status: str  # "ok" or "corrupt: why"
+    manifest: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return sum(int(f.get("size", 0)) for f in self.manifest.get("files", {}).values())
 
 
 @dataclass
@@ -281,7 +294,7 @@ class _Lazy:
         return self._data
 
 
-def _read_manifest(d: Path) -> dict[str, object]:
+def _read_manifest(d: Path) -> dict[str, Any]:
     try:
         data = json.loads((d / "manifest.json").read_text())
     except (OSError, ValueError) as exc:

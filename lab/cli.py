@@ -1,0 +1,225 @@
+"""The ``lab`` command line: parses arguments, calls the library, maps errors to exit codes.
+
+Exit codes: 0 success; 1 something checked failed (a guest in ``lab run``,
+a required ``lab doctor`` line, a command in ``lab exec`` exits with its own
+status); 3 usage or config error; 4 infrastructure error (QEMU, apt, SSH);
+130 interrupted (Ctrl-C or SIGTERM: guests are shut down first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from types import FrameType
+
+from lab import __version__, arches, config
+from lab.boot import boot, new_log_dir
+from lab.errors import LabError, UserError
+
+log = logging.getLogger("lab")
+
+EPILOG = """exit codes: 0 ok; 1 a check or guest failed (lab exec: the command's own status);
+3 usage or config error; 4 infrastructure error (QEMU, apt, SSH); 130 interrupted"""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every ``finally`` (and QEMU shutdown) runs."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}", f"see {self.prog} --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="lab", description="Cross-architecture QEMU test lab.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"lab {__version__}")
+    p.add_argument("--config", help="config file (default: $LAB_CONFIG or ./lab.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging: full command lines")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def arch_opt(sp: argparse.ArgumentParser, multi: bool) -> None:
+        if multi:
+            sp.add_argument("--arch", help="all, or a comma-separated list (default: 'arches' in lab.yaml)")
+        else:
+            sp.add_argument("--arch", required=True, help="one of: " + ", ".join(arches.names()))
+        sp.add_argument("--accel", choices=config.ACCELS, help="override 'accel' in lab.yaml")
+
+    images = sub.add_parser("images", help="build and list guest images")
+    isub = images.add_subparsers(dest="images_command", required=True, parser_class=_Parser)
+    ib = isub.add_parser("build", help="resolve, download and build images (cached by content)")
+    ib.add_argument("--arch", help="all, or a comma-separated list")
+    ib.add_argument("--refresh", action="store_true", help="re-fetch the package lists first")
+    il = isub.add_parser("list", help="show cached images")
+    il.add_argument("--json", action="store_true")
+
+    arch_opt(sub.add_parser("boot", help="boot a guest and keep it up until Ctrl-C"), multi=False)
+    arch_opt(sub.add_parser("shell", help="interactive shell in a fresh guest"), multi=False)
+    ex = sub.add_parser("exec", help="run one command in a fresh guest; exits with its status")
+    arch_opt(ex, multi=False)
+    ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+
+    run = sub.add_parser("run", help="boot every selected arch and check it (the probe matrix comes later)")
+    arch_opt(run, multi=True)
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    doc = sub.add_parser("doctor", help="check this host: QEMU, firmware, KVM, apt, disk, cache")
+    doc.add_argument("--no-kvm", action="store_true", help="skip the KVM test boot")
+    doc.add_argument("--json", action="store_true")
+    return p
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="lab: %(message)s" if not verbose else "%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    # paramiko logs every retried banner read as an error; our own messages say what matters.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def cmd_images(args: argparse.Namespace, cfg: config.Config) -> int:
+    from lab.images import ImageStore
+
+    store = ImageStore(cfg)
+    if args.images_command == "build":
+        for i, arch in enumerate(arches.select(args.arch or cfg.arches)):
+            started = time.monotonic()
+            image = store.ensure(arch, refresh=args.refresh and i == 0)
+            print(f"{arch.name}: {image.dir} ({image.kernel_release}, {time.monotonic() - started:.1f}s)")
+        return 0
+    rows = store.cached()
+    if args.json:
+        print(json.dumps([{"dir": str(r.dir), "status": r.status, "manifest": r.manifest} for r in rows], indent=2))
+        return 0
+    table = [
+        (
+            r.manifest.get("arch", "?"),
+            r.manifest.get("kernel_release", "?"),
+            f"{r.size / 2**20:.1f} MiB",
+            r.dir.name,
+            r.manifest.get("built_at", "?"),
+            r.status,
+        )
+        for r in rows
+    ]
+    print(_table(table, ("arch", "kernel", "size", "entry", "built", "status")) if table else f"no images in {store.root}")
+    return 0
+
+
+def _booted(args: argparse.Namespace, cfg: config.Config):  # type: ignore[no-untyped-def]
+    from lab.images import ImageStore
+
+    arch = arches.get(args.arch)
+    image = ImageStore(cfg).ensure(arch)
+    return boot(cfg, image, args.accel, new_log_dir(cfg, arch.name))
+
+
+def cmd_boot(args: argparse.Namespace, cfg: config.Config) -> int:
+    with _booted(args, cfg) as b:
+        known = b.info.console_log.parent / "known_hosts"
+        known.write_text(b.guest.known_hosts_line() + "\n")
+        print(f"{b.info.arch} is up ({b.info.accel_note}) in {b.info.ssh_seconds:.1f}s; console log: {b.info.console_log}")
+        print("connect with:  " + shlex.join(b.guest.ssh_argv(known)))
+        print("Ctrl-C shuts it down.", flush=True)
+        while b.vm.returncode is None:
+            time.sleep(0.5)
+        log.error("%s: QEMU exited by itself with status %s; see %s", b.info.arch, b.vm.returncode, b.info.console_log)
+        return 4
+
+
+def cmd_shell(args: argparse.Namespace, cfg: config.Config) -> int:
+    with _booted(args, cfg) as b:
+        known = b.info.console_log.parent / "known_hosts"
+        known.write_text(b.guest.known_hosts_line() + "\n")
+        try:
+            return subprocess.run(
+                [*b.guest.ssh_argv(known)[:-1], "-t", f"root@{b.guest.host_alias[1:].split(']')[0]}"], check=False
+            ).returncode
+        except FileNotFoundError:
+            raise UserError("ssh not found", "install openssh-client, or use lab exec") from None
+
+
+def cmd_exec(args: argparse.Namespace, cfg: config.Config) -> int:
+    argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not argv:
+        raise UserError("lab exec: no command given", "usage: lab exec --arch X -- COMMAND [ARGS...]")
+    with _booted(args, cfg) as b:
+        result = b.guest.run(shlex.join(argv), hide=False)
+        return int(result.exited)
+
+
+def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
+    from lab.images import ImageStore
+    from lab.smoke import smoke
+
+    selected = arches.select(args.arch or cfg.arches)
+    store = ImageStore(cfg)
+    results = [smoke(cfg, arch, store, args.accel) for arch in selected]
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        rows = []
+        for r in results:
+            facts = dict(r.facts)
+            detail = (
+                "; ".join(r.problems) or r.error or f"{facts.get('kernel')} page={facts.get('page_size')} scratch={facts.get('scratch')}"
+            )
+            rows.append((r.arch, "ok" if r.ok else "FAILED", r.accel or "-", f"{r.ssh_seconds:.2f}s" if r.ssh_seconds else "-", detail))
+        print(_table(rows, ("arch", "result", "accel", "boot-to-ssh", "detail")))
+        for r in results:
+            if not r.ok and r.console_log:
+                print(f"{r.arch}: logs: {r.console_log}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_doctor(args: argparse.Namespace, cfg: config.Config) -> int:
+    from lab.doctor import run_checks
+
+    checks = run_checks(cfg, kvm=not args.no_kvm)
+    if args.json:
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        print(_table([(c.name, c.status, c.detail, c.remedy) for c in checks], ("check", "status", "detail", "remedy")))
+    return 1 if any(c.status == "FAIL" for c in checks) else 0
+
+
+COMMANDS = {"images": cmd_images, "boot": cmd_boot, "shell": cmd_shell, "exec": cmd_exec, "run": cmd_run, "doctor": cmd_doctor}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging(args.verbose, args.quiet)
+        cfg = config.load(args.config)
+        return COMMANDS[args.command](args, cfg)
+    except LabError as exc:
+        print(f"lab: error: {exc}", file=sys.stderr)
+        if exc.details and logging.getLogger().isEnabledFor(logging.DEBUG):
+            print(exc.details, file=sys.stderr)
+        for path in exc.logs:
+            print(f"lab: log: {path}", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, Terminated):
+        print("lab: interrupted; guests were shut down", file=sys.stderr)
+        return 130

@@ -1,0 +1,152 @@
+"""``lab doctor``: is this host able to run the lab, and if not, what to do about it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import accel as accel_mod
+from lab.apt import KEYRING
+from lab.arches import ARCHES, host_can_kvm
+from lab.boot import boot
+from lab.config import Config
+from lab.errors import LabError
+from lab.images import ImageStore
+
+MIN_FREE_GIB = 2.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | warn | FAIL
+    detail: str
+    remedy: str = ""
+
+
+def _version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unusable: {exc}"
+    return out.splitlines()[0] if out else "no version output"
+
+
+def check_tools() -> list[Check]:
+    checks = []
+    for arch in ARCHES:
+        path = shutil.which(arch.qemu_binary)
+        if path:
+            checks.append(Check(f"qemu {arch.name}", "ok", _version(path)))
+        else:
+            checks.append(Check(f"qemu {arch.name}", "FAIL", f"{arch.qemu_binary} not found", f"apt-get install {arch.qemu_package}"))
+        if arch.bios:
+            ok = Path(arch.bios).is_file()
+            checks.append(
+                Check(f"firmware {arch.name}", "ok" if ok else "FAIL", arch.bios, "" if ok else f"apt-get install {arch.bios_package}")
+            )
+    for tool, package, required in (
+        ("apt-get", "apt", True),
+        ("dpkg-deb", "dpkg", True),
+        ("mke2fs", "e2fsprogs", True),
+        ("dropbearkey", "dropbear-bin", True),
+        ("ssh", "openssh-client", False),
+    ):
+        found = shutil.which(tool)
+        status = "ok" if found else ("FAIL" if required else "warn")
+        detail = found or f"{tool} not found" + ("" if required else " (only lab shell needs it)")
+        checks.append(Check(tool, status, detail, "" if found else f"apt-get install {package}"))
+    ok = KEYRING.is_file()
+    checks.append(Check("debian keyring", "ok" if ok else "FAIL", str(KEYRING), "" if ok else "apt-get install debian-archive-keyring"))
+    return checks
+
+
+def check_disk(cfg: Config) -> Check:
+    probe = cfg.cache_dir
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free / 2**30
+    ok = free >= MIN_FREE_GIB
+    return Check(
+        "free disk",
+        "ok" if ok else "FAIL",
+        f"{free:.1f} GiB free at {probe}",
+        "" if ok else f"free {MIN_FREE_GIB:g} GiB or move paths.cache",
+    )
+
+
+def check_mirror(cfg: Config, store: ImageStore) -> Check:
+    url = f"{store.apt.mirror}/dists/{store.recipe.suite}/InRelease"
+    try:
+        with urllib.request.urlopen(url, timeout=15) as resp:
+            resp.read(256)
+        return Check(f"apt {store.recipe.suite}", "ok", url)
+    except OSError as exc:
+        age = store.apt.lists_age_hours()
+        status = "warn" if age is not None else "FAIL"
+        detail = f"{url}: {exc}" + (f" (cached lists are {age:.0f}h old and still usable)" if age is not None else "")
+        return Check(f"apt {store.recipe.suite}", status, detail, "check the network or set apt.mirror in lab.yaml")
+
+
+def check_cache(store: ImageStore) -> list[Check]:
+    rows = store.cached()
+    bad = [r for r in rows if r.status != "ok"]
+    age = store.apt.lists_age_hours()
+    lists = Check(
+        "apt lists",
+        "ok" if age is not None else "warn",
+        f"{age:.1f}h old" if age is not None else "not fetched yet",
+        "lab images build fetches them",
+    )
+    images = Check(
+        "image cache",
+        "ok" if not bad else "warn",
+        f"{len(rows)} image(s), {len(bad)} corrupt" if rows else "empty",
+        "lab images build rebuilds corrupt or missing images" if bad or not rows else "",
+    )
+    return [lists, images]
+
+
+def check_kvm(cfg: Config, store: ImageStore) -> list[Check]:
+    """For arches this host could run natively: a real KVM boot decides (and refreshes the memo)."""
+    checks = []
+    for arch in ARCHES:
+        if not host_can_kvm(arch):
+            continue
+        reason = accel_mod.kvm_precheck(arch)
+        if reason:
+            checks.append(
+                Check(f"kvm {arch.name}", "warn", f"unavailable: {reason}; guests use TCG", "load kvm modules / add user to group kvm")
+            )
+            continue
+        try:
+            image = store.ensure(arch)
+        except LabError as exc:
+            checks.append(Check(f"kvm {arch.name}", "warn", f"no image to test-boot: {exc.message}", "lab images build"))
+            continue
+        memo = accel_mod.KvmMemo(cfg.cache_dir / "accel.json")
+        key = memo.key(arch, image.key)
+        try:
+            with boot(cfg, image, "kvm") as b:
+                checks.append(Check(f"kvm {arch.name}", "ok", f"test boot reached SSH in {b.info.ssh_seconds:.1f}s"))
+            memo.record(key, None)
+        except LabError as exc:
+            memo.record(key, exc.message)
+            checks.append(
+                Check(f"kvm {arch.name}", "warn", f"test boot failed ({exc.message}); guests use TCG", "fine for correctness; slower")
+            )
+    return checks
+
+
+def run_checks(cfg: Config, kvm: bool = True) -> list[Check]:
+    store = ImageStore(cfg)
+    checks = check_tools()
+    checks.append(check_disk(cfg))
+    checks.append(check_mirror(cfg, store))
+    checks += check_cache(store)
+    if kvm and all(c.status != "FAIL" for c in checks):
+        checks += check_kvm(cfg, store)
+    return checks

@@ -1,0 +1,79 @@
+"""The boot smoke: boot each arch, check what the lab relies on inside the guest.
+
+This is what ``lab run`` does until the probe matrix exists: a real boot of
+every selected architecture, real SSH, and the facts later measurements
+depend on (machine, page size, THP mode, scratch disk).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from lab.arches import Arch
+from lab.boot import boot
+from lab.config import Config
+from lab.errors import LabError
+from lab.images import SCRATCH_MOUNT, ImageStore
+
+log = logging.getLogger(__name__)
+
+FACTS = {
+    "machine": "uname -m",
+    "kernel": "uname -r",
+    "page_size": "awk '/KernelPageSize/ {print $2 * 1024; exit}' /proc/self/smaps",
+    "thp": "cat /sys/kernel/mm/transparent_hugepage/enabled",
+    "scratch": f"awk '$2 == \"{SCRATCH_MOUNT}\" {{print $1, $3}}' /proc/mounts",
+    "mem_used_kib": "awk '/MemTotal/ {t=$2} /MemAvailable/ {a=$2} END {print t - a}' /proc/meminfo",
+}
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    arch: str
+    ok: bool
+    accel: str = ""
+    ssh_seconds: float = 0.0
+    facts: tuple[tuple[str, str], ...] = ()
+    problems: tuple[str, ...] = ()
+    error: str = ""
+    console_log: str = ""
+
+
+def check_facts(arch: Arch, facts: dict[str, str], thp: str) -> list[str]:
+    """What is wrong with a guest's facts (pure)."""
+    problems = []
+    if facts.get("machine") != arch.uname:
+        problems.append(f"uname -m is {facts.get('machine')!r}, expected {arch.uname!r}")
+    if not facts.get("page_size", "").isdigit():
+        problems.append(f"page size unreadable: {facts.get('page_size')!r}")
+    if f"[{thp}]" not in facts.get("thp", ""):
+        problems.append(f"THP is {facts.get('thp')!r}, expected [{thp}]")
+    if facts.get("scratch") != "/dev/vda ext4":
+        problems.append(f"scratch disk is {facts.get('scratch')!r}, expected '/dev/vda ext4'")
+    return problems
+
+
+def smoke(cfg: Config, arch: Arch, store: ImageStore, accel: str | None = None) -> SmokeResult:
+    """Boot ``arch`` and check it; failures become a result, never an exception (except Ctrl-C)."""
+    try:
+        image = store.ensure(arch)
+        with boot(cfg, image, accel) as b:
+            facts = {}
+            for key, command in FACTS.items():
+                result = b.guest.run(command)
+                facts[key] = result.stdout.strip() if result.ok else f"error: {result.stderr.strip()}"
+            problems = check_facts(arch, facts, cfg.guest.transparent_hugepage)
+            return SmokeResult(
+                arch.name,
+                not problems,
+                b.info.accel,
+                b.info.ssh_seconds,
+                tuple(facts.items()),
+                tuple(problems),
+                console_log=str(b.info.console_log),
+            )
+    except LabError as exc:
+        log.error("%s: %s", arch.name, exc)
+        logs = ", ".join(str(p) for p in exc.logs)
+        return SmokeResult(arch.name, False, error=str(exc), console_log=logs)
