@@ -143,7 +143,9 @@ class ImageStore:
                 shutil.rmtree(final)
             return self._build(arch, key, final, kernel_pkg, packages, client, hostk)
 
-    def _build(self, arch: Arch, key: str, final: Path, kernel_pkg: Package, packages: list[Package], client: KeyPair, hostk: KeyPair) -> Image:
+    def _build(
+        self, arch: Arch, key: str, final: Path, kernel_pkg: Package, packages: list[Package], client: KeyPair, hostk: KeyPair
+    ) -> Image:
         started = time.monotonic()
         debs = self.apt.download([kernel_pkg, *packages], self.cfg.cache_dir / "debs")
         self.root.mkdir(parents=True, exist_ok=True)

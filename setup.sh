@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets up a lab host, idempotently: the Debian packages from ansible/host-packages.txt
+# (only those missing; needs root or sudo), then .venv with lab and its dev tools.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mapfile -t wanted < <(sed -e 's/#.*//' ansible/host-packages.txt | awk 'NF {print $1}')
+missing=()
+for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "setup: installing ${missing[*]}"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup: lab needs Python >= 3.11 ($python is $("$python" --version 2>&1))" >&2
+    exit 3
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+echo "setup: ready (.venv/bin/lab)"

@@ -1,0 +1,52 @@
+"""The CLI's contract: one-line errors with remedies, mapped exit codes, no tracebacks."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_unknown_arch_exit_3_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--config", str(REPO / "lab.yaml"), "exec", "--arch", "mips", "--", "true")
+    assert code == 3
+    assert err.strip().splitlines() == [
+        "lab: error: unknown arch 'mips' (use one of: x86_64, arm64, riscv64, or 'all' (aliases: aarch64, amd64, riscv, rv64, x86-64))"
+    ]
+
+
+def test_bad_config_names_file_key_and_allowed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "lab.yaml"
+    bad.write_text("accel: turbo\n")
+    code, _, err = run(capsys, "--config", str(bad), "images", "list")
+    assert code == 3
+    assert err == f"lab: error: {bad}: accel: 'turbo' is not valid (expected one of auto, kvm, tcg)\n"
+
+
+def test_usage_errors_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "boot")
+    assert code == 3 and "the following arguments are required: --arch" in err
+    code, _, err = run(capsys, "--config", str(REPO / "lab.yaml"), "exec", "--arch", "arm64")
+    assert code == 3 and "no command given" in err
+
+
+def test_help_documents_exit_codes() -> None:
+    out = subprocess.run([sys.executable, "-m", "lab", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "exit codes: 0 ok; 1 a check or guest failed" in out and "3 usage or config error" in out and "130 interrupted" in out
+
+
+def test_no_traceback_for_missing_config() -> None:
+    proc = subprocess.run([sys.executable, "-m", "lab", "--config", "/nonexistent/lab.yaml", "run"], capture_output=True, text=True)
+    assert proc.returncode == 3
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr == "lab: error: /nonexistent/lab.yaml: config file not found (run from the lab checkout or pass --config FILE)\n"

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+
+from lab import config
+from lab.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_checked_in_config_loads_with_documented_defaults() -> None:
+    cfg = config.load(REPO / "lab.yaml")
+    assert cfg.arches == "all"
+    assert cfg.accel == "auto"
+    assert cfg.recipe == REPO / "images" / "tiny.yaml"
+    assert cfg.guest.transparent_hugepage == "never"
+    assert "norandmaps" in cfg.guest.kernel_args
+    assert cfg.results_dir == REPO / "results"
+    assert cfg.timeouts.scaled("boot") == cfg.timeouts.boot * cfg.timeouts.multiplier
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    f = tmp_path / "lab.yaml"
+    f.write_text("")
+    cfg = config.load(f)
+    assert cfg.guest.memory_mib == 512
+    assert cfg.recipe == tmp_path / "images" / "tiny.yaml"
+
+
+def test_multiplier_scales_every_timeout(tmp_path: Path) -> None:
+    cfg = config.parse({"timeouts": {"multiplier": 3, "boot": 10}}, tmp_path / "x.yaml")
+    assert cfg.timeouts.scaled("boot") == 30
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "hint"),
+    [
+        ({"accel": "hvf"}, "accel", "auto, kvm, tcg"),
+        ({"guest": {"memory_mib": "lots"}}, "guest.memory_mib", "integer from 128"),
+        ({"guest": {"memory_mib": 64}}, "guest.memory_mib", "integer from 128"),
+        ({"guest": {"cpus": True}}, "guest.cpus", "integer"),
+        ({"guest": {"transparent_hugepage": "sometimes"}}, "guest.transparent_hugepage", "never, madvise, always"),
+        ({"guest": {"kernel_args": "quiet"}}, "guest.kernel_args", "list of non-empty strings"),
+        ({"guest": {"colour": "red"}}, "guest.colour", "allowed here: cpus, kernel_args"),
+        ({"timeouts": {"boot": -1}}, "timeouts.boot", "number from 1"),
+        ({"timeouts": []}, "timeouts", "mapping"),
+        ({"apt": {"mirror": "ftp://x"}}, "apt.mirror", "http(s)://"),
+        ({"bogus": 1}, "bogus", "allowed here:"),
+        ([1, 2], "(top level)", "mapping"),
+    ],
+)
+def test_errors_name_file_key_value_and_allowed(tmp_path: Path, raw: object, key: str, hint: str) -> None:
+    f = tmp_path / "lab.yaml"
+    with pytest.raises(UserError) as err:
+        config.parse(raw, f)
+    text = str(err.value)
+    assert str(f) in text and key in text and hint in text
+    assert "\n" not in text
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        config.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("guest: [unclosed\n")
+    with pytest.raises(UserError, match=r"bad.yaml: line \d+: not valid YAML"):
+        config.load(bad)
+
+
+def test_lab_cache_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_CACHE", str(tmp_path / "c"))
+    assert config.parse({}, tmp_path / "lab.yaml").cache_dir == tmp_path / "c"
