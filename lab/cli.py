@@ -17,11 +17,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from types import FrameType
 
 from lab import __version__, arches, config
-from lab.boot import boot, new_log_dir
+from lab.boot import Booted, boot, new_log_dir
 from lab.errors import LabError, UserError
 
 log = logging.getLogger("lab")
@@ -126,7 +127,7 @@ def cmd_images(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0
 
 
-def _booted(args: argparse.Namespace, cfg: config.Config):  # type: ignore[no-untyped-def]
+def _booted(args: argparse.Namespace, cfg: config.Config) -> AbstractContextManager[Booted]:
     from lab.images import ImageStore
 
     arch = arches.get(args.arch)
@@ -134,12 +135,17 @@ def _booted(args: argparse.Namespace, cfg: config.Config):  # type: ignore[no-un
     return boot(cfg, image, args.accel, new_log_dir(cfg, arch.name))
 
 
+def _ssh_argv(b: Booted) -> list[str]:
+    """An ssh command line for a booted guest, with its pinned host key written next to the console log."""
+    known = b.info.console_log.parent / "known_hosts"
+    known.write_text(b.guest.known_hosts_line() + "\n")
+    return b.guest.ssh_argv(known)
+
+
 def cmd_boot(args: argparse.Namespace, cfg: config.Config) -> int:
     with _booted(args, cfg) as b:
-        known = b.info.console_log.parent / "known_hosts"
-        known.write_text(b.guest.known_hosts_line() + "\n")
         print(f"{b.info.arch} is up ({b.info.accel_note}) in {b.info.ssh_seconds:.1f}s; console log: {b.info.console_log}")
-        print("connect with:  " + shlex.join(b.guest.ssh_argv(known)))
+        print("connect with:  " + shlex.join(_ssh_argv(b)))
         print("Ctrl-C shuts it down.", flush=True)
         while b.vm.returncode is None:
             time.sleep(0.5)
@@ -149,12 +155,9 @@ def cmd_boot(args: argparse.Namespace, cfg: config.Config) -> int:
 
 def cmd_shell(args: argparse.Namespace, cfg: config.Config) -> int:
     with _booted(args, cfg) as b:
-        known = b.info.console_log.parent / "known_hosts"
-        known.write_text(b.guest.known_hosts_line() + "\n")
+        argv = _ssh_argv(b)
         try:
-            return subprocess.run(
-                [*b.guest.ssh_argv(known)[:-1], "-t", f"root@{b.guest.host_alias[1:].split(']')[0]}"], check=False
-            ).returncode
+            return subprocess.run([*argv[:-1], "-t", argv[-1]], check=False).returncode
         except FileNotFoundError:
             raise UserError("ssh not found", "install openssh-client, or use lab exec") from None
 

@@ -4,7 +4,7 @@ import struct
 
 
 def elf_with_sections(sections: dict[str, bytes]) -> bytes:
-    names = [""] + list(sections) + [".shstrtab"]
+    names = ["", *sections, ".shstrtab"]
     shstrtab = b"\0".join(n.encode() for n in names) + b"\0"
     offsets, off = {}, 0
     for n in names:
