@@ -1,0 +1,84 @@
+"""End-to-end fixtures: real images, real QEMU guests for every arch, real SSH.
+
+Every test here is marked ``e2e``. Images come from the lab's normal cache
+(built on first use from Debian's packages); run directories go to a temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab import arches, config
+from lab.images import Image, ImageStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+def qemu_processes(cache_dir: Path) -> list[tuple[int, str]]:
+    """Live QEMU processes booting images from ``cache_dir``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and argv and b"qemu-system-" in argv[0] and str(cache_dir).encode() in b" ".join(argv):
+            found.append((int(entry.name), b" ".join(argv).decode(errors="replace")[:200]))
+    return found
+
+
+@pytest.fixture(scope="session")
+def cfg(tmp_path_factory: pytest.TempPathFactory) -> config.Config:
+    base = config.load(REPO / "lab.yaml")
+    return replace(base, results_dir=tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="session")
+def store(cfg: config.Config) -> ImageStore:
+    return ImageStore(cfg)
+
+
+@pytest.fixture(scope="session")
+def images(store: ImageStore) -> dict[str, Image]:
+    return {a.name: store.ensure(a) for a in arches.ARCHES}
+
+
+@pytest.fixture(scope="session")
+def cli_config(cfg: config.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lab.yaml for CLI subprocesses: the repo's settings, this session's cache and results dirs."""
+    raw = yaml.safe_load((REPO / "lab.yaml").read_text())
+    raw["recipe"] = str(REPO / "images" / "tiny.yaml")
+    raw["paths"] = {"cache": str(cfg.cache_dir), "results": str(cfg.results_dir)}
+    path = tmp_path_factory.mktemp("config") / "lab.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_qemu_left_behind(cfg: config.Config) -> Iterator[None]:
+    before = {pid for pid, _ in qemu_processes(cfg.cache_dir)}
+    yield
+    leftovers = [p for p in qemu_processes(cfg.cache_dir) if p[0] not in before]
+    assert not leftovers, f"QEMU processes outlived the tests: {leftovers}"
+
+
+@pytest.fixture
+def lab_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LAB_CONFIG", None)
+    return env

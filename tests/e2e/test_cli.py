@@ -1,0 +1,116 @@
+"""The README's commands for real: lab run, exec, boot under Ctrl-C and SIGKILL, doctor, image cache."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lab import arches, config
+from lab.images import Image, ImageStore, verify
+from tests.e2e.conftest import qemu_processes
+
+LAB = [sys.executable, "-m", "lab"]
+
+
+def lab(cli_config: Path, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LAB, "--config", str(cli_config), *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def children_qemu(pid: int, cache_dir: Path) -> list[int]:
+    return [p for p, _ in qemu_processes(cache_dir) if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid)]
+
+
+def wait_gone(pids: list[int], cache_dir: Path, seconds: float = 10) -> list[int]:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        live = [p for p, _ in qemu_processes(cache_dir) if p in pids]
+        if not live:
+            return []
+        time.sleep(0.1)
+    return live
+
+
+def test_lab_run_all_boots_every_arch(cli_config: Path, images: dict[str, Image]) -> None:
+    proc = lab(cli_config, "run", "--arch", "all", "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["arch"] for r in results] == [a.name for a in arches.ARCHES]
+    for r in results:
+        facts = dict(r["facts"])
+        assert r["ok"] and r["problems"] == [] and r["accel"] in ("kvm", "tcg")
+        assert facts["machine"] == arches.get(r["arch"]).uname
+        assert facts["page_size"] == "4096" and facts["scratch"] == "/dev/vda ext4"
+        assert 0 < r["ssh_seconds"] < 120
+
+
+def test_lab_exec_returns_the_commands_status(cli_config: Path, images: dict[str, Image]) -> None:
+    proc = lab(cli_config, "exec", "--arch", "riscv64", "--", "sh", "-c", "uname -m; exit 7")
+    assert proc.returncode == 7
+    assert proc.stdout.strip() == "riscv64"
+
+
+def boot_in_background(cli_config: Path, cfg: config.Config, arch: str) -> tuple[subprocess.Popen[str], list[int]]:
+    proc = subprocess.Popen(
+        [*LAB, "--config", str(cli_config), "boot", "--arch", arch], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Ctrl-C"):
+            break
+    assert any(line.startswith("connect with:  ssh -p ") for line in lines), lines
+    qemu = children_qemu(proc.pid, cfg.cache_dir)
+    assert len(qemu) == 1
+    return proc, qemu
+
+
+def test_ctrl_c_on_lab_boot_stops_its_qemu(cli_config: Path, cfg: config.Config, images: dict[str, Image]) -> None:
+    proc, qemu = boot_in_background(cli_config, cfg, "arm64")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert "interrupted; guests were shut down" in (proc.stderr.read() if proc.stderr else "")
+    assert wait_gone(qemu, cfg.cache_dir, 1) == []
+
+
+def test_sigterm_on_lab_boot_stops_its_qemu(cli_config: Path, cfg: config.Config, images: dict[str, Image]) -> None:
+    proc, qemu = boot_in_background(cli_config, cfg, "x86_64")
+    proc.terminate()
+    assert proc.wait(timeout=30) == 130
+    assert wait_gone(qemu, cfg.cache_dir, 1) == []
+
+
+def test_sigkilled_controller_takes_qemu_with_it(cli_config: Path, cfg: config.Config, images: dict[str, Image]) -> None:
+    proc, qemu = boot_in_background(cli_config, cfg, "riscv64")
+    proc.kill()  # no cleanup code runs: the kernel's parent-death signal must do it
+    proc.wait(timeout=30)
+    assert wait_gone(qemu, cfg.cache_dir, 10) == []
+
+
+def test_doctor_passes_on_a_set_up_host(cli_config: Path, images: dict[str, Image]) -> None:
+    proc = lab(cli_config, "doctor", "--json")
+    assert proc.returncode == 0, proc.stdout
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    for a in arches.ARCHES:
+        assert checks[f"qemu {a.name}"]["status"] == "ok"
+    assert checks["firmware riscv64"]["status"] == "ok"
+    assert checks["image cache"]["status"] == "ok"
+
+
+def test_image_cache_is_reused_and_corruption_is_rebuilt(store: ImageStore, images: dict[str, Image]) -> None:
+    arch = arches.get("riscv64")
+    again = store.ensure(arch)
+    assert again.dir == images["riscv64"].dir
+    assert again.manifest["built_at"] == images["riscv64"].manifest["built_at"]  # not rebuilt
+    initrd = again.initrd
+    data = bytearray(initrd.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    initrd.write_bytes(bytes(data))
+    assert verify(again.dir) is not None
+    rebuilt = store.ensure(arch)
+    assert rebuilt.dir == again.dir and verify(rebuilt.dir) is None
+    assert rebuilt.initrd.read_bytes() != bytes(data)

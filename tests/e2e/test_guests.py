@@ -1,0 +1,77 @@
+"""Real guests for every arch: machine, page size, THP, scratch disk, SFTP round trip, host-key pinning."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from lab import arches, config
+from lab.boot import boot
+from lab.deadline import Deadline
+from lab.guest import Guest, HostKeyRejected
+from lab.images import SCRATCH_MOUNT, TEST_FILE, Image
+from lab.keys import client_key, host_key
+
+ARCH_NAMES = [a.name for a in arches.ARCHES]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:
+                found.add(addr)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+@pytest.mark.parametrize("arch_name", ARCH_NAMES)
+def test_guest_is_real_and_reachable(arch_name: str, cfg: config.Config, images: dict[str, Image], tmp_path: Path) -> None:
+    arch = arches.get(arch_name)
+    with boot(cfg, images[arch_name]) as b:
+        g = b.guest
+        assert b.info.accel in ("kvm", "tcg")
+        assert g.run("uname -m").stdout.strip() == arch.uname
+        assert g.run("awk '/KernelPageSize/ {print $2; exit}' /proc/self/smaps").stdout.strip() == "4"
+        thp = g.run("cat /sys/kernel/mm/transparent_hugepage/enabled").stdout
+        assert f"[{cfg.guest.transparent_hugepage}]" in thp
+        mounts = g.run("cat /proc/mounts").stdout
+        assert f"/dev/vda {SCRATCH_MOUNT} ext4 " in mounts
+        assert g.run("basename $(readlink /sys/block/vda/device/driver)").stdout.strip() == "virtio_blk"
+        size = g.run(f"stat -c %s {SCRATCH_MOUNT}/{TEST_FILE}").stdout.strip()
+        assert int(size) == 16 * 2**20
+
+        payload = os.urandom(300_000)
+        (tmp_path / "up.bin").write_bytes(payload)
+        g.put(tmp_path / "up.bin", "/tmp/up.bin")
+        assert g.run("sha256sum /tmp/up.bin").stdout.split()[0] == hashlib.sha256(payload).hexdigest()
+        g.get("/tmp/up.bin", tmp_path / "down.bin")
+        assert (tmp_path / "down.bin").read_bytes() == payload
+
+        failing = g.run("sh -c 'echo oops >&2; exit 7'")
+        assert failing.exited == 7 and failing.stderr.strip() == "oops"
+
+        # The forward listens on loopback only.
+        assert listening_addresses(b.info.port) == {"0100007F"}
+
+        # A client pinning another host key refuses this guest.
+        other = host_key(cfg.cache_dir / "keys", f"test-other-{arch_name}")
+        impostor = Guest(arch_name, b.info.port, client_key(cfg.cache_dir / "keys"), other, 10)
+        with pytest.raises(HostKeyRejected):
+            impostor.connect(Deadline(20))
+        pid = b.vm.pid
+    assert pid is not None and not alive(pid)
+    assert b.info.console_log.exists() and "LAB-READY" in b.info.console_log.read_text(errors="replace")
