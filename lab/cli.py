@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ib.add_argument("--refresh", action="store_true", help="re-fetch the package lists first")
     il = isub.add_parser("list", help="show cached images")
     il.add_argument("--json", action="store_true")
+    isub.add_parser("prune", help="delete cached images other than the current one per arch")
 
     arch_opt(sub.add_parser("boot", help="boot a guest and keep it up until Ctrl-C"), multi=False)
     arch_opt(sub.add_parser("shell", help="interactive shell in a fresh guest"), multi=False)
@@ -107,6 +108,10 @@ def cmd_images(args: argparse.Namespace, cfg: config.Config) -> int:
             started = time.monotonic()
             image = store.ensure(arch, refresh=args.refresh and i == 0)
             print(f"{arch.name}: {image.dir} ({image.kernel_release}, {time.monotonic() - started:.1f}s)")
+        return 0
+    if args.images_command == "prune":
+        for d in store.prune():
+            print(f"deleted {d}")
         return 0
     rows = store.cached()
     if args.json:

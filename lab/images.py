@@ -126,14 +126,19 @@ class ImageStore:
         pkg = self.apt.resolve([real], arch.debian)[0] if real else named
         return pkg, self.apt.resolve(self.recipe.packages, arch.debian)
 
+    def _inputs(self, arch: Arch) -> tuple[str, Package, list[Package], KeyPair, KeyPair]:
+        """The image key for ``arch`` and what it was computed from (resolved in the local lists)."""
+        kernel_pkg, packages = self._resolve(arch)
+        client = client_key(self.keys_dir)
+        hostk = host_key(self.keys_dir, arch.name)
+        key = image_key(self.recipe.canonical(), arch, [kernel_pkg, *packages], client.public, hostk.public)
+        return key, kernel_pkg, packages, client, hostk
+
     def ensure(self, arch: Arch, refresh: bool = False) -> Image:
         """Return the image for ``arch``, building it if missing or corrupt."""
         with _locked(self.cfg.cache_dir / "build.lock"):
             self.apt.update(0 if refresh else self.cfg.apt.refresh_hours)
-            kernel_pkg, packages = self._resolve(arch)
-            client = client_key(self.keys_dir)
-            hostk = host_key(self.keys_dir, arch.name)
-            key = image_key(self.recipe.canonical(), arch, [kernel_pkg, *packages], client.public, hostk.public)
+            key, kernel_pkg, packages, client, hostk = self._inputs(arch)
             final = self.root / f"{arch.name}-{key[:16]}"
             if final.exists():
                 problem = verify(final)
@@ -142,6 +147,15 @@ class ImageStore:
                 log.warning("image %s is corrupt (%s): rebuilding", final.name, problem)
                 shutil.rmtree(final)
             return self._build(arch, key, final, kernel_pkg, packages, client, hostk)
+
+    def prune(self) -> list[Path]:
+        """Delete cached images that are not the current one for any arch, and abandoned build dirs."""
+        with _locked(self.cfg.cache_dir / "build.lock"):
+            keep = {f"{a.name}-{self._inputs(a)[0][:16]}" for a in ARCHES}
+            doomed = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keep] if self.root.exists() else []
+            for d in doomed:
+                shutil.rmtree(d)
+            return doomed
 
     def _build(
         self, arch: Arch, key: str, final: Path, kernel_pkg: Package, packages: list[Package], client: KeyPair, hostk: KeyPair

@@ -114,3 +114,14 @@ def test_image_cache_is_reused_and_corruption_is_rebuilt(store: ImageStore, imag
     rebuilt = store.ensure(arch)
     assert rebuilt.dir == again.dir and verify(rebuilt.dir) is None
     assert rebuilt.initrd.read_bytes() != bytes(data)
+
+
+def test_prune_keeps_current_images_only(store: ImageStore, images: dict[str, Image]) -> None:
+    stale = store.root / "arm64-0000000000000000"
+    stale.mkdir()
+    (stale / "kernel").write_bytes(b"old")
+    abandoned = store.root / ".x86_64-abandoned"
+    abandoned.mkdir()
+    deleted = store.prune()
+    assert set(deleted) == {stale, abandoned}
+    assert all(verify(img.dir) is None for img in images.values())
