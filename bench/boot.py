@@ -21,11 +21,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lab import arches, config  # noqa: E402
-from lab.boot import boot  # noqa: E402
-from lab.images import ImageStore  # noqa: E402
+from lab import arches, config
+from lab.boot import boot
+from lab.images import ImageStore
 
 
 def rss_kib(pid: int) -> int:
