@@ -170,7 +170,8 @@ def parse(raw: object, file: Path) -> Config:
     t.finish()
 
     p = top.section("paths")
-    cache_dir = _path(base, os.environ.get("LAB_CACHE") or p.text("cache", "~/.cache/lab"))
+    cache = p.text("cache", "~/.cache/lab")
+    cache_dir = _path(base, os.environ.get("LAB_CACHE") or cache)
     results_dir = _path(base, p.text("results", "results"))
     p.finish()
 

@@ -70,3 +70,5 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 def test_lab_cache_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAB_CACHE", str(tmp_path / "c"))
     assert config.parse({}, tmp_path / "lab.yaml").cache_dir == tmp_path / "c"
+    assert config.parse({"paths": {"cache": "/elsewhere"}}, tmp_path / "lab.yaml").cache_dir == tmp_path / "c"
+    assert config.load(REPO / "lab.yaml").cache_dir == tmp_path / "c"
