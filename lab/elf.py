@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import lzma
+import os
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
 from elftools.elf.segments import InterpSegment
 
 from lab.errors import ImageError
@@ -135,3 +137,32 @@ def check_closure(tree: Tree, roots: Iterable[str], lib_dirs: Iterable[str]) -> 
             else:
                 problems.append(f"{path}: needs {lib}, which is in none of {', '.join(dirs)}")
     return sorted(set(problems))
+
+
+def facts(path: str) -> dict[str, object]:
+    """ELF facts of a built payload: type, interpreter, DT_NEEDED, segments, relocation counts, sizes."""
+    with open(path, "rb") as f:
+        e = ELFFile(f)
+        segments: list[dict[str, int | str]] = []
+        text = data = bss = 0
+        for seg in e.iter_segments():
+            h = seg.header
+            flags = "".join(c for bit, c in ((4, "R"), (2, "W"), (1, "X")) if h.p_flags & bit)
+            segments.append({"type": str(h.p_type), "flags": flags, "vaddr": h.p_vaddr, "filesz": h.p_filesz, "memsz": h.p_memsz})
+            if h.p_type == "PT_LOAD":
+                if "X" in flags:
+                    text += h.p_filesz
+                elif "W" in flags:
+                    data += h.p_filesz
+                    bss += h.p_memsz - h.p_filesz
+        relocations = {str(s.name): s.num_relocations() for s in e.iter_sections() if isinstance(s, RelocationSection)}
+        return {
+            "machine": str(e.header.e_machine),
+            "type": str(e.header.e_type),
+            "pie": e.header.e_type == "ET_DYN",
+            "interpreter": interpreter(e),
+            "needed": needed(e),
+            "segments": segments,
+            "relocations": relocations,
+            "sizes": {"file": os.path.getsize(path), "text": text, "data": data, "bss": bss},
+        }

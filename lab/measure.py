@@ -1,0 +1,84 @@
+"""Running the fault probe in a booted guest: install the variants, run them, parse every run.
+
+The probe runs with the default re-exec mode, so its entry counts start at its
+own execve and do not depend on the SSH server's shell.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from lab.errors import InfraError, UserError
+from lab.guest import Guest
+from lab.images import SCRATCH_MOUNT, TEST_FILE
+from lab.payloads import Payload
+from lab.probe import ProbeResult, parse
+
+REMOTE_DIR = "/tmp/lab-payloads"
+TEST_FILE_PATH = f"{SCRATCH_MOUNT}/{TEST_FILE}"
+_SIZE = re.compile(r"^(\d+)([KMG]?)(i?B)?$", re.IGNORECASE)
+
+
+class PayloadRunError(InfraError):
+    """The probe exited non-zero or was killed in the guest."""
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: str
+    repeat: int
+    result: ProbeResult
+    raw: str
+
+
+def parse_size(text: str) -> int:
+    """``4096``, ``64K``, ``1M``, ``1MiB`` → bytes (powers of 1024)."""
+    m = _SIZE.match(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise UserError(f"bad size {text!r}", "use bytes or a K/M/G suffix, e.g. 1M")
+    return int(m.group(1)) * 1024 ** " KMG".index(m.group(2).upper() or " ")
+
+
+def probe_command(remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True) -> str:
+    """The guest shell command for one probe run. Pure."""
+    argv = [remote, "--size", str(size)]
+    if file:
+        argv += ["--file", file, "--order", order]
+    if not reexec:
+        argv.append("--no-reexec")
+    return shlex.join(argv)
+
+
+def install(guest: Guest, payloads: list[Payload]) -> dict[str, str]:
+    """Upload each payload (SFTP); returns variant name → path in the guest."""
+    guest.run(f"mkdir -p {REMOTE_DIR}")
+    paths = {}
+    for p in payloads:
+        remote = f"{REMOTE_DIR}/{p.variant.name}"
+        guest.put(p.binary, remote)
+        paths[p.variant.name] = remote
+    return paths
+
+
+def run_once(guest: Guest, remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True) -> tuple[ProbeResult, str]:
+    command = probe_command(remote, size, file, order, reexec)
+    result = guest.run(command)
+    if result.exited != 0:
+        raise PayloadRunError(
+            f"{guest.name}: {command} exited with status {result.exited}: {result.stderr.strip()[:300]}",
+            "the payload crashed or could not start in the guest (missing loader?)",
+            details=f"stdout: {result.stdout[:2000]}\nstderr: {result.stderr[:2000]}",
+        )
+    return parse(result.stdout), result.stdout
+
+
+def run_matrix(guest: Guest, remotes: dict[str, str], size: int, repeat: int) -> list[Run]:
+    """Every variant ``repeat`` times, interleaved (v1 v2 … v1 v2 …), so drift hits all variants alike."""
+    runs = []
+    for i in range(repeat):
+        for variant, remote in remotes.items():
+            result, raw = run_once(guest, remote, size)
+            runs.append(Run(variant, i, result, raw))
+    return runs
