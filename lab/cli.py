@@ -24,6 +24,7 @@ from types import FrameType
 from lab import __version__, arches, config
 from lab.boot import Booted, boot, new_log_dir
 from lab.errors import LabError, UserError
+from lab.toolchains import VARIANTS, select_variants
 
 log = logging.getLogger("lab")
 
@@ -75,6 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("exec", help="run one command in a fresh guest; exits with its status")
     arch_opt(ex, multi=False)
     ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+
+    pay = sub.add_parser("payloads", help="build and list the fault-probe variants")
+    psub = pay.add_subparsers(dest="payloads_command", required=True, parser_class=_Parser)
+    pb = psub.add_parser("build", help="cross-build the probe (cached by content)")
+    pb.add_argument("--arch", help="all, or a comma-separated list")
+    pb.add_argument("--variant", default="all", help="all, or a comma-separated list of " + ", ".join(v.name for v in VARIANTS))
+    pl = psub.add_parser("list", help="show cached builds")
+    pl.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("probe", help="boot, run the probe variants --repeat times, print median faults per stage")
+    arch_opt(pr, multi=True)
+    pr.add_argument("--variant", default="all")
+    pr.add_argument("--repeat", type=int, default=5)
+    pr.add_argument("--size", default="1M", help="malloc'd buffer size (bytes, or K/M/G)")
+    pr.add_argument("--json", action="store_true", help="print every run's parsed result as JSON")
 
     run = sub.add_parser("run", help="boot every selected arch and check it (the probe matrix comes later)")
     arch_opt(run, multi=True)
@@ -200,6 +216,67 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
+    from lab.payloads import PayloadStore
+
+    store = PayloadStore(cfg)
+    if args.payloads_command == "build":
+        for arch in arches.select(args.arch or cfg.arches):
+            for v in select_variants(args.variant):
+                p = store.ensure(arch, v)
+                print(f"{arch.name:<8} {v.name:<14} {p.info['toolchain']} {p.info['toolchain_version']:<8} {p.binary}")
+        return 0
+    rows = store.cached()
+    if args.json:
+        print(json.dumps([{**r, "dir": str(r["dir"])} for r in rows], indent=2))
+        return 0
+    table = [
+        (
+            r["arch"],
+            r["variant"],
+            f"{r['toolchain']} {r['toolchain_version']}",
+            r["elf"]["sizes"]["file"],
+            r["elf"]["interpreter"] or "-",
+            "yes" if r["elf"]["pie"] else "no",
+            r["sha256"][:16],
+        )
+        for r in rows
+    ]
+    print(
+        _table(table, ("arch", "variant", "toolchain", "bytes", "interpreter", "pie", "sha256"))
+        if table
+        else f"no payloads in {store.root}"
+    )
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace, cfg: config.Config) -> int:
+    from lab import measure
+    from lab.images import ImageStore
+    from lab.payloads import PayloadStore
+
+    if args.repeat < 1:
+        raise UserError(f"--repeat {args.repeat} is not valid", "use 1 or more (5 gives a useful median)")
+    size = measure.parse_size(args.size)
+    variants = select_variants(args.variant)
+    images, payloads = ImageStore(cfg), PayloadStore(cfg)
+    dump = []
+    for arch in arches.select(args.arch or cfg.arches):
+        built = [payloads.ensure(arch, v) for v in variants]
+        with boot(cfg, images.ensure(arch), args.accel) as b:
+            runs = measure.run_matrix(b.guest, measure.install(b.guest, built), size, args.repeat)
+        dump += [{"arch": arch.name, "variant": r.variant, "repeat": r.repeat, **asdict(r.result)} for r in runs]
+        if not args.json:
+            summary = measure.summarize(runs)
+            stages = list(next(iter(summary.values())))
+            rows = [(arch.name, v, *(f"{m[0]:g}/{m[1]:g}" for m in per.values())) for v, per in summary.items()]
+            print(_table(rows, ("arch", "variant", *stages)))
+            print(f"({b.info.accel}; median minor/major faults per stage over {args.repeat} runs, buffer {size} bytes)\n")
+    if args.json:
+        print(json.dumps(dump, indent=2))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace, cfg: config.Config) -> int:
     from lab.doctor import run_checks
 
@@ -211,7 +288,16 @@ def cmd_doctor(args: argparse.Namespace, cfg: config.Config) -> int:
     return 1 if any(c.status == "FAIL" for c in checks) else 0
 
 
-COMMANDS = {"images": cmd_images, "boot": cmd_boot, "shell": cmd_shell, "exec": cmd_exec, "run": cmd_run, "doctor": cmd_doctor}
+COMMANDS = {
+    "payloads": cmd_payloads,
+    "probe": cmd_probe,
+    "images": cmd_images,
+    "boot": cmd_boot,
+    "shell": cmd_shell,
+    "exec": cmd_exec,
+    "run": cmd_run,
+    "doctor": cmd_doctor,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,6 +109,17 @@ def needed(elf: ELFFile) -> list[str]:
     return []
 
 
+def bind_now(elf: ELFFile) -> bool:
+    """Whether the dynamic linker resolves every symbol at load (-z now) rather than lazily."""
+    for section in elf.iter_sections():
+        if isinstance(section, DynamicSection):
+            for t in section.iter_tags():
+                tag, val = t.entry.d_tag, t.entry.d_val
+                if tag == "DT_BIND_NOW" or (tag == "DT_FLAGS" and val & 0x8) or (tag == "DT_FLAGS_1" and val & 0x1):
+                    return True
+    return False
+
+
 def check_closure(tree: Tree, roots: Iterable[str], lib_dirs: Iterable[str]) -> list[str]:
     """Problems (empty if none) with the interpreters and DT_NEEDED libraries of ``roots``."""
     problems: list[str] = []
@@ -162,6 +173,7 @@ def facts(path: str) -> dict[str, object]:
             "pie": e.header.e_type == "ET_DYN",
             "interpreter": interpreter(e),
             "needed": needed(e),
+            "bind_now": bind_now(e),
             "segments": segments,
             "relocations": relocations,
             "sizes": {"file": os.path.getsize(path), "text": text, "data": data, "bss": bss},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import statistics
 from dataclasses import dataclass
 
 from lab.errors import InfraError, UserError
@@ -38,7 +39,7 @@ def parse_size(text: str) -> int:
     m = _SIZE.match(text.strip())
     if not m or int(m.group(1)) == 0:
         raise UserError(f"bad size {text!r}", "use bytes or a K/M/G suffix, e.g. 1M")
-    return int(m.group(1)) * 1024 ** " KMG".index(m.group(2).upper() or " ")
+    return int(m.group(1)) << (10 * " KMG".index(m.group(2).upper() or " "))
 
 
 def probe_command(remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True) -> str:
@@ -62,7 +63,9 @@ def install(guest: Guest, payloads: list[Payload]) -> dict[str, str]:
     return paths
 
 
-def run_once(guest: Guest, remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True) -> tuple[ProbeResult, str]:
+def run_once(
+    guest: Guest, remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True
+) -> tuple[ProbeResult, str]:
     command = probe_command(remote, size, file, order, reexec)
     result = guest.run(command)
     if result.exited != 0:
@@ -82,3 +85,16 @@ def run_matrix(guest: Guest, remotes: dict[str, str], size: int, repeat: int) ->
             result, raw = run_once(guest, remote, size)
             runs.append(Run(variant, i, result, raw))
     return runs
+
+
+def summarize(runs: list[Run]) -> dict[str, dict[str, tuple[float, float, int, int]]]:
+    """variant → stage → (median delta minflt, median delta majflt, min minflt, max minflt)."""
+    out: dict[str, dict[str, tuple[float, float, int, int]]] = {}
+    for variant in dict.fromkeys(r.variant for r in runs):
+        mine = [r.result for r in runs if r.variant == variant]
+        out[variant] = {}
+        for stage in (s.name for s in mine[0].stages):
+            mins = [res.stage(stage).delta_minflt for res in mine]
+            majs = [res.stage(stage).delta_majflt for res in mine]
+            out[variant][stage] = (statistics.median(mins), statistics.median(majs), min(mins), max(mins))
+    return out

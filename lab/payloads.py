@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "payloads"
 SOURCES = ("fault_probe.c",)
+BUILDER_VERSION = "2"  # bump when build.json or the build procedure changes for equal inputs
 BINARY = "fault-probe"
 
 
@@ -84,7 +85,7 @@ class PayloadStore:
         # Paths in argv are placeholders for the key: the real build runs in a temp dir.
         argv = compile_argv(arch, v, Path("/src") / SOURCES[0], Path("/inc"), Path("/out") / BINARY)
         sources = [(self.source_dir / s).read_text() for s in SOURCES]
-        key = sha256_text(*sources, header, "\0".join(argv), self.toolchain_version(arch, v))
+        key = sha256_text(BUILDER_VERSION, *sources, header, "\0".join(argv), self.toolchain_version(arch, v))
         return key, header, argv
 
     def ensure(self, arch: Arch, v: Variant) -> Payload:
@@ -114,7 +115,10 @@ class PayloadStore:
             seconds = time.monotonic() - started
             if proc.returncode != 0:
                 first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
-                raise BuildError(f"{arch.name} {v.name}: compile failed: {first}", f"run with -v to see the full command; {SOURCES[0]} must build on every toolchain")
+                raise BuildError(
+                    f"{arch.name} {v.name}: compile failed: {first}",
+                    f"run with -v to see the full command; {SOURCES[0]} must build on every toolchain",
+                )
             shutil.rmtree(src)
             info = {
                 "arch": arch.name,

@@ -129,7 +129,9 @@ def parse(text: str) -> ProbeResult:
     raw_file = _field(data, "file", dict, "", nullable=True)
     file = None
     if raw_file is not None:
-        file = FileInfo(_field(raw_file, "path", str, "file"), _field(raw_file, "pages", int, "file"), _field(raw_file, "resident_before", int, "file"))
+        file = FileInfo(
+            _field(raw_file, "path", str, "file"), _field(raw_file, "pages", int, "file"), _field(raw_file, "resident_before", int, "file")
+        )
 
     raw_stages = _field(data, "stages", list, "")
     expected = CORE_STAGES + (FILE_STAGES if file else ())

@@ -1,0 +1,44 @@
+"""A real payload build for the host's own arch (no QEMU): ELF facts, content-addressed cache, no warnings."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lab import config
+from lab.arches import ARCHES, host_can_kvm
+from lab.payloads import PayloadStore
+from lab.toolchains import variant
+
+REPO = Path(__file__).resolve().parents[2]
+NATIVE = next(a for a in ARCHES if host_can_kvm(a))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> PayloadStore:
+    return PayloadStore(replace(config.load(REPO / "lab.yaml"), cache_dir=tmp_path))
+
+
+def test_glibc_dynamic_build_facts_and_cache(store: PayloadStore) -> None:
+    p = store.ensure(NATIVE, variant("glibc-dynamic"))
+    elf = p.info["elf"]
+    assert p.info["warnings"] == []
+    assert elf["type"] == "ET_EXEC" and elf["pie"] is False
+    assert elf["interpreter"] and elf["interpreter"].startswith("/lib")
+    assert elf["needed"] == ["libc.so.6"]
+    types = [s["type"] for s in elf["segments"]]
+    assert "PT_INTERP" in types and "PT_DYNAMIC" in types and types.count("PT_LOAD") >= 2
+    assert sum(elf["relocations"].values()) > 0
+    assert 0 < elf["sizes"]["text"] < elf["sizes"]["file"]
+    assert elf["bind_now"] is True  # -Wl,-z,now from the flag policy
+    mtime = p.binary.stat().st_mtime_ns
+    again = store.ensure(NATIVE, variant("glibc-dynamic"))
+    assert again.dir == p.dir and again.binary.stat().st_mtime_ns == mtime  # a no-op
+
+
+def test_glibc_static_has_no_interpreter_and_corruption_rebuilds(store: PayloadStore) -> None:
+    p = store.ensure(NATIVE, variant("glibc-static"))
+    assert p.info["elf"]["interpreter"] is None and p.info["elf"]["needed"] == []
+    p.binary.write_bytes(b"corrupt")
+    again = store.ensure(NATIVE, variant("glibc-static"))
+    assert again.digest == p.digest and again.binary.read_bytes() != b"corrupt"
