@@ -52,7 +52,7 @@ def test_every_variant_on_every_arch_follows_the_policy() -> None:
 def test_variant_selection() -> None:
     assert [v.name for v in select_variants("all")] == ["glibc-dynamic", "glibc-static", "musl-dynamic", "musl-static"]
     assert [v.name for v in select_variants("musl-static,glibc-dynamic")] == ["glibc-dynamic", "musl-static"]
-    with pytest.raises(UserError, match="unknown variant 'uclibc'.*glibc-dynamic, glibc-static, musl-dynamic, musl-static"):
+    with pytest.raises(UserError, match=r"unknown variant 'uclibc'.*glibc-dynamic, glibc-static, musl-dynamic, musl-static"):
         select_variants("uclibc")
 
 
