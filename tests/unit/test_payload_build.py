@@ -42,3 +42,10 @@ def test_glibc_static_has_no_interpreter_and_corruption_rebuilds(store: PayloadS
     p.binary.write_bytes(b"corrupt")
     again = store.ensure(NATIVE, variant("glibc-static"))
     assert again.digest == p.digest and again.binary.read_bytes() != b"corrupt"
+
+
+def test_rebuilds_in_another_cache_are_byte_identical(store: PayloadStore, tmp_path: Path) -> None:
+    other = PayloadStore(replace(store.cfg, cache_dir=tmp_path / "other"))
+    a = store.ensure(NATIVE, variant("glibc-dynamic"))
+    b = other.ensure(NATIVE, variant("glibc-dynamic"))
+    assert a.dir != b.dir.parent and a.digest == b.digest
