@@ -55,7 +55,7 @@ def new_log_dir(cfg: Config, arch_name: str) -> Path:
     return path
 
 
-def _launch(cfg: Config, image: Image, accel: str, log_dir: Path, deadline: Deadline) -> VM:
+def _launch(cfg: Config, image: Image, accel: str, log_dir: Path, deadline: Deadline, tb_size_mib: int | None) -> VM:
     """Start QEMU and wait for the ready marker; retry with a new port if QEMU lost the port race."""
     arch = image.arch
     for attempt in range(1, PORT_ATTEMPTS + 1):
@@ -70,6 +70,7 @@ def _launch(cfg: Config, image: Image, accel: str, log_dir: Path, deadline: Dead
             accel=accel,
             ssh_port=free_port(),
             console_log=log_dir / f"console-{accel}.log",
+            tb_size_mib=tb_size_mib,
         )
         vm = VM(qemu_argv(spec), spec.console_log, READY_MARKER, FAIL_MARKER, cfg.timeouts.scaled("shutdown"), arch.name, spec.ssh_port)
         try:
@@ -86,7 +87,9 @@ def _launch(cfg: Config, image: Image, accel: str, log_dir: Path, deadline: Dead
 
 
 @contextmanager
-def boot(cfg: Config, image: Image, accel_choice: str | None = None, log_dir: Path | None = None) -> Iterator[Booted]:
+def boot(
+    cfg: Config, image: Image, accel_choice: str | None = None, log_dir: Path | None = None, tb_size_mib: int | None = None
+) -> Iterator[Booted]:
     """Boot ``image`` (KVM or TCG per ``accel_choice``/config), connect over SSH, yield; always clean up."""
     arch = image.arch
     log_dir = log_dir or new_log_dir(cfg, arch.name)
@@ -101,7 +104,7 @@ def boot(cfg: Config, image: Image, accel_choice: str | None = None, log_dir: Pa
             probing = accel == "kvm" and len(plan.accels) > 1
             seconds = cfg.timeouts.scaled("kvm_probe" if probing else "boot")
             try:
-                vm = _launch(cfg, image, accel, log_dir, Deadline(seconds))
+                vm = _launch(cfg, image, accel, log_dir, Deadline(seconds), tb_size_mib)
             except BootError as exc:
                 if not probing:
                     raise

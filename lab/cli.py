@@ -18,10 +18,11 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from pathlib import Path
 from types import FrameType
 
-from lab import __version__, arches, config
+from lab import __version__, arches, config, measure, runner
 from lab.boot import Booted, boot, new_log_dir
 from lab.errors import LabError, UserError
 from lab.toolchains import VARIANTS, select_variants
@@ -92,9 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--size", default="1M", help="malloc'd buffer size (bytes, or K/M/G)")
     pr.add_argument("--json", action="store_true", help="print every run's parsed result as JSON")
 
-    run = sub.add_parser("run", help="boot every selected arch and check it (the probe matrix comes later)")
+    run = sub.add_parser("run", help="the matrix: every arch x variant x size, --repeat times, into the store and a report")
     arch_opt(run, multi=True)
-    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--libc", help="glibc,musl (default: run.libc in lab.yaml)")
+    run.add_argument("--linkage", help="static,dynamic (default: run.linkage in lab.yaml)")
+    run.add_argument("--variant", help="explicit variants instead of --libc/--linkage, e.g. musl-static,glibc-dynamic")
+    run.add_argument("--repeat", type=int, help="runs per variant (default: run.repeat)")
+    run.add_argument("--jobs", type=int, help="guests at once (default: from cores and memory)")
+    run.add_argument("--size", help="buffer sizes, e.g. 1M,8M (default: run.sizes)")
+    run.add_argument("--out", help="results directory for the run directory (default: paths.results)")
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    run.add_argument("--quiet", dest="run_quiet", action="store_true", help="no progress display (same as lab -q run)")
+
+    smoke = sub.add_parser("smoke", help="boot every selected arch and check what measurements rely on")
+    arch_opt(smoke, multi=True)
+    smoke.add_argument("--json", action="store_true", help="print the results as JSON")
 
     doc = sub.add_parser("doctor", help="check this host: QEMU, firmware, KVM, apt, disk, cache")
     doc.add_argument("--no-kvm", action="store_true", help="skip the KVM test boot")
@@ -192,7 +205,7 @@ def cmd_exec(args: argparse.Namespace, cfg: config.Config) -> int:
         return int(result.exited)
 
 
-def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
+def cmd_smoke(args: argparse.Namespace, cfg: config.Config) -> int:
     from lab.images import ImageStore
     from lab.smoke import smoke
 
@@ -214,6 +227,53 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
             if not r.ok and r.console_log:
                 print(f"{r.arch}: logs: {r.console_log}")
     return 0 if all(r.ok for r in results) else 1
+
+
+def _plan(args: argparse.Namespace, cfg: config.Config) -> runner.Plan:
+    selected = arches.select(args.arch or cfg.arches)
+    if args.variant:
+        variants = select_variants(args.variant)
+    else:
+        libcs = _choices("--libc", args.libc, cfg.run.libcs, ("glibc", "musl"))
+        linkages = _choices("--linkage", args.linkage, cfg.run.linkages, ("dynamic", "static"))
+        variants = [v for v in VARIANTS if v.libc in libcs and v.linkage in linkages]
+    repeat = args.repeat if args.repeat is not None else cfg.run.repeat
+    if repeat < 1:
+        raise UserError(f"--repeat {repeat} is not valid", "use 1 or more (5 gives a useful median)")
+    jobs = args.jobs if args.jobs is not None else (cfg.run.jobs or runner.default_jobs(len(selected)))
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs} is not valid", "use 1 or more")
+    sizes = [measure.parse_size(s) for s in (args.size.split(",") if args.size else cfg.run.sizes)]
+    file_bytes = measure.parse_size(cfg.run.file_bytes)
+    return runner.Plan(tuple(selected), tuple(variants), tuple(dict.fromkeys(sizes)), repeat, jobs, file_bytes, args.accel)
+
+
+def _choices(flag: str, given: str | None, default: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
+    values = [v.strip() for v in given.split(",") if v.strip()] if given else list(default)
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise UserError(f"{flag} {given!r} is not valid", "use a comma-separated list of " + ", ".join(allowed))
+    return values
+
+
+def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
+    from lab.progress import Progress
+    from lab.store import Store
+
+    if args.out:
+        cfg = replace(cfg, results_dir=Path(args.out).resolve())
+    plan = _plan(args, cfg)
+    progress = Progress.for_stream([a.name for a in plan.arches], quiet=args.quiet or args.run_quiet or args.json)
+    with Store(cfg.run.store) as store:
+        summary = runner.Runner(cfg, plan, store, progress.update, ["lab", *sys.argv[1:]]).run()
+    result = {**asdict(summary), "run_dir": str(summary.run_dir), "store": str(cfg.run.store)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"run {summary.run_id}: {summary.status}, {summary.cells} cell(s), {summary.errors} error(s) in {summary.seconds:.1f}s")
+        print(f"run directory: {summary.run_dir}")
+        print(f"reproduce with: {summary.run_dir / 'reproduce.sh'}")
+    return 0 if summary.status == "complete" else 1
 
 
 def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from lab.errors import UserError
+from lab.util import parse_size
 
 ACCELS = ("auto", "kvm", "tcg")
 THP_MODES = ("never", "madvise", "always")
@@ -52,6 +53,20 @@ class AptConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """Defaults of ``lab run``; each has a command-line override."""
+
+    repeat: int
+    sizes: tuple[str, ...]  # buffer sizes, e.g. "1M" (parsed by lab.measure.parse_size)
+    file_bytes: str  # how much of the scratch test file the file stages map and read
+    libcs: tuple[str, ...]
+    linkages: tuple[str, ...]
+    jobs: int  # 0: chosen from cores and memory
+    tcg_tb_size_mib: int  # TCG translation cache per guest when several run at once
+    store: Path
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     arches: str
@@ -62,6 +77,7 @@ class Config:
     cache_dir: Path
     results_dir: Path
     apt: AptConfig
+    run: RunConfig
 
 
 class Section:
@@ -178,7 +194,29 @@ def parse(raw: object, file: Path) -> Config:
     a = top.section("apt")
     apt = AptConfig(mirror=a.text("mirror", "auto"), refresh_hours=a.number("refresh_hours", 24, 0, 24 * 365))
     a.finish()
+
+    r = top.section("run")
+    run = RunConfig(
+        repeat=r.integer("repeat", 5, 1, 1000),
+        sizes=r.strings("sizes", ("1M",)),
+        file_bytes=r.text("file_bytes", "1M"),
+        libcs=r.strings("libc", ("glibc", "musl")),
+        linkages=r.strings("linkage", ("dynamic", "static")),
+        jobs=r.integer("jobs", 0, 0, 64),
+        tcg_tb_size_mib=r.integer("tcg_tb_size_mib", 256, 32, 4096),
+        store=_path(base, r.text("store", "results/lab.sqlite")),
+    )
+    r.finish()
     top.finish()
+    for key, value in [("run.file_bytes", run.file_bytes)] + [("run.sizes", size) for size in run.sizes]:
+        try:
+            parse_size(value)
+        except ValueError:
+            raise UserError(f"{file}: {key}: {value!r} is not valid", "expected a size in bytes or with a K/M/G suffix, e.g. 1M") from None
+    for key, values, allowed in (("run.libc", run.libcs, ("glibc", "musl")), ("run.linkage", run.linkages, ("dynamic", "static"))):
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise UserError(f"{file}: {key}: {bad or values!r} is not valid", "expected a non-empty list of " + ", ".join(allowed))
 
     if apt.mirror != "auto" and not apt.mirror.startswith(("http://", "https://", "file:/")):
         raise UserError(f"{file}: apt.mirror: {apt.mirror!r} is not valid", "expected 'auto' or an http(s):// URL")
@@ -192,4 +230,5 @@ def parse(raw: object, file: Path) -> Config:
         cache_dir=cache_dir,
         results_dir=results_dir,
         apt=apt,
+        run=run,
     )

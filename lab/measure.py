@@ -6,11 +6,11 @@ own execve and do not depend on the SSH server's shell.
 
 from __future__ import annotations
 
-import re
 import shlex
 import statistics
 from dataclasses import dataclass
 
+from lab import util
 from lab.errors import InfraError, UserError
 from lab.guest import Guest
 from lab.images import SCRATCH_MOUNT, TEST_FILE
@@ -19,7 +19,6 @@ from lab.probe import ProbeResult, parse
 
 REMOTE_DIR = "/tmp/lab-payloads"
 TEST_FILE_PATH = f"{SCRATCH_MOUNT}/{TEST_FILE}"
-_SIZE = re.compile(r"^(\d+)([KMG]?)(i?B)?$", re.IGNORECASE)
 
 
 class PayloadRunError(InfraError):
@@ -35,18 +34,22 @@ class Run:
 
 
 def parse_size(text: str) -> int:
-    """``4096``, ``64K``, ``1M``, ``1MiB`` → bytes (powers of 1024)."""
-    m = _SIZE.match(text.strip())
-    if not m or int(m.group(1)) == 0:
-        raise UserError(f"bad size {text!r}", "use bytes or a K/M/G suffix, e.g. 1M")
-    return int(m.group(1)) << (10 * " KMG".index(m.group(2).upper() or " "))
+    """A size from the command line, as a user error when malformed."""
+    try:
+        return util.parse_size(text)
+    except ValueError as exc:
+        raise UserError(str(exc), "e.g. --size 1M,8M") from None
 
 
-def probe_command(remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True) -> str:
+def probe_command(
+    remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True, file_bytes: int = 0
+) -> str:
     """The guest shell command for one probe run. Pure."""
     argv = [remote, "--size", str(size)]
     if file:
         argv += ["--file", file, "--order", order]
+        if file_bytes:
+            argv += ["--file-bytes", str(file_bytes)]
     if not reexec:
         argv.append("--no-reexec")
     return shlex.join(argv)

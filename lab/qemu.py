@@ -19,6 +19,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,18 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.replace("\r", "").splitlines()[-lines:])
 
 
+_live: set[VM] = set()
+_live_lock = threading.Lock()
+
+
+def shutdown_all() -> None:
+    """Shut down every VM this process has running (used when a run is interrupted)."""
+    with _live_lock:
+        vms = list(_live)
+    for vm in vms:
+        vm.shutdown()
+
+
 class VM:
     """The single owner of one QEMU process (see the module docstring for the lifecycle)."""
 
@@ -162,6 +175,8 @@ class VM:
             except FileNotFoundError:
                 raise InfraError(f"{self.argv[0]} not found", "install the host packages (./setup.sh) or run lab doctor") from None
         self.launched_at = time.monotonic()
+        with _live_lock:
+            _live.add(self)
 
     def _boot_error(self, what: str, remedy: str) -> BootError:
         rc = self.returncode
@@ -225,3 +240,5 @@ class VM:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)  # the group: QEMU and anything it forked
             proc.wait()
+            with _live_lock:
+                _live.discard(self)

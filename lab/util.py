@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -38,3 +39,14 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+_SIZE = re.compile(r"^(\d+)([KMG]?)(i?B)?$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``4096``, ``64K``, ``1M``, ``1MiB`` → bytes (powers of 1024); ValueError otherwise."""
+    m = _SIZE.match(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"bad size {text!r}: use bytes or a K/M/G suffix, e.g. 1M")
+    return int(m.group(1)) << (10 * " KMG".index(m.group(2).upper() or " "))

@@ -34,8 +34,8 @@ def wait_gone(pids: list[int], cache_dir: Path, seconds: float = 10) -> list[int
     return live
 
 
-def test_lab_run_all_boots_every_arch(cli_config: Path, images: dict[str, Image]) -> None:
-    proc = lab(cli_config, "run", "--arch", "all", "--json")
+def test_lab_smoke_boots_every_arch(cli_config: Path, images: dict[str, Image]) -> None:
+    proc = lab(cli_config, "smoke", "--arch", "all", "--json")
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     assert [r["arch"] for r in results] == [a.name for a in arches.ARCHES]

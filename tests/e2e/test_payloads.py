@@ -11,6 +11,7 @@ from lab.boot import boot
 from lab.images import Image
 from lab.payloads import Payload, PayloadStore
 from lab.probe import ProbeResult
+from lab.probe import parse as parse_probe
 from lab.toolchains import VARIANTS
 
 SIZE = 1 << 20
@@ -50,8 +51,8 @@ def arch_runs(request: pytest.FixtureRequest, cfg: config.Config, images: dict[s
             direct, heavy = {}, {}
             for mode, reexec in (("reexec", True), ("no-reexec", False)):
                 cmd = measure.probe_command(remotes["musl-static"], SIZE, file=None, reexec=reexec)
-                direct[mode] = measure.parse(g.run(cmd).stdout)
-                heavy[mode] = measure.parse(g.run(f"{HEAVY_LAUNCHER} {cmd}").stdout)
+                direct[mode] = parse_probe(g.run(cmd).stdout)
+                heavy[mode] = parse_probe(g.run(f"{HEAVY_LAUNCHER} {cmd}").stdout)
         _cache[name] = ArchRuns(page, by_variant, direct, heavy)
     return _cache[name]
 

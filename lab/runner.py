@@ -1,0 +1,316 @@
+"""``lab run``: the whole matrix, end to end, into the store and a run directory.
+
+Lifecycle of a run: a ``running`` row and a run directory are created first;
+images and payloads are built (sequentially: builds share the cache); then each
+arch boots **once** and runs all its variants × sizes ``repeat`` times,
+interleaved, guests in parallel up to ``jobs``. Each cell (arch × variant ×
+size) is written with all its samples in one transaction, or recorded as an
+error with its stage and evidence; one failing cell never stops the others.
+Boot and SSH failures are retried once; a measurement is never retried. The run
+ends ``complete``, ``failed`` (some cell errored) or ``incomplete``
+(interrupted: QEMU is shut down, nothing half-written remains).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import __version__, batch, measure
+from lab.arches import Arch
+from lab.boot import Booted, boot
+from lab.config import Config
+from lab.errors import BootError, GuestError, LabError
+from lab.images import Image, ImageStore
+from lab.payloads import Payload, PayloadStore
+from lab.probe import SCHEMA_VERSION, ProbeOutputError, ProbeResult
+from lab.probe import parse as parse_probe
+from lab.qemu import shutdown_all
+from lab.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
+from lab.toolchains import Variant
+from lab.util import sha256_text, write_atomic
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Plan:
+    arches: tuple[Arch, ...]
+    variants: tuple[Variant, ...]
+    sizes: tuple[int, ...]
+    repeat: int
+    jobs: int
+    file_bytes: int
+    accel: str | None = None
+
+
+@dataclass
+class ArchOutcome:
+    arch: str
+    cells: list[tuple[Cell, list[Sample]]] = field(default_factory=list)
+    errors: list[CellError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Summary:
+    run_id: str
+    run_dir: Path
+    status: str
+    cells: int
+    errors: int
+    seconds: float
+
+
+def default_jobs(arch_count: int) -> int:
+    """Guests at once: one per core, at most one per 2 GiB of RAM, at most one per arch."""
+    cores = os.cpu_count() or 1
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem_gib = 2.0
+    return max(1, min(cores, int(mem_gib // 2), arch_count))
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("-dirty" if dirty.strip() else "")
+
+
+_qemu_versions: dict[str, str] = {}
+
+
+def qemu_version(arch: Arch) -> str:
+    if arch.name not in _qemu_versions:
+        try:
+            out = subprocess.run([arch.qemu_binary, "--version"], capture_output=True, text=True, timeout=20, check=False).stdout
+        except OSError:
+            out = ""
+        _qemu_versions[arch.name] = out.splitlines()[0] if out else "unknown"
+    return _qemu_versions[arch.name]
+
+
+def _thp(text: str) -> str:
+    return text[text.index("[") + 1 : text.index("]")] if "[" in text and "]" in text else text
+
+
+def _cell(arch: Arch, v: Variant, size: int, image: Image, payload: Payload, b: Booted, results: list[ProbeResult], attempts: int) -> Cell:
+    f = results[0].facts
+    return Cell(
+        arch=arch.name,
+        variant=v.name,
+        libc=v.libc,
+        linkage=v.linkage,
+        buffer_size=size,
+        libc_version_build=f.libc_version_build,
+        libc_version_run=f.libc_version_run,
+        toolchain=f.toolchain,
+        flags=f.flags,
+        image_key=image.key,
+        payload_digest=payload.digest,
+        kernel_release=f.kernel,
+        page_size=f.page_size,
+        thp=_thp(f.thp),
+        qemu_version=qemu_version(arch),
+        accel=b.info.accel,
+        probe_schema=SCHEMA_VERSION,
+        attempts=attempts,
+    )
+
+
+class Runner:
+    """Runs one :class:`Plan`; see the module docstring for the lifecycle."""
+
+    def __init__(self, cfg: Config, plan: Plan, store: Store, progress: Callable[[str, str], None], argv: list[str]) -> None:
+        self.cfg, self.plan, self.store, self.progress, self.argv = cfg, plan, store, progress, argv
+        self.run_id = new_run_id()
+        self.run_dir = cfg.results_dir / "runs" / self.run_id
+        self.cancel = threading.Event()
+
+    # -- preparation -------------------------------------------------------------------------
+
+    def _write_run_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        write_atomic(self.run_dir / "lab.yaml", self.cfg.path.read_text())
+        arches = ",".join(a.name for a in self.plan.arches)
+        variants = ",".join(v.name for v in self.plan.variants)
+        sizes = ",".join(str(s) for s in self.plan.sizes)
+        repro = ["lab", "--config", str(self.run_dir / "lab.yaml"), "run", "--arch", arches, "--variant", variants]
+        repro += ["--size", sizes, "--repeat", str(self.plan.repeat)]
+        write_atomic(
+            self.run_dir / "reproduce.sh",
+            "#!/bin/sh\n# lab " + __version__ + " at " + git_revision() + "\nexec " + shlex.join(repro) + "\n",
+            0o755,
+        )
+
+    def _prepare(self, arch: Arch, outcome: ArchOutcome) -> tuple[Image, dict[str, Payload]] | None:
+        """Image and payloads for ``arch``; on failure every cell of the arch becomes an error."""
+        stage = "image"
+        try:
+            self.progress(arch.name, "building image")
+            image = ImageStore(self.cfg).ensure(arch)
+            write_atomic(self.run_dir / "manifests" / f"{arch.name}.json", json.dumps(image.manifest, indent=2) + "\n")
+            stage = "build"
+            self.progress(arch.name, "building payloads")
+            store = PayloadStore(self.cfg)
+            payloads = {v.name: store.ensure(arch, v) for v in self.plan.variants}
+            for name, p in payloads.items():
+                write_atomic(self.run_dir / "payloads" / f"{arch.name}-{name}.json", json.dumps(p.info, indent=2) + "\n")
+            return image, payloads
+        except LabError as exc:
+            self._fail_arch(arch, outcome, stage, exc, 1)
+            return None
+
+    def _fail_arch(self, arch: Arch, outcome: ArchOutcome, stage: str, exc: LabError, attempts: int) -> None:
+        evidence = "\n".join(x for x in (exc.details, *(f"log: {p}" for p in exc.logs)) if x)
+        for v in self.plan.variants:
+            for size in self.plan.sizes:
+                outcome.errors.append(CellError(arch.name, v.name, size, stage, str(exc), evidence, attempts))
+        self.progress(arch.name, f"failed ({stage})")
+
+    # -- measuring ---------------------------------------------------------------------------
+
+    def _measure(self, arch: Arch, image: Image, payloads: dict[str, Payload], outcome: ArchOutcome) -> None:
+        tb = self.cfg.run.tcg_tb_size_mib if self.plan.jobs > 1 else None
+        for attempt in (1, 2):
+            stage = "boot"
+            try:
+                self.progress(arch.name, "booting" if attempt == 1 else "booting (retry)")
+                with boot(self.cfg, image, self.plan.accel, self.run_dir / "logs" / arch.name, tb) as b:
+                    stage = "payload"
+                    self._run_cells(arch, image, payloads, b, outcome, attempt)
+                return
+            except (BootError, GuestError) as exc:
+                if self.cancel.is_set():
+                    raise
+                if stage == "boot" and isinstance(exc, GuestError):
+                    stage = "ssh"
+                if stage == "payload" or attempt == 2:
+                    self._fail_arch(arch, outcome, stage, exc, attempt)
+                    return
+                log.warning("%s: %s failed (%s); retrying once", arch.name, stage, exc.message)
+
+    def _run_cells(self, arch: Arch, image: Image, payloads: dict[str, Payload], b: Booted, outcome: ArchOutcome, attempts: int) -> None:
+        remotes = measure.install(b.guest, list(payloads.values()))
+        per_run = max(5, int(self.cfg.timeouts.scaled("command")))
+        results: dict[tuple[str, int], list[ProbeResult]] = {}
+        failed: dict[tuple[str, int], CellError] = {}
+        raw_dir = self.run_dir / "raw" / arch.name
+        for r in range(self.plan.repeat):
+            self.progress(arch.name, f"running {r + 1}/{self.plan.repeat}")
+            jobs = []
+            for size in self.plan.sizes:
+                for v in self.plan.variants:  # interleaved: every variant once per round
+                    command = measure.probe_command(remotes[v.name], size, file_bytes=self.plan.file_bytes)
+                    jobs.append(batch.Job(f"{v.name}:{size}:{r}", command))
+            script = batch.script(jobs, per_run)
+            done = b.guest.run(f"sh -c {shlex.quote(script)}", timeout=per_run * len(jobs) + 30)
+            for job, out in zip(jobs, batch.parse(done.stdout, jobs), strict=True):
+                name, size_text, _ = job.key.split(":")
+                key = (name, int(size_text))
+                stem = f"{name}-{size_text}-r{r}"
+                write_atomic(raw_dir / f"{stem}.json", out.stdout + "\n")
+                if out.stderr:
+                    write_atomic(raw_dir / f"{stem}.stderr", out.stderr + "\n")
+                if key in failed:
+                    continue
+                if out.status != 0:
+                    why = "killed by the per-run deadline" if out.status == 137 else f"exit status {out.status}"
+                    evidence = f"command: {job.command}\nstderr: {out.stderr[-2000:]}\nstdout: {out.stdout[:2000]}"
+                    failed[key] = CellError(
+                        arch.name, name, key[1], "payload", f"{arch.name} {name}: probe failed ({why})", evidence, attempts
+                    )
+                    continue
+                try:
+                    results.setdefault(key, []).append(parse_probe(out.stdout))
+                except ProbeOutputError as exc:
+                    failed[key] = CellError(
+                        arch.name, name, key[1], "parse", f"{arch.name} {name}: {exc.message}", out.stdout[:4000], attempts
+                    )
+        variants = {v.name: v for v in self.plan.variants}
+        for (name, size), res in results.items():
+            if (name, size) not in failed:
+                cell = _cell(arch, variants[name], size, image, payloads[name], b, res, attempts)
+                samples = [
+                    Sample(i, s.name, s.minflt, s.majflt, s.delta_minflt, s.delta_majflt, s.ns)
+                    for i, one in enumerate(res)
+                    for s in one.stages
+                ]
+                outcome.cells.append((cell, samples))
+        outcome.errors += failed.values()
+        self.progress(arch.name, "done" if not failed else f"done ({len(failed)} cell(s) failed)")
+
+    def _arch(self, arch: Arch, outcome: ArchOutcome, prepared: tuple[Image, dict[str, Payload]] | None) -> ArchOutcome:
+        if prepared and not self.cancel.is_set():
+            self._measure(arch, *prepared, outcome)
+        return outcome
+
+    def _commit(self, outcome: ArchOutcome) -> None:
+        for cell, samples in outcome.cells:
+            self.store.add_cell(self.run_id, cell, samples)
+        for err in outcome.errors:
+            self.store.add_error(self.run_id, err)
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self) -> Summary:
+        started = time.monotonic()
+        self._write_run_files()
+        digest = sha256_text(self.cfg.path.read_text())
+        meta = RunMeta(
+            id=self.run_id,
+            started=time.time(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            lab_version=__version__,
+            git_revision=git_revision(),
+            config_digest=digest,
+            argv=shlex.join(self.argv),
+            repeat=self.plan.repeat,
+            run_dir=str(self.run_dir),
+        )
+        self.store.begin_run(meta)
+        status = "incomplete"
+        outcomes: list[ArchOutcome] = []
+        try:
+            # Builds first, one at a time in this thread (they share caches and both cores); then guests in parallel.
+            prepared = []
+            for arch in self.plan.arches:
+                outcome = ArchOutcome(arch.name)
+                prepared.append((arch, outcome, self._prepare(arch, outcome)))
+            with ThreadPoolExecutor(max_workers=self.plan.jobs, thread_name_prefix="lab-arch") as pool:
+                futures = [pool.submit(self._arch, *item) for item in prepared]
+                try:
+                    for future in as_completed(futures):  # the store is written from this thread only
+                        outcomes.append(future.result())
+                        self._commit(outcomes[-1])
+                except BaseException:
+                    # Ctrl-C lands in this thread: stop every guest so the workers fail fast, then wait for them.
+                    self.cancel.set()
+                    shutdown_all()
+                    raise
+            status = "failed" if any(o.errors for o in outcomes) else "complete"
+        finally:
+            self.store.finish_run(self.run_id, status)
+        return Summary(
+            self.run_id,
+            self.run_dir,
+            status,
+            sum(len(o.cells) for o in outcomes),
+            sum(len(o.errors) for o in outcomes),
+            time.monotonic() - started,
+        )
