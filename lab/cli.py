@@ -18,14 +18,15 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, replace
-from pathlib import Path
+from dataclasses import asdict
 from types import FrameType
 
-from lab import __version__, arches, config, measure, runner
+from lab import __version__, arches, config, measure
 from lab.boot import Booted, boot, new_log_dir
+from lab.cli_results import cmd_export, cmd_report, cmd_run, cmd_runs
 from lab.errors import LabError, UserError
 from lab.toolchains import VARIANTS, select_variants
+from lab.util import text_table
 
 log = logging.getLogger("lab")
 
@@ -74,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     arch_opt(sub.add_parser("boot", help="boot a guest and keep it up until Ctrl-C"), multi=False)
     arch_opt(sub.add_parser("shell", help="interactive shell in a fresh guest"), multi=False)
-    ex = sub.add_parser("exec", help="run one command in a fresh guest; exits with its status")
-    arch_opt(ex, multi=False)
-    ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    xc = sub.add_parser("exec", help="run one command in a fresh guest; exits with its status")
+    arch_opt(xc, multi=False)
+    xc.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
 
     pay = sub.add_parser("payloads", help="build and list the fault-probe variants")
     psub = pay.add_subparsers(dest="payloads_command", required=True, parser_class=_Parser)
@@ -105,6 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
     run.add_argument("--quiet", dest="run_quiet", action="store_true", help="no progress display (same as lab -q run)")
 
+    runs = sub.add_parser("runs", help="runs in the results store")
+    rsub = runs.add_subparsers(dest="runs_command", required=True, parser_class=_Parser)
+    rl = rsub.add_parser("list", help="every run: id, status, cells, errors")
+    rl.add_argument("--json", action="store_true")
+    rs = rsub.add_parser("show", help="one run's facts and its start-up matrix")
+    rs.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
+
+    ex = sub.add_parser("export", help="every sample of a run as JSON or CSV")
+    ex.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
+    ex.add_argument("--format", choices=("json", "csv"), default="json")
+    ex.add_argument("-o", "--output", help="file to write (default: stdout)")
+
+    rep = sub.add_parser("report", help="render a run as HTML, Markdown or JSON")
+    rep.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
+    rep.add_argument("--format", choices=("html", "md", "json"), default="html")
+    rep.add_argument("-o", "--output", help="file to write (default: stdout)")
+
     smoke = sub.add_parser("smoke", help="boot every selected arch and check what measurements rely on")
     arch_opt(smoke, multi=True)
     smoke.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -120,12 +138,6 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="lab: %(message)s" if not verbose else "%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     # paramiko logs every retried banner read as an error; our own messages say what matters.
     logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
-
-
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
 
 
 def cmd_images(args: argparse.Namespace, cfg: config.Config) -> int:
@@ -157,7 +169,7 @@ def cmd_images(args: argparse.Namespace, cfg: config.Config) -> int:
         )
         for r in rows
     ]
-    print(_table(table, ("arch", "kernel", "size", "entry", "built", "status")) if table else f"no images in {store.root}")
+    print(text_table(table, ("arch", "kernel", "size", "entry", "built", "status")) if table else f"no images in {store.root}")
     return 0
 
 
@@ -222,58 +234,11 @@ def cmd_smoke(args: argparse.Namespace, cfg: config.Config) -> int:
                 "; ".join(r.problems) or r.error or f"{facts.get('kernel')} page={facts.get('page_size')} scratch={facts.get('scratch')}"
             )
             rows.append((r.arch, "ok" if r.ok else "FAILED", r.accel or "-", f"{r.ssh_seconds:.2f}s" if r.ssh_seconds else "-", detail))
-        print(_table(rows, ("arch", "result", "accel", "boot-to-ssh", "detail")))
+        print(text_table(rows, ("arch", "result", "accel", "boot-to-ssh", "detail")))
         for r in results:
             if not r.ok and r.console_log:
                 print(f"{r.arch}: logs: {r.console_log}")
     return 0 if all(r.ok for r in results) else 1
-
-
-def _plan(args: argparse.Namespace, cfg: config.Config) -> runner.Plan:
-    selected = arches.select(args.arch or cfg.arches)
-    if args.variant:
-        variants = select_variants(args.variant)
-    else:
-        libcs = _choices("--libc", args.libc, cfg.run.libcs, ("glibc", "musl"))
-        linkages = _choices("--linkage", args.linkage, cfg.run.linkages, ("dynamic", "static"))
-        variants = [v for v in VARIANTS if v.libc in libcs and v.linkage in linkages]
-    repeat = args.repeat if args.repeat is not None else cfg.run.repeat
-    if repeat < 1:
-        raise UserError(f"--repeat {repeat} is not valid", "use 1 or more (5 gives a useful median)")
-    jobs = args.jobs if args.jobs is not None else (cfg.run.jobs or runner.default_jobs(len(selected)))
-    if jobs < 1:
-        raise UserError(f"--jobs {jobs} is not valid", "use 1 or more")
-    sizes = [measure.parse_size(s) for s in (args.size.split(",") if args.size else cfg.run.sizes)]
-    file_bytes = measure.parse_size(cfg.run.file_bytes)
-    return runner.Plan(tuple(selected), tuple(variants), tuple(dict.fromkeys(sizes)), repeat, jobs, file_bytes, args.accel)
-
-
-def _choices(flag: str, given: str | None, default: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
-    values = [v.strip() for v in given.split(",") if v.strip()] if given else list(default)
-    bad = [v for v in values if v not in allowed]
-    if bad or not values:
-        raise UserError(f"{flag} {given!r} is not valid", "use a comma-separated list of " + ", ".join(allowed))
-    return values
-
-
-def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
-    from lab.progress import Progress
-    from lab.store import Store
-
-    if args.out:
-        cfg = replace(cfg, results_dir=Path(args.out).resolve())
-    plan = _plan(args, cfg)
-    progress = Progress.for_stream([a.name for a in plan.arches], quiet=args.quiet or args.run_quiet or args.json)
-    with Store(cfg.run.store) as store:
-        summary = runner.Runner(cfg, plan, store, progress.update, ["lab", *sys.argv[1:]]).run()
-    result = {**asdict(summary), "run_dir": str(summary.run_dir), "store": str(cfg.run.store)}
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"run {summary.run_id}: {summary.status}, {summary.cells} cell(s), {summary.errors} error(s) in {summary.seconds:.1f}s")
-        print(f"run directory: {summary.run_dir}")
-        print(f"reproduce with: {summary.run_dir / 'reproduce.sh'}")
-    return 0 if summary.status == "complete" else 1
 
 
 def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
@@ -303,7 +268,7 @@ def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
         for r in rows
     ]
     print(
-        _table(table, ("arch", "variant", "toolchain", "bytes", "interpreter", "pie", "sha256"))
+        text_table(table, ("arch", "variant", "toolchain", "bytes", "interpreter", "pie", "sha256"))
         if table
         else f"no payloads in {store.root}"
     )
@@ -311,7 +276,6 @@ def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_probe(args: argparse.Namespace, cfg: config.Config) -> int:
-    from lab import measure
     from lab.images import ImageStore
     from lab.payloads import PayloadStore
 
@@ -330,7 +294,7 @@ def cmd_probe(args: argparse.Namespace, cfg: config.Config) -> int:
             summary = measure.summarize(runs)
             stages = list(next(iter(summary.values())))
             rows = [(arch.name, v, *(f"{m[0]:g}/{m[1]:g}" for m in per.values())) for v, per in summary.items()]
-            print(_table(rows, ("arch", "variant", *stages)))
+            print(text_table(rows, ("arch", "variant", *stages)))
             print(f"({b.info.accel}; median minor/major faults per stage over {args.repeat} runs, buffer {size} bytes)\n")
     if args.json:
         print(json.dumps(dump, indent=2))
@@ -344,18 +308,22 @@ def cmd_doctor(args: argparse.Namespace, cfg: config.Config) -> int:
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:
-        print(_table([(c.name, c.status, c.detail, c.remedy) for c in checks], ("check", "status", "detail", "remedy")))
+        print(text_table([(c.name, c.status, c.detail, c.remedy) for c in checks], ("check", "status", "detail", "remedy")))
     return 1 if any(c.status == "FAIL" for c in checks) else 0
 
 
 COMMANDS = {
+    "run": cmd_run,
+    "runs": cmd_runs,
+    "export": cmd_export,
+    "report": cmd_report,
+    "smoke": cmd_smoke,
     "payloads": cmd_payloads,
     "probe": cmd_probe,
     "images": cmd_images,
     "boot": cmd_boot,
     "shell": cmd_shell,
     "exec": cmd_exec,
-    "run": cmd_run,
     "doctor": cmd_doctor,
 }
 

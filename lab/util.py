@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -50,3 +51,9 @@ def parse_size(text: str) -> int:
     if not m or int(m.group(1)) == 0:
         raise ValueError(f"bad size {text!r}: use bytes or a K/M/G suffix, e.g. 1M")
     return int(m.group(1)) << (10 * " KMG".index(m.group(2).upper() or " "))
+
+
+def text_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)

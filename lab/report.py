@@ -1,0 +1,278 @@
+"""Reports of a run: one data model from the store, rendered as HTML, Markdown or JSON.
+
+The numbers come from the store only (medians and ranges over the repeats of
+each cell), so the report always equals the store. HTML is one self-contained
+file (inline CSS and SVG, no network); templates use autoescape and
+StrictUndefined.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import jinja2
+
+from lab.store import Cell, CellError, RunMeta, Sample, Store
+from lab.toolchains import VARIANTS
+from lab.util import write_atomic
+
+STAGES = ("entry", "overhead", "malloc", "touch1", "touch2", "file_map", "file_read")
+STAGE_COLOURS = ("#4e79a7", "#bab0ac", "#f28e2b", "#59a14f", "#76b7b2", "#edc948", "#e15759")
+FORMATS = ("html", "md", "json")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass(frozen=True)
+class Stat:
+    median: float
+    min: int
+    max: int
+    n: int
+
+    @classmethod
+    def of(cls, values: list[int]) -> Stat:
+        return cls(float(statistics.median(values)), min(values), max(values), len(values))
+
+    @property
+    def spread(self) -> int:
+        return self.max - self.min
+
+
+@dataclass(frozen=True)
+class CellView:
+    cell: Cell
+    minor: dict[str, Stat]  # stage -> delta minflt over repeats
+    major: dict[str, Stat]
+
+    @property
+    def name(self) -> str:
+        return f"{self.cell.arch} {self.cell.variant}"
+
+    @property
+    def pages(self) -> int:
+        return self.cell.buffer_size // self.cell.page_size
+
+    @property
+    def touch1_per_page(self) -> float:
+        return self.minor["touch1"].median / self.pages if "touch1" in self.minor else 0.0
+
+
+@dataclass(frozen=True)
+class Diff:
+    arch: str
+    buffer_size: int
+    what: str  # e.g. "musl vs glibc, static"
+    a: str  # variant names
+    b: str
+    stage: str
+    a_median: float
+    b_median: float
+
+    @property
+    def delta(self) -> float:
+        return self.b_median - self.a_median
+
+
+@dataclass(frozen=True)
+class Report:
+    run: RunMeta
+    cells: list[CellView]
+    errors: list[CellError]
+
+    @property
+    def arches(self) -> list[str]:
+        return list(dict.fromkeys([c.cell.arch for c in self.cells] + [e.arch for e in self.errors]))
+
+    @property
+    def variants(self) -> list[str]:
+        present = {c.cell.variant for c in self.cells} | {e.variant for e in self.errors}
+        return [v.name for v in VARIANTS if v.name in present]
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted({c.cell.buffer_size for c in self.cells} | {e.buffer_size for e in self.errors})
+
+    @property
+    def stages(self) -> list[str]:
+        seen = {s for c in self.cells for s in c.minor}
+        return [s for s in STAGES if s in seen]
+
+    def find(self, arch: str, variant: str, size: int) -> CellView | None:
+        for c in self.cells:
+            if (c.cell.arch, c.cell.variant, c.cell.buffer_size) == (arch, variant, size):
+                return c
+        return None
+
+    def error(self, arch: str, variant: str, size: int) -> CellError | None:
+        for e in self.errors:
+            if (e.arch, e.variant, e.buffer_size) == (arch, variant, size):
+                return e
+        return None
+
+    def diffs(self) -> list[Diff]:
+        """glibc vs musl per linkage, and dynamic vs static per libc, for every arch, size and stage."""
+        pairs = [
+            ("musl vs glibc, dynamic", "glibc-dynamic", "musl-dynamic"),
+            ("musl vs glibc, static", "glibc-static", "musl-static"),
+            ("static vs dynamic, glibc", "glibc-dynamic", "glibc-static"),
+            ("static vs dynamic, musl", "musl-dynamic", "musl-static"),
+        ]
+        out = []
+        for arch in self.arches:
+            for size in self.sizes:
+                for what, a, b in pairs:
+                    ca, cb = self.find(arch, a, size), self.find(arch, b, size)
+                    if ca and cb:
+                        for stage in self.stages:
+                            if stage in ca.minor and stage in cb.minor:
+                                out.append(Diff(arch, size, what, a, b, stage, ca.minor[stage].median, cb.minor[stage].median))
+        return out
+
+
+def build(store: Store, run_ref: str | None = None) -> Report:
+    run = store.run(run_ref)
+    views = []
+    for cell_id, cell in store.cells(run.id):
+        minor: dict[str, list[int]] = {}
+        major: dict[str, list[int]] = {}
+        for s in store.samples(cell_id):
+            minor.setdefault(s.stage, []).append(s.delta_minflt)
+            major.setdefault(s.stage, []).append(s.delta_majflt)
+        order = [s for s in STAGES if s in minor]
+        views.append(CellView(cell, {s: Stat.of(minor[s]) for s in order}, {s: Stat.of(major[s]) for s in order}))
+    return Report(run, views, store.errors(run.id))
+
+
+def fmt(value: float) -> str:
+    return f"{value:g}" if value == int(value) else f"{value:.1f}"
+
+
+def size_text(n: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
+def bar_chart(report: Report, size: int, width: int = 640, bar: int = 16) -> dict[str, object]:
+    """Geometry of the start-up (entry) bar chart: one bar per cell, grouped by arch."""
+    cells = [c for c in report.cells if c.cell.buffer_size == size]
+    top = max((c.minor["entry"].max for c in cells if "entry" in c.minor), default=1) or 1
+    label_w, rows, y = 170, [], 0
+    for c in cells:
+        if "entry" not in c.minor:
+            continue
+        st = c.minor["entry"]
+        scale = (width - label_w - 60) / top
+        rows.append(
+            {
+                "y": y,
+                "label": c.name,
+                "w": st.median * scale,
+                "x0": label_w + st.min * scale,
+                "x1": label_w + st.max * scale,
+                "value": fmt(st.median),
+            }
+        )
+        y += bar + 6
+    return {"width": width, "height": y + 4, "label_w": label_w, "bar": bar, "rows": rows}
+
+
+def stacked_chart(report: Report, size: int, width: int = 640, bar: int = 16) -> dict[str, object]:
+    """Geometry of the per-cell stacked minor faults by stage (log-free: touch1 dominates by design)."""
+    cells = [c for c in report.cells if c.cell.buffer_size == size]
+    total = max((sum(s.median for s in c.minor.values()) for c in cells), default=1) or 1
+    label_w, rows, y = 170, [], 0
+    scale = (width - label_w - 60) / total
+    for c in cells:
+        x, parts = float(label_w), []
+        for stage, colour in zip(STAGES, STAGE_COLOURS, strict=True):
+            if stage in c.minor and c.minor[stage].median > 0:
+                w = c.minor[stage].median * scale
+                parts.append({"x": x, "w": w, "colour": colour, "stage": stage, "value": fmt(c.minor[stage].median)})
+                x += w
+        rows.append({"y": y, "label": c.name, "parts": parts, "total": fmt(sum(s.median for s in c.minor.values()))})
+        y += bar + 6
+    return {
+        "width": width,
+        "height": y + 4,
+        "label_w": label_w,
+        "bar": bar,
+        "rows": rows,
+        "legend": list(zip(STAGES, STAGE_COLOURS, strict=True)),
+    }
+
+
+def _env(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = fmt
+    env.filters["size"] = size_text
+    return env
+
+
+def to_json(report: Report) -> str:
+    data = {
+        "run": asdict(report.run),
+        "cells": [
+            {
+                "cell": asdict(c.cell),
+                "minor": {k: asdict(v) for k, v in c.minor.items()},
+                "major": {k: asdict(v) for k, v in c.major.items()},
+            }
+            for c in report.cells
+        ],
+        "errors": [asdict(e) for e in report.errors],
+        "diffs": [{**asdict(d), "delta": d.delta} for d in report.diffs()],
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def render(report: Report, fmt_name: str) -> str:
+    if fmt_name == "json":
+        return to_json(report)
+    if fmt_name == "md":
+        return _env(False).get_template("report.md.j2").render(r=report)
+    charts = {size: (bar_chart(report, size), stacked_chart(report, size)) for size in report.sizes}
+    return (
+        _env(True)
+        .get_template("report.html.j2")
+        .render(r=report, charts=charts, stage_colours=dict(zip(STAGES, STAGE_COLOURS, strict=True)))
+    )
+
+
+def export(store: Store, run_ref: str | None, fmt_name: str) -> str:
+    """Every sample of a run with its cell's identity and environment: CSV rows or a JSON document."""
+    run = store.run(run_ref)
+    rows = []
+    for cell_id, cell in store.cells(run.id):
+        for s in store.samples(cell_id):
+            rows.append({"run": run.id, **asdict(cell), **asdict(s)})
+    if fmt_name == "json":
+        return json.dumps({"run": asdict(run), "samples": rows, "errors": [asdict(e) for e in store.errors(run.id)]}, indent=2) + "\n"
+    out = io.StringIO()
+    columns = ["run", *(f.name for f in fields(Cell)), *(f.name for f in fields(Sample))]
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_run_reports(store: Store, run_id: str, run_dir: Path) -> list[Path]:
+    """report.html and report.md into the run directory."""
+    report = build(store, run_id)
+    paths = []
+    for name, fmt_name in (("report.html", "html"), ("report.md", "md")):
+        write_atomic(run_dir / name, render(report, fmt_name))
+        paths.append(run_dir / name)
+    return paths
