@@ -44,10 +44,11 @@ def script(jobs: list[Job], per_run_seconds: int, workdir: str = "/tmp/lab-batch
 def parse(text: str, jobs: list[Job]) -> list[Outcome]:
     """Outcomes in job order; a job whose block is missing (the batch died) gets status -1."""
     found: dict[str, Outcome] = {}
-    key, part, out, err = None, "", [], []  # type: ignore[var-annotated]
+    key: str | None = None
+    part, out, err = "", [], []
     for line in text.splitlines():
         if line.startswith(f"{MARK}-BEGIN "):
-            key, part, out, err = line.split(" ", 1)[1], "out", [], []
+            key, part, out, err = line.split(" ", 1)[1], "out", list[str](), list[str]()
         elif line == f"{MARK}-STDERR" and key is not None:
             part = "err"
         elif line.startswith(f"{MARK}-END ") and key is not None:

@@ -251,9 +251,9 @@ class Store:
         with self._tx() as db:
             db.execute(f"INSERT INTO errors (run_id, {', '.join(row)}) VALUES (?, {', '.join('?' * len(row))})", (run_id, *row.values()))
 
-    def finish_run(self, run_id: str, status: str) -> None:
+    def finish_run(self, run_id: str, status: str, ended: float | None = None) -> None:
         with self._tx() as db:
-            db.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?", (status, time.time(), run_id))
+            db.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?", (status, ended or time.time(), run_id))
 
     def _meta(self, row: sqlite3.Row | tuple[Any, ...]) -> RunMeta:
         meta = RunMeta(**dict(zip([f.name for f in fields(RunMeta)], row, strict=True)))

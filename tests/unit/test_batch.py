@@ -1,0 +1,34 @@
+import subprocess
+
+import pytest
+
+from lab import batch
+
+JOBS = [batch.Job("a:1:0", "echo '{\"x\": 1}'"), batch.Job("b:1:0", "echo oops >&2; exit 3"), batch.Job("c:1:0", "sleep 5")]
+
+
+def test_script_runs_each_job_under_a_deadline_and_reports_between_markers(tmp_path: object) -> None:
+    text = batch.script(JOBS, per_run_seconds=1, workdir=f"{tmp_path}/w")
+    out = subprocess.run(["sh", "-c", text], capture_output=True, text=True, timeout=30).stdout
+    a, b, c = batch.parse(out, JOBS)
+    assert (a.status, a.stdout, a.stderr) == (0, '{"x": 1}', "")
+    assert (b.status, b.stdout, b.stderr) == (3, "", "oops")
+    assert c.status == 137  # killed by the per-run deadline, the batch went on
+
+
+def test_missing_blocks_are_failures_not_silence() -> None:
+    text = '@@LAB-BEGIN a:1:0\n{}\n@@LAB-STDERR\n\n@@LAB-END 0\n@@LAB-BEGIN b:1:0\n{"trunc'
+    a, b, c = batch.parse(text, JOBS)
+    assert a.status == 0 and a.stdout == "{}"
+    assert b.status == -1 and c.status == -1 and "batch ended" in c.stderr
+
+
+def test_keys_must_not_contain_spaces() -> None:
+    with pytest.raises(ValueError):
+        batch.script([batch.Job("a b", "true")], 1)
+
+
+def test_commands_are_quoted_as_data() -> None:
+    evil = batch.Job("e:1:0", "echo 'x; touch /tmp/pwned-by-lab'")
+    text = batch.script([evil], 1, workdir="/tmp/w")
+    assert "sh -c 'echo '\"'\"'x; touch /tmp/pwned-by-lab'\"'\"''" in text

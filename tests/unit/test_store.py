@@ -1,0 +1,155 @@
+"""The SQLite store: migrations, atomic cells, interrupted writers, concurrent writers, run status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.errors import UserError
+from lab.store import SCHEMA_VERSION, Cell, CellError, RunMeta, Sample, Store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def meta(run_id: str, pid: int | None = None) -> RunMeta:
+    return RunMeta(run_id, 1000.0, os.uname().nodename, pid or os.getpid(), "0.1.0", "abc", "cfg", "lab run", 3, "/tmp/r")
+
+
+def cell(arch: str = "arm64", variant: str = "musl-static") -> Cell:
+    return Cell(
+        arch,
+        variant,
+        "musl",
+        "static",
+        1 << 20,
+        "1.2.5",
+        None,
+        "zig 0.15.2",
+        "-O2",
+        "img",
+        "pay",
+        "6.12",
+        4096,
+        "never",
+        "QEMU 7.2",
+        "tcg",
+        1,
+        1,
+    )
+
+
+def samples(n: int = 3) -> list[Sample]:
+    return [Sample(r, stage, 10 + r, 0, 10 + r, 0, 5) for r in range(n) for stage in ("entry", "touch1")]
+
+
+def test_fresh_store_is_migrated_and_reopening_is_a_no_op(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as s:
+        assert s.schema_version == SCHEMA_VERSION
+        s.begin_run(meta("r1"))
+    with Store(tmp_path / "s.db") as s:
+        assert [r.id for r in s.runs()] == ["r1"]
+
+
+def test_newer_or_corrupt_store_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "new.db")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(UserError, match="newer than this lab"):
+        Store(tmp_path / "new.db")
+    (tmp_path / "bad.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UserError, match="not a usable lab results store"):
+        Store(tmp_path / "bad.db")
+
+
+def test_cell_and_samples_roundtrip_and_run_lifecycle(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as s:
+        s.begin_run(meta("20261127-1"))
+        s.add_cell("20261127-1", cell(), samples())
+        s.add_error("20261127-1", CellError("riscv64", "glibc-static", 1 << 20, "boot", "no boot", "console", 2))
+        s.finish_run("20261127-1", "failed")
+        run = s.run("2026")
+        assert run.status == "failed" and run.ended is not None
+        [(cell_id, got)] = s.cells(run.id)
+        assert got == cell()
+        assert s.samples(cell_id) == sorted(samples(), key=lambda x: x.repeat)
+        assert s.errors(run.id)[0].stage == "boot"
+        with pytest.raises(UserError, match="no run matching 'zzz'"):
+            s.run("zzz")
+
+
+def test_a_failing_cell_write_leaves_nothing(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as s:
+        s.begin_run(meta("r"))
+        duplicated = [*samples(), samples()[0]]  # violates the samples primary key half-way
+        with pytest.raises(sqlite3.IntegrityError):
+            s.add_cell("r", cell(), duplicated)
+        assert s.cells("r") == []
+        assert s.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 0
+
+
+def test_a_running_row_whose_process_is_gone_reads_as_incomplete(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    with Store(tmp_path / "s.db") as s:
+        s.begin_run(meta("dead", pid=proc.pid))
+        s.begin_run(meta("alive"))
+        assert {r.id: r.status for r in s.runs()} == {"dead": "incomplete", "alive": "running"}
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from pathlib import Path
+    from lab.store import Store, Sample
+    from tests.unit.test_store import cell, meta
+    s = Store(Path({db!r}))
+    run = {run!r}
+    s.begin_run(meta(run))
+    s.add_cell(run, cell("x86_64"), [Sample(0, "entry", 1, 0, 1, 0, 1)])
+    many = [Sample(r, f"stage{{i}}", 1, 0, 1, 0, 1) for r in range(5000) for i in range(50)]
+    print("ready", flush=True)
+    s.add_cell(run, cell("arm64"), many)  # killed during this
+    print("done", flush=True)
+    """
+)
+
+
+def test_killing_a_writer_mid_transaction_loses_only_the_unfinished_cell(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with Store(db) as s:
+        s.begin_run(meta("earlier"))
+        s.add_cell("earlier", cell(), samples())
+        s.finish_run("earlier", "complete")
+    code = WRITER.format(repo=str(REPO), db=str(db), run="victim")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with Store(db) as s:
+        assert s.run("earlier").status == "complete" and len(s.samples(s.cells("earlier")[0][0])) == 6
+        victim = s.run("victim")
+        assert victim.status == "incomplete"
+        assert [c.arch for _, c in s.cells("victim")] == ["x86_64"]  # the arm64 cell is all or nothing
+        assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_two_writers_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER.format(repo=str(REPO), db=str(db), run=f"w{i}")], stdout=subprocess.DEVNULL)
+        for i in range(2)
+    ]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    with Store(db) as s:
+        assert sorted(r.id for r in s.runs()) == ["w0", "w1"]
+        assert all(len(s.cells(f"w{i}")) == 2 for i in range(2))
