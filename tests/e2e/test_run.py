@@ -1,0 +1,163 @@
+"""lab run for real: the whole matrix into the store, reports that equal the store, a broken variant, Ctrl-C, a browser."""
+
+from __future__ import annotations
+
+import csv
+import html.parser
+import io
+import json
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab import cli, config
+from lab.payloads import Payload, PayloadStore
+from lab.store import Store
+from tests.e2e.conftest import qemu_processes
+from tests.e2e.png import pixels
+
+LAB = [sys.executable, "-m", "lab"]
+REPEAT = 3
+
+
+def lab(cli_config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LAB, "--config", str(cli_config), *argv], capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def full_run(cli_config: Path, images: object) -> dict[str, object]:
+    proc = lab(cli_config, "run", "--arch", "all", "--repeat", str(REPEAT), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def store_medians(db: Path, run_id: str) -> dict[str, float]:
+    con = sqlite3.connect(db)
+    rows = con.execute(
+        "SELECT arch, variant, buffer_size, delta_minflt FROM samples JOIN cells ON cells.id = samples.cell_id WHERE run_id = ? AND stage = 'entry'",
+        (run_id,),
+    ).fetchall()
+    by: dict[str, list[int]] = {}
+    for arch, variant, size, value in rows:
+        by.setdefault(f"{arch}/{variant}/{size}", []).append(value)
+    return {k: statistics.median(v) for k, v in by.items()}
+
+
+class Cells(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[str, str | None] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("data-cell"):
+            self.cells[str(a["data-cell"])] = a.get("data-entry")
+
+
+def test_run_fills_the_store_with_12_cells_times_repeats(full_run: dict[str, object], cfg: config.Config) -> None:
+    assert full_run["status"] == "complete" and full_run["cells"] == 12 and full_run["errors"] == 0
+    with Store(Path(str(full_run["store"]))) as s:
+        run = s.run(str(full_run["run_id"]))
+        cells = s.cells(run.id)
+        assert len(cells) == 12 and run.status == "complete" and run.repeat == REPEAT
+        for cell_id, cell in cells:
+            samples = s.samples(cell_id)
+            assert sorted({x.repeat for x in samples}) == list(range(REPEAT))
+            assert len(samples) == REPEAT * 7
+            assert cell.accel in ("kvm", "tcg") and cell.page_size == 4096 and cell.thp == "never"
+            assert cell.kernel_release.startswith("6.") and cell.qemu_version.startswith("QEMU emulator")
+    run_dir = Path(str(full_run["run_dir"]))
+    raw = sorted((run_dir / "raw").rglob("*.json"))
+    assert len(raw) == 12 * REPEAT
+    assert (run_dir / "reproduce.sh").read_text().count("--repeat 3") == 1
+    assert {p.name for p in (run_dir / "manifests").iterdir()} == {"x86_64.json", "arm64.json", "riscv64.json"}
+
+
+def test_reports_equal_the_store(full_run: dict[str, object], cli_config: Path) -> None:
+    run_dir = Path(str(full_run["run_dir"]))
+    medians = store_medians(Path(str(full_run["store"])), str(full_run["run_id"]))
+    assert len(medians) == 12
+    parser = Cells()
+    parser.feed((run_dir / "report.html").read_text())
+    assert {k: float(v or "nan") for k, v in parser.cells.items()} == medians
+    md = (run_dir / "report.md").read_text()
+    assert "| x86_64 |" in md and "| arm64 |" in md and "| riscv64 |" in md
+    data = json.loads(lab(cli_config, "report", str(full_run["run_id"]), "--format", "json").stdout)
+    got = {f"{c['cell']['arch']}/{c['cell']['variant']}/{c['cell']['buffer_size']}": c["minor"]["entry"]["median"] for c in data["cells"]}
+    assert got == medians
+    exported = list(csv.DictReader(io.StringIO(lab(cli_config, "export", str(full_run["run_id"]), "--format", "csv").stdout)))
+    assert len(exported) == 12 * REPEAT * 7
+    listing = lab(cli_config, "runs", "list").stdout
+    assert str(full_run["run_id"]) in listing and "complete" in listing
+
+
+def test_report_renders_in_a_real_browser(full_run: dict[str, object], tmp_path: Path) -> None:
+    browser = shutil.which("chromium")
+    assert browser, "chromium is a test dependency (ansible/host-packages.txt, ./setup.sh)"
+    shot = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    page = (Path(str(full_run["run_dir"])) / "report.html").as_uri()
+    subprocess.run([browser, *flags, "--window-size=1200,1600", f"--screenshot={shot}", page], capture_output=True, timeout=120, check=True)
+    width, height, rows = pixels(shot.read_bytes())
+    assert (width, height) == (1200, 1600)
+    colours = {row[i : i + 3] for row in rows[::8] for i in range(0, len(row), 24)}
+    assert len(colours) > 20, "the page rendered (nearly) blank"
+    dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True).stdout
+    parser = Cells()
+    parser.feed(dom)
+    assert len(parser.cells) == 12 and all(v is not None for v in parser.cells.values())
+
+
+def test_a_broken_variant_fails_alone(
+    cli_config: Path, cfg: config.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, images: object
+) -> None:
+    real_ensure = PayloadStore.ensure
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "fault-probe").write_text("#!/bin/sh\necho 'this is not JSON'\n")
+    (garbage / "fault-probe").chmod(0o755)
+
+    def ensure(self: PayloadStore, arch: object, v: object) -> Payload:
+        p = real_ensure(self, arch, v)  # type: ignore[arg-type]
+        if p.arch.name == "arm64" and p.variant.name == "musl-dynamic":
+            return replace(p, dir=garbage)
+        return p
+
+    monkeypatch.setattr(PayloadStore, "ensure", ensure)
+    code = cli.main(["--config", str(cli_config), "-q", "run", "--arch", "arm64,riscv64", "--repeat", "2"])
+    assert code == 1
+    with Store(cfg.results_dir / "lab.sqlite") as s:
+        run = s.run()
+        assert run.status == "failed"
+        assert len(s.cells(run.id)) == 7
+        [err] = s.errors(run.id)
+        assert (err.arch, err.variant, err.stage) == ("arm64", "musl-dynamic", "parse")
+        assert "this is not JSON" in err.evidence
+
+
+def test_ctrl_c_mid_run_leaves_no_qemu_and_an_incomplete_run(cli_config: Path, cfg: config.Config, images: object) -> None:
+    proc = subprocess.Popen(
+        [*LAB, "--config", str(cli_config), "run", "--arch", "all", "--repeat", "200"], stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "running 2/200" in line:
+            break
+    live = [pid for pid, _ in qemu_processes(cfg.cache_dir)]
+    assert live, "no guest was running when the run was interrupted"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert not [pid for pid, _ in qemu_processes(cfg.cache_dir) if pid in live]
+    with Store(cfg.results_dir / "lab.sqlite") as s:
+        run = s.run()
+        assert run.status == "incomplete" and run.argv.endswith("--repeat 200")
+        assert yaml.safe_load((Path(run.run_dir) / "lab.yaml").read_text()) is not None
