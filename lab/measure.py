@@ -67,9 +67,9 @@ def install(guest: Guest, payloads: list[Payload]) -> dict[str, str]:
 
 
 def run_once(
-    guest: Guest, remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True
+    guest: Guest, remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True, file_bytes: int = 0
 ) -> tuple[ProbeResult, str]:
-    command = probe_command(remote, size, file, order, reexec)
+    command = probe_command(remote, size, file, order, reexec, file_bytes)
     result = guest.run(command)
     if result.exited != 0:
         raise PayloadRunError(

@@ -170,6 +170,7 @@ class Runner:
             payloads = {v.name: store.ensure(arch, v) for v in self.plan.variants}
             for name, p in payloads.items():
                 write_atomic(self.run_dir / "payloads" / f"{arch.name}-{name}.json", json.dumps(p.info, indent=2) + "\n")
+            self.progress(arch.name, "waiting for a guest slot")
             return image, payloads
         except LabError as exc:
             self._fail_arch(arch, outcome, stage, exc, 1)

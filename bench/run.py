@@ -1,0 +1,112 @@
+"""`lab run` wall time against its parts, measured side by side in one run.
+
+Usage: .venv/bin/python bench/run.py [--repeat 5] [--skip-cold]
+
+1. bare: per arch, one boot to SSH and the probe variants run --repeat times over SSH one by one
+   (what lab run has to do at the least), summed over the arches;
+2. `lab run --arch all --jobs 1` (sequential) and `lab run --arch all` (default jobs) as subprocesses;
+3. cold: `lab run --arch all` with an empty cache directory, broken down by phase from its progress log.
+Ratios: sequential wall / bare sum (target <= 1.15), parallel wall / sequential wall (< 1).
+Results and stores go to a temp directory; the lab's own cache is used warm and never modified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from lab import arches, config, measure
+from lab.boot import boot
+from lab.images import ImageStore
+from lab.payloads import PayloadStore
+from lab.toolchains import VARIANTS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bare(cfg: config.Config, repeat: int, file_bytes: int) -> dict[str, float]:
+    out = {}
+    images, payloads = ImageStore(cfg), PayloadStore(cfg)
+    for arch in arches.ARCHES:
+        image, built = images.ensure(arch), [payloads.ensure(arch, v) for v in VARIANTS]
+        started = time.monotonic()
+        with boot(cfg, image) as b:
+            up = time.monotonic() - started
+            remotes = measure.install(b.guest, built)
+            t = time.monotonic()
+            for _ in range(repeat):
+                for remote in remotes.values():
+                    measure.run_once(b.guest, remote, 1 << 20, file_bytes=file_bytes)
+            runs = time.monotonic() - t
+        out[arch.name] = up + runs
+        print(f"bare {arch.name}: boot-to-ssh {up:.2f}s + {repeat * len(VARIANTS)} probe runs {runs:.2f}s", file=sys.stderr)
+    return out
+
+
+def lab_run(config_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[float, str]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lab", "--config", str(config_path), "run", "--arch", "all", *args], capture_output=True, text=True, env=env
+    )
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"lab run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return wall, proc.stderr
+
+
+def phases(log: str) -> dict[str, float]:
+    """Seconds spent in each phase, from the plain progress lines 'lab: ARCH: STATE (T s)'."""
+    line = re.compile(r"^lab: (\w+): (.+?) \(([\d.]+)s\)$", re.M)
+    events = [(m[1], re.sub(r" \d+/\d+$| \(retry\)$", "", m[2]), float(m[3])) for m in line.finditer(log)]
+    spent: dict[str, float] = {}
+    last: dict[str, tuple[str, float]] = {}
+    for arch, state, t in events:
+        if arch in last:
+            prev, since = last[arch]
+            spent[prev] = spent.get(prev, 0.0) + t - since
+        last[arch] = (state, t)
+    return spent
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--skip-cold", action="store_true")
+    args = p.parse_args()
+    cfg = config.load(REPO / "lab.yaml")
+    with tempfile.TemporaryDirectory(prefix="lab-bench-run-") as tmp:
+        raw = yaml.safe_load((REPO / "lab.yaml").read_text())
+        raw["recipe"] = str(REPO / "images" / "tiny.yaml")
+        raw["paths"] = {"cache": str(cfg.cache_dir), "results": f"{tmp}/results"}
+        raw["run"]["store"] = f"{tmp}/lab.sqlite"
+        conf = Path(tmp) / "lab.yaml"
+        conf.write_text(yaml.safe_dump(raw))
+        lab_run(conf, "--repeat", "1")  # warm every cache first
+        parts = bare(cfg, args.repeat, measure.parse_size(cfg.run.file_bytes))
+        seq, _ = lab_run(conf, "--repeat", str(args.repeat), "--jobs", "1")
+        par, _ = lab_run(conf, "--repeat", str(args.repeat))
+        total = sum(parts.values())
+        print(f"\nwarm, --repeat {args.repeat}, 3 arches x {len(VARIANTS)} variants")
+        print(f"  bare sum (boots + probe runs)      {total:6.1f}s")
+        print(f"  lab run --jobs 1 (sequential)      {seq:6.1f}s   ratio to bare {seq / total:.2f}")
+        print(f"  lab run (jobs from cores/memory)   {par:6.1f}s   ratio to sequential {par / seq:.2f}")
+        if not args.skip_cold:
+            import os
+
+            env = dict(os.environ, LAB_CACHE=f"{tmp}/cold-cache")
+            cold, log = lab_run(conf, "--repeat", str(args.repeat), env=env)
+            print(f"\ncold (empty cache), --repeat {args.repeat}: {cold:.1f}s wall; phase seconds summed over arches:")
+            for phase, seconds in phases(log).items():
+                print(f"  {phase:<10} {seconds:6.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
