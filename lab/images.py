@@ -34,7 +34,7 @@ from lab.errors import ImageError
 from lab.initramfs import Tree, deb_tar, write_cpio
 from lab.keys import KeyPair, client_key, host_key
 from lab.recipes import Recipe, load_recipe
-from lab.util import sha256_file, sha256_text
+from lab.util import build_dir, sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +162,7 @@ class ImageStore:
     ) -> Image:
         started = time.monotonic()
         debs = self.apt.download([kernel_pkg, *packages], self.cfg.cache_dir / "debs")
-        self.root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{arch.name}-", dir=self.root))
-        try:
+        with build_dir(final) as work:
             tree = Tree()
             for pkg in packages:
                 with deb_tar(debs[pkg.name]) as tar:
@@ -196,11 +194,6 @@ class ImageStore:
                 "build_seconds": round(time.monotonic() - started, 2),
             }
             (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            os.chmod(work, 0o755)
-            os.rename(work, final)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
         log.info("built %s image %s in %.1fs", arch.name, final.name, manifest["build_seconds"])
         return Image(arch, key, final, manifest, hostk)
 

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from lab.arches import Arch
 from lab.config import Config
 from lab.errors import ImageError, UserError
 from lab.toolchains import TOOLCHAINS, Variant, build_info_h, compile_argv, fill
-from lab.util import sha256_file, sha256_text
+from lab.util import build_dir, sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +99,7 @@ class PayloadStore:
         return self._build(arch, v, key, header, final)
 
     def _build(self, arch: Arch, v: Variant, key: str, header: str, final: Path) -> Payload:
-        self.root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{arch.name}-{v.name}-", dir=self.root))
-        try:
+        with build_dir(final) as work:
             src = work / "src"
             src.mkdir()
             for s in SOURCES:
@@ -135,11 +132,6 @@ class PayloadStore:
                 "key": key,
             }
             (work / "build.json").write_text(json.dumps(info, indent=2) + "\n")
-            os.chmod(work, 0o755)
-            os.rename(work, final)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
         log.info("built %s %s in %.1fs", arch.name, v.name, seconds)
         return Payload(arch, v, key, final, info)
 

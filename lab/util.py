@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -25,6 +27,23 @@ def sha256_text(*parts: str | bytes) -> str:
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
+
+
+@contextmanager
+def build_dir(final: Path) -> Iterator[Path]:
+    """A fresh temp directory beside ``final``: renamed to ``final`` when the body succeeds, removed when it fails.
+
+    Readers never see a half-built entry, and an interrupted build leaves only a dot-directory.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        yield work
+        os.chmod(work, 0o755)
+        os.rename(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
