@@ -15,6 +15,7 @@ from lab.boot import boot
 from lab.config import Config
 from lab.errors import LabError
 from lab.images import ImageStore
+from lab.toolchains import TOOLCHAINS, VARIANTS, fill
 
 MIN_FREE_GIB = 2.0
 
@@ -59,6 +60,16 @@ def check_tools() -> list[Check]:
         status = "ok" if found else ("FAIL" if required else "warn")
         detail = found or f"{tool} not found" + ("" if required else " (only lab shell needs it)")
         checks.append(Check(tool, status, detail, "" if found else f"apt-get install {package}"))
+    for arch in ARCHES:
+        for v in (v for v in VARIANTS if v.linkage == "static"):  # one check per toolchain and arch
+            tc = TOOLCHAINS[v.toolchain]
+            argv = fill(tc.version_argv, arch)
+            try:
+                version = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+                checks.append(Check(f"{tc.name} {arch.name}", "ok", f"{tc.name} {version} ({v.libc} payloads)"))
+            except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                remedy = tc.host_packages.format(triplet=arch.triplet.replace("_", "-"), debian=arch.debian)
+                checks.append(Check(f"{tc.name} {arch.name}", "FAIL", f"{argv[0]} does not run", remedy))
     ok = KEYRING.is_file()
     checks.append(Check("debian keyring", "ok" if ok else "FAIL", str(KEYRING), "" if ok else "apt-get install debian-archive-keyring"))
     return checks

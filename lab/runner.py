@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab import __version__, batch, measure
@@ -145,7 +145,9 @@ class Runner:
 
     def _write_run_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=False)
-        write_atomic(self.run_dir / "lab.yaml", self.cfg.path.read_text())
+        write_atomic(self.run_dir / "lab.yaml", self.cfg.path.read_text())  # loadable: reproduce.sh uses it
+        resolved = {"config_file": str(self.cfg.path), **asdict(self.cfg), "plan": asdict(self.plan)}
+        write_atomic(self.run_dir / "resolved-config.json", json.dumps(resolved, indent=2, default=str) + "\n")
         arches = ",".join(a.name for a in self.plan.arches)
         variants = ",".join(v.name for v in self.plan.variants)
         sizes = ",".join(str(s) for s in self.plan.sizes)
