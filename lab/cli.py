@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict
 from types import FrameType
 
-from lab import __version__, arches, config, measure
+from lab import __version__, arches, cli_baselines, config, measure
 from lab.boot import Booted, boot, new_log_dir
 from lab.cli_results import cmd_export, cmd_report, cmd_run, cmd_runs
 from lab.errors import LabError, UserError
@@ -31,7 +31,9 @@ from lab.util import text_table
 log = logging.getLogger("lab")
 
 EPILOG = """exit codes: 0 ok; 1 a check or guest failed (lab exec: the command's own status);
-3 usage or config error; 4 infrastructure error (QEMU, apt, SSH); 130 interrupted"""
+3 usage or config error; 4 infrastructure error (QEMU, apt, SSH); 130 interrupted
+lab compare / lab nightly: 0 no regression; 1 regression; 2 missing or errored cells;
+3 usage or config error"""
 
 
 class Terminated(BaseException):
@@ -94,17 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--size", default="1M", help="malloc'd buffer size (bytes, or K/M/G)")
     pr.add_argument("--json", action="store_true", help="print every run's parsed result as JSON")
 
-    run = sub.add_parser("run", help="the matrix: every arch x variant x size, --repeat times, into the store and a report")
-    arch_opt(run, multi=True)
-    run.add_argument("--libc", help="glibc,musl (default: run.libc in lab.yaml)")
-    run.add_argument("--linkage", help="static,dynamic (default: run.linkage in lab.yaml)")
-    run.add_argument("--variant", help="explicit variants instead of --libc/--linkage, e.g. musl-static,glibc-dynamic")
-    run.add_argument("--repeat", type=int, help="runs per variant (default: run.repeat)")
-    run.add_argument("--jobs", type=int, help="guests at once (default: from cores and memory)")
-    run.add_argument("--size", help="buffer sizes, e.g. 1M,8M (default: run.sizes)")
-    run.add_argument("--out", help="results directory for the run directory (default: paths.results)")
-    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
-    run.add_argument("--quiet", dest="run_quiet", action="store_true", help="no progress display (same as lab -q run)")
+    def run_options(p: argparse.ArgumentParser) -> None:
+        arch_opt(p, multi=True)
+        p.add_argument("--libc", help="glibc,musl (default: run.libc in lab.yaml)")
+        p.add_argument("--linkage", help="static,dynamic (default: run.linkage in lab.yaml)")
+        p.add_argument("--variant", help="explicit variants instead of --libc/--linkage, e.g. musl-static,glibc-dynamic")
+        p.add_argument("--repeat", type=int, help="runs per variant (default: run.repeat)")
+        p.add_argument("--jobs", type=int, help="guests at once (default: from cores and memory)")
+        p.add_argument("--size", help="buffer sizes, e.g. 1M,8M (default: run.sizes)")
+        p.add_argument("--out", help="results directory for the run directory (default: paths.results)")
+        p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+        p.add_argument("--quiet", dest="run_quiet", action="store_true", help="no progress display (same as lab -q)")
+
+    run_options(sub.add_parser("run", help="the matrix: every arch x variant x size, --repeat times, into the store and a report"))
+    cli_baselines.add_parsers(sub, _Parser, run_options)
 
     runs = sub.add_parser("runs", help="runs in the results store")
     rsub = runs.add_subparsers(dest="runs_command", required=True, parser_class=_Parser)
@@ -315,6 +320,10 @@ def cmd_doctor(args: argparse.Namespace, cfg: config.Config) -> int:
 COMMANDS = {
     "run": cmd_run,
     "runs": cmd_runs,
+    "baseline": cli_baselines.cmd_baseline,
+    "compare": cli_baselines.cmd_compare,
+    "nightly": cli_baselines.cmd_nightly,
+    "history": cli_baselines.cmd_history,
     "export": cmd_export,
     "report": cmd_report,
     "smoke": cmd_smoke,

@@ -42,7 +42,8 @@ def _choices(flag: str, given: str | None, default: tuple[str, ...], allowed: tu
     return values
 
 
-def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
+def execute_run(args: argparse.Namespace, cfg: config.Config, write_reports: bool = True) -> runner.Summary:
+    """Run the plan the arguments describe; print the summary (text or JSON)."""
     from lab import report
     from lab.progress import Progress
     from lab.store import Store
@@ -53,19 +54,24 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     progress = Progress.for_stream([a.name for a in plan.arches], quiet=args.quiet or args.run_quiet or args.json)
     with Store(cfg.run.store) as store:
         summary = runner.Runner(cfg, plan, store, progress.update, ["lab", *sys.argv[1:]]).run()
-        reports = report.write_run_reports(store, summary.run_id, summary.run_dir)
+        reports = report.write_run_reports(store, summary.run_id, summary.run_dir) if write_reports else []
     result = {**asdict(summary), "run_dir": str(summary.run_dir), "store": str(cfg.run.store)}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"run {summary.run_id}: {summary.status}, {summary.cells} cell(s), {summary.errors} error(s) in {summary.seconds:.1f}s")
         print(f"run directory: {summary.run_dir}")
-        print("report: " + " ".join(str(p) for p in reports))
+        if reports:
+            print("report: " + " ".join(str(p) for p in reports))
         print(f"reproduce with: {summary.run_dir / 'reproduce.sh'}")
-    return 0 if summary.status == "complete" else 1
+    return summary
 
 
-def _output(text: str, path: str | None) -> None:
+def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
+    return 0 if execute_run(args, cfg).status == "complete" else 1
+
+
+def output(text: str, path: str | None) -> None:
     if path:
         from lab.util import write_atomic
 
@@ -108,7 +114,7 @@ def cmd_export(args: argparse.Namespace, cfg: config.Config) -> int:
     from lab.store import Store
 
     with Store(cfg.run.store) as store:
-        _output(report.export(store, args.run, args.format), args.output)
+        output(report.export(store, args.run, args.format), args.output)
     return 0
 
 
@@ -117,5 +123,5 @@ def cmd_report(args: argparse.Namespace, cfg: config.Config) -> int:
     from lab.store import Store
 
     with Store(cfg.run.store) as store:
-        _output(report.render(report.build(store, args.run), args.format), args.output)
+        output(report.render(report.build(store, args.run), args.format), args.output)
     return 0

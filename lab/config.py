@@ -19,6 +19,7 @@ from lab.util import parse_size
 
 ACCELS = ("auto", "kvm", "tcg")
 THP_MODES = ("never", "madvise", "always")
+STAGES = ("entry", "overhead", "malloc", "touch1", "touch2", "file_map", "file_read")  # as the probe reports them
 DEFAULT_CONFIG = "lab.yaml"
 
 
@@ -67,6 +68,22 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    """Verdict tolerances: a change must exceed both, per stage (see lab.verdict)."""
+
+    faults: float
+    percent: float
+    stages: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    baseline: str
+    keep_runs: int  # run directories kept; those a baseline references are never deleted
+    dir: Path
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     arches: str
@@ -78,6 +95,8 @@ class Config:
     results_dir: Path
     apt: AptConfig
     run: RunConfig
+    compare: CompareConfig
+    nightly: NightlyConfig
 
 
 class Section:
@@ -207,6 +226,27 @@ def parse(raw: object, file: Path) -> Config:
         store=_path(base, r.text("store", "results/lab.sqlite")),
     )
     r.finish()
+
+    c = top.section("compare")
+    faults, percent = c.number("faults", 2, 0, 1e9), c.number("percent", 5, 0, 1000)
+    stages: dict[str, dict[str, float]] = {}
+    st = c.section("stages")
+    for stage in list(st.data):
+        if stage not in STAGES:
+            raise UserError(f"{file}: compare.stages.{stage}: unknown stage", "stages: " + ", ".join(STAGES))
+        one = st.section(stage)
+        stages[stage] = {"faults": one.number("faults", faults, 0, 1e9), "percent": one.number("percent", percent, 0, 1000)}
+        one.finish()
+    c.finish()
+    compare = CompareConfig(faults, percent, stages)
+
+    n = top.section("nightly")
+    nightly = NightlyConfig(
+        baseline=n.text("baseline", "nightly"),
+        keep_runs=n.integer("keep_runs", 14, 1, 100000),
+        dir=_path(base, n.text("dir", "results/nightly")),
+    )
+    n.finish()
     top.finish()
     for key, value in [("run.file_bytes", run.file_bytes)] + [("run.sizes", size) for size in run.sizes]:
         try:
@@ -231,4 +271,6 @@ def parse(raw: object, file: Path) -> Config:
         results_dir=results_dir,
         apt=apt,
         run=run,
+        compare=compare,
+        nightly=nightly,
     )

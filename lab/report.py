@@ -14,16 +14,21 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 
 from lab.store import Cell, CellError, RunMeta, Sample, Store
+
+if TYPE_CHECKING:
+    from lab.compare import Comparison
 from lab.toolchains import VARIANTS
 from lab.util import write_atomic
 
 STAGES = ("entry", "overhead", "malloc", "touch1", "touch2", "file_map", "file_read")
 STAGE_COLOURS = ("#4e79a7", "#bab0ac", "#f28e2b", "#59a14f", "#76b7b2", "#edc948", "#e15759")
 FORMATS = ("html", "md", "json")
+TREND_RUNS = 20
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -83,6 +88,7 @@ class Report:
     run: RunMeta
     cells: list[CellView]
     errors: list[CellError]
+    trends: dict[str, list[float]]  # cell name (arch variant size) -> entry medians of its last runs, oldest first
 
     @property
     def arches(self) -> list[str]:
@@ -145,7 +151,21 @@ def build(store: Store, run_ref: str | None = None) -> Report:
             major.setdefault(s.stage, []).append(s.delta_majflt)
         order = [s for s in STAGES if s in minor]
         views.append(CellView(cell, {s: Stat.of(minor[s]) for s in order}, {s: Stat.of(major[s]) for s in order}))
-    return Report(run, views, store.errors(run.id))
+    trends = {}
+    for v in views:
+        rows = [r for r in store.history(v.cell.arch, v.cell.variant, "entry", v.cell.buffer_size, last=TREND_RUNS) if r[1] <= run.started]
+        trends[f"{v.name} {v.cell.buffer_size}"] = [float(statistics.median(r[3])) for r in rows]
+    return Report(run, views, store.errors(run.id), trends)
+
+
+def sparkline(values: list[float], width: int = 120, height: int = 24) -> str:
+    """SVG polyline points for a trend (empty when there is nothing to draw)."""
+    if len(values) < 2:
+        return ""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    step = width / (len(values) - 1)
+    return " ".join(f"{i * step:.1f},{height - 2 - (v - lo) / span * (height - 4):.1f}" for i, v in enumerate(values))
 
 
 def fmt(value: float) -> str:
@@ -221,8 +241,8 @@ def _env(autoescape: bool) -> jinja2.Environment:
     return env
 
 
-def to_json(report: Report) -> str:
-    data = {
+def to_json(report: Report, comparison: Comparison | None = None) -> str:
+    data: dict[str, object] = {
         "run": asdict(report.run),
         "cells": [
             {
@@ -234,21 +254,26 @@ def to_json(report: Report) -> str:
         ],
         "errors": [asdict(e) for e in report.errors],
         "diffs": [{**asdict(d), "delta": d.delta} for d in report.diffs()],
+        "trends": report.trends,
     }
+    if comparison is not None:
+        data["comparison"] = {
+            "label": comparison.label,
+            "counts": comparison.counts(),
+            "findings": [asdict(f) for f in comparison.findings],
+        }
     return json.dumps(data, indent=2) + "\n"
 
 
-def render(report: Report, fmt_name: str) -> str:
+def render(report: Report, fmt_name: str, comparison: Comparison | None = None) -> str:
     if fmt_name == "json":
-        return to_json(report)
+        return to_json(report, comparison)
     if fmt_name == "md":
-        return _env(False).get_template("report.md.j2").render(r=report)
+        return _env(False).get_template("report.md.j2").render(r=report, cmp=comparison)
     charts = {size: (bar_chart(report, size), stacked_chart(report, size)) for size in report.sizes}
-    return (
-        _env(True)
-        .get_template("report.html.j2")
-        .render(r=report, charts=charts, stage_colours=dict(zip(STAGES, STAGE_COLOURS, strict=True)))
-    )
+    colours = dict(zip(STAGES, STAGE_COLOURS, strict=True))
+    template = _env(True).get_template("report.html.j2")
+    return template.render(r=report, cmp=comparison, charts=charts, stage_colours=colours, sparkline=sparkline)
 
 
 def export(store: Store, run_ref: str | None, fmt_name: str) -> str:
@@ -268,11 +293,11 @@ def export(store: Store, run_ref: str | None, fmt_name: str) -> str:
     return out.getvalue()
 
 
-def write_run_reports(store: Store, run_id: str, run_dir: Path) -> list[Path]:
+def write_run_reports(store: Store, run_id: str, run_dir: Path, comparison: Comparison | None = None) -> list[Path]:
     """report.html and report.md into the run directory."""
     report = build(store, run_id)
     paths = []
     for name, fmt_name in (("report.html", "html"), ("report.md", "md")):
-        write_atomic(run_dir / name, render(report, fmt_name))
+        write_atomic(run_dir / name, render(report, fmt_name, comparison))
         paths.append(run_dir / name)
     return paths

@@ -98,6 +98,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         CREATE INDEX errors_run ON errors(run_id)
         """,
     ),
+    (
+        """
+        CREATE TABLE baselines (
+        name TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        source_run TEXT NOT NULL,
+        document TEXT NOT NULL
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -254,6 +264,47 @@ class Store:
     def finish_run(self, run_id: str, status: str, ended: float | None = None) -> None:
         with self._tx() as db:
             db.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?", (status, ended or time.time(), run_id))
+
+    def save_baseline(self, name: str, source_run: str, document: str, replace: bool = False) -> None:
+        with self._tx() as db:
+            exists = db.execute("SELECT 1 FROM baselines WHERE name = ?", (name,)).fetchone()
+            if exists and not replace:
+                raise UserError(
+                    f"baseline {name!r} already exists in {self.path}", "pick another name, or delete it first (lab baseline delete)"
+                )
+            db.execute("INSERT OR REPLACE INTO baselines VALUES (?, ?, ?, ?)", (name, time.time(), source_run, document))
+
+    def baselines(self) -> list[tuple[str, float, str]]:
+        return [(r[0], r[1], r[2]) for r in self.db.execute("SELECT name, created, source_run FROM baselines ORDER BY name")]
+
+    def baseline_document(self, name: str) -> str:
+        row = self.db.execute("SELECT document FROM baselines WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            known = ", ".join(n for n, _, _ in self.baselines()) or "none yet"
+            raise UserError(f"no baseline named {name!r} in {self.path}", f"known: {known}; create one with lab baseline save {name}")
+        return str(row[0])
+
+    def delete_baseline(self, name: str) -> None:
+        self.baseline_document(name)
+        with self._tx() as db:
+            db.execute("DELETE FROM baselines WHERE name = ?", (name,))
+
+    def history(
+        self, arch: str, variant: str, stage: str, buffer_size: int | None = None, last: int = 20
+    ) -> list[tuple[str, float, int, list[int], list[int]]]:
+        """(run id, started, buffer size, minflt deltas, majflt deltas) per run that measured the cell, oldest first."""
+        q = (
+            "SELECT runs.id, runs.started, cells.buffer_size, samples.delta_minflt, samples.delta_majflt FROM samples "
+            "JOIN cells ON cells.id = samples.cell_id JOIN runs ON runs.id = cells.run_id "
+            "WHERE cells.arch = ? AND cells.variant = ? AND samples.stage = ? AND (? IS NULL OR cells.buffer_size = ?) "
+            "ORDER BY runs.started, runs.id, samples.repeat"
+        )
+        by: dict[tuple[str, int], tuple[str, float, int, list[int], list[int]]] = {}
+        for run_id, started, size, minflt, majflt in self.db.execute(q, (arch, variant, stage, buffer_size, buffer_size)):
+            row = by.setdefault((run_id, size), (run_id, started, size, [], []))
+            row[3].append(minflt)
+            row[4].append(majflt)
+        return list(by.values())[-last:]
 
     def _meta(self, row: sqlite3.Row | tuple[Any, ...]) -> RunMeta:
         meta = RunMeta(**dict(zip([f.name for f in fields(RunMeta)], row, strict=True)))

@@ -1,0 +1,147 @@
+"""Baselines: a run's per-cell distributions and environments, kept by name and as reviewable YAML.
+
+A baseline is stored as its YAML document (the same text ``lab baseline export``
+prints), so what is reviewed in git is exactly what is compared against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.errors import UserError
+from lab.store import Store
+from lab.verdict import COUNTERS, ENV_FIELDS, CellData, Tolerance
+
+SCHEMA = "lab.baseline"
+SCHEMA_VERSION = 1
+
+
+def run_cells(store: Store, run_id: str) -> tuple[list[CellData], set[tuple[str, str, int]]]:
+    """A run's cells as distributions, and the keys of the cells that errored."""
+    cells = []
+    for cell_id, cell in store.cells(run_id):
+        stages: dict[str, dict[str, list[int]]] = {}
+        for s in store.samples(cell_id):
+            st = stages.setdefault(s.stage, {"minflt": [], "majflt": []})
+            st["minflt"].append(s.delta_minflt)
+            st["majflt"].append(s.delta_majflt)
+        env = {k: v for k, v in asdict(cell).items() if k in ENV_FIELDS}
+        cells.append(CellData(cell.arch, cell.variant, cell.buffer_size, env, stages))
+    errored = {(e.arch, e.variant, e.buffer_size) for e in store.errors(run_id)}
+    return cells, errored
+
+
+def document(name: str, run_id: str, cells: list[CellData]) -> str:
+    doc = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "source_run": run_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cells": [
+            {
+                "arch": c.arch,
+                "variant": c.variant,
+                "buffer_size": c.buffer_size,
+                "env": dict(c.env),
+                "stages": {stage: {k: list(v) for k, v in counters.items()} for stage, counters in c.stages.items()},
+            }
+            for c in cells
+        ],
+    }
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
+
+
+def _bad(source: str, where: str, what: str) -> UserError:
+    return UserError(f"{source}: {where}: {what}", "export a baseline with lab baseline export to see the expected form")
+
+
+def parse(text: str, source: str) -> tuple[str, str, list[CellData]]:
+    """(name, source run, cells) from a baseline document; every problem names the field."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise _bad(source, f"line {mark.line + 1}" if mark else "document", "not valid YAML") from None
+    if not isinstance(doc, dict):
+        raise _bad(source, "document", "not a mapping")
+    if doc.get("schema") != SCHEMA or doc.get("schema_version") != SCHEMA_VERSION:
+        raise UserError(
+            f"{source}: schema {doc.get('schema')!r} v{doc.get('schema_version')!r} is not {SCHEMA} v{SCHEMA_VERSION}",
+            "re-create the baseline with this lab (lab baseline save), or use the lab version that wrote it",
+        )
+    name, run = doc.get("name"), doc.get("source_run")
+    if not isinstance(name, str) or not name or not isinstance(run, str):
+        raise _bad(source, "name/source_run", "missing or not text")
+    raw_cells = doc.get("cells")
+    if not isinstance(raw_cells, list):
+        raise _bad(source, "cells", "not a list")
+    cells = []
+    for i, c in enumerate(raw_cells):
+        where = f"cells[{i}]"
+        if not isinstance(c, dict):
+            raise _bad(source, where, "not a mapping")
+        if not isinstance(c.get("arch"), str) or not isinstance(c.get("variant"), str) or not isinstance(c.get("buffer_size"), int):
+            raise _bad(source, where, "arch, variant and buffer_size are required")
+        env = c.get("env")
+        if not isinstance(env, dict) or set(env) != set(ENV_FIELDS):
+            raise _bad(source, f"{where}.env", "must hold exactly: " + ", ".join(ENV_FIELDS))
+        stages = c.get("stages")
+        if not isinstance(stages, dict) or not stages:
+            raise _bad(source, f"{where}.stages", "not a mapping of stages")
+        for stage, counters in stages.items():
+            ok = isinstance(counters, dict) and set(counters) == set(COUNTERS)
+            ok = ok and all(
+                isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v) for v in counters.values()
+            )
+            if not ok:
+                raise _bad(source, f"{where}.stages.{stage}", "needs minflt and majflt as non-empty lists of integers")
+        cells.append(CellData(c["arch"], c["variant"], c["buffer_size"], env, stages))
+    return name, run, cells
+
+
+def save(store: Store, name: str, run_ref: str | None) -> tuple[str, int]:
+    """Save a run (default: the latest complete one) as baseline ``name``; returns (run id, cell count)."""
+    if run_ref is None:
+        complete = [r for r in store.runs() if r.status == "complete"]
+        if not complete:
+            raise UserError(f"no complete run in {store.path} to save as a baseline", "run lab run first, or name a run with --run")
+        run = complete[-1]
+    else:
+        run = store.run(run_ref)
+    cells, _ = run_cells(store, run.id)
+    if not cells:
+        raise UserError(f"run {run.id} has no measured cells", "pick a run with results (lab runs list)")
+    store.save_baseline(name, run.id, document(name, run.id, cells))
+    return run.id, len(cells)
+
+
+def load(store: Store, name: str) -> tuple[str, list[CellData]]:
+    _, run, cells = parse(store.baseline_document(name), f"baseline {name!r}")
+    return run, cells
+
+
+def import_file(store: Store, path: Path, replace: bool = False) -> str:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})", "check the path") from None
+    name, run, _ = parse(text, str(path))
+    store.save_baseline(name, run, text, replace=replace)
+    return name
+
+
+def tolerances(raw: Mapping[str, Any]) -> tuple[Tolerance, dict[str, Tolerance]]:
+    """(default, per stage) from the validated ``compare`` config section."""
+    default = Tolerance(float(raw["faults"]), float(raw["percent"]))
+    per = {
+        stage: Tolerance(float(t.get("faults", default.faults)), float(t.get("percent", default.percent)))
+        for stage, t in raw["stages"].items()
+    }
+    return default, per
