@@ -37,6 +37,15 @@ def run_cells(store: Store, run_id: str) -> tuple[list[CellData], set[tuple[str,
     return cells, errored
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block style for mappings (one field per line diffs well), flow style for the lists of counts."""
+
+
+_Dumper.add_representer(
+    list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=all(isinstance(x, int | str) for x in v))
+)
+
+
 def document(name: str, run_id: str, cells: list[CellData]) -> str:
     doc = {
         "schema": SCHEMA,
@@ -55,7 +64,7 @@ def document(name: str, run_id: str, cells: list[CellData]) -> str:
             for c in cells
         ],
     }
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
 def _bad(source: str, where: str, what: str) -> UserError:

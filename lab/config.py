@@ -223,7 +223,7 @@ def parse(raw: object, file: Path) -> Config:
         linkages=r.strings("linkage", ("dynamic", "static")),
         jobs=r.integer("jobs", 0, 0, 64),
         tcg_tb_size_mib=r.integer("tcg_tb_size_mib", 256, 32, 4096),
-        store=_path(base, r.text("store", "results/lab.sqlite")),
+        store=_path(base, r.text("store", str(results_dir / "lab.sqlite"))),
     )
     r.finish()
 
@@ -244,7 +244,7 @@ def parse(raw: object, file: Path) -> Config:
     nightly = NightlyConfig(
         baseline=n.text("baseline", "nightly"),
         keep_runs=n.integer("keep_runs", 14, 1, 100000),
-        dir=_path(base, n.text("dir", "results/nightly")),
+        dir=_path(base, n.text("dir", str(results_dir / "nightly"))),
     )
     n.finish()
     top.finish()

@@ -56,10 +56,13 @@ class Payload:
 
 
 class PayloadStore:
-    def __init__(self, cfg: Config, source_dir: Path = SOURCE_DIR) -> None:
+    def __init__(self, cfg: Config, source_dir: Path = SOURCE_DIR, extra_defines: tuple[str, ...] = ()) -> None:
+        """``extra_defines`` are for tests only: they change the binary (and its cache key) but not the
+        flags the probe reports, so a deliberately different build keeps its cell identity."""
         self.cfg = cfg
         self.root = cfg.cache_dir / "payloads"
         self.source_dir = source_dir
+        self.extra = tuple(f"-D{d}" for d in extra_defines)
         self._versions: dict[tuple[str, str], str] = {}
 
     def _env(self) -> dict[str, str]:
@@ -82,7 +85,7 @@ class PayloadStore:
     def _inputs(self, arch: Arch, v: Variant) -> tuple[str, str, list[str]]:
         header = build_info_h(arch, v, self.toolchain_version(arch, v))
         # Paths in argv are placeholders for the key: the real build runs in a temp dir.
-        argv = compile_argv(arch, v, Path("/src") / SOURCES[0], Path("/inc"), Path("/out") / BINARY)
+        argv = compile_argv(arch, v, Path("/src") / SOURCES[0], Path("/inc"), Path("/out") / BINARY) + list(self.extra)
         sources = [(self.source_dir / s).read_text() for s in SOURCES]
         key = sha256_text(BUILDER_VERSION, *sources, header, "\0".join(argv), self.toolchain_version(arch, v))
         return key, header, argv
@@ -105,7 +108,7 @@ class PayloadStore:
             for s in SOURCES:
                 shutil.copy(self.source_dir / s, src / s)
             (work / "build_info.h").write_text(header)
-            argv = compile_argv(arch, v, src / SOURCES[0], work, work / BINARY)
+            argv = compile_argv(arch, v, src / SOURCES[0], work, work / BINARY) + list(self.extra)
             log.debug("compiling: %s", " ".join(argv))
             started = time.monotonic()
             proc = subprocess.run(argv, capture_output=True, text=True, env=self._env(), cwd=work, check=False)

@@ -119,6 +119,19 @@ static void read_line(const char *path, char *buf, size_t len)
 	fclose(f);
 }
 
+#ifdef PROBE_TEST_EXTRA_PAGES
+/* Test-only: touch extra pages before main, as a libc that got heavier at start-up would.
+ * Built only by the test suite (lab.payloads extra_defines); never part of a lab build. */
+static unsigned char probe_test_pad[PROBE_TEST_EXTRA_PAGES * 4096];
+__attribute__((constructor)) static void probe_test_heavier(void)
+{
+	size_t i;
+	for (i = 0; i < sizeof probe_test_pad; i += 4096)
+		probe_test_pad[i] = 1;
+	ESCAPE(probe_test_pad);
+}
+#endif
+
 /* PT_INTERP of the running executable, from its own program headers (NULL when static). */
 static const char *own_interpreter(void)
 {

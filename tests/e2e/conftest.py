@@ -64,7 +64,6 @@ def cli_config(cfg: config.Config, tmp_path_factory: pytest.TempPathFactory) -> 
     raw = yaml.safe_load((REPO / "lab.yaml").read_text())
     raw["recipe"] = str(REPO / "images" / "tiny.yaml")
     raw["paths"] = {"cache": str(cfg.cache_dir), "results": str(cfg.results_dir)}
-    raw["run"] = {**raw.get("run", {}), "store": str(cfg.results_dir / "lab.sqlite")}
     path = tmp_path_factory.mktemp("config") / "lab.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
