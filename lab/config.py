@@ -194,8 +194,17 @@ def parse(raw: object, file: Path) -> Config:
     g.finish()
 
     t = top.section("timeouts")
+    multiplier = t.number("multiplier", 1.0, 0.1, 100)
+    env_multiplier = os.environ.get("LAB_TIMEOUT_MULTIPLIER")
+    if env_multiplier is not None:
+        try:
+            multiplier = float(env_multiplier)
+        except ValueError:
+            multiplier = -1
+        if not 0.1 <= multiplier <= 100:
+            raise UserError(f"LAB_TIMEOUT_MULTIPLIER={env_multiplier!r} is not valid", "expected a number from 0.1 to 100")
     timeouts = Timeouts(
-        multiplier=t.number("multiplier", 1.0, 0.1, 100),
+        multiplier=multiplier,
         boot=t.number("boot", 60, 1, 3600),
         ssh=t.number("ssh", 30, 1, 3600),
         command=t.number("command", 120, 1, 86400),

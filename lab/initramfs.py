@@ -134,7 +134,10 @@ class Tree:
 
 @contextmanager
 def deb_tar(deb: Path) -> Iterator[tarfile.TarFile]:
-    """Stream the data tarball of a .deb through ``dpkg-deb --fsys-tarfile`` (iterate it once)."""
+    """Stream the data tarball of a .deb through ``dpkg-deb --fsys-tarfile`` (iterate it once).
+
+    dpkg-deb is always reaped; its failure is reported only when nothing else (Ctrl-C included) is on the way out.
+    """
     proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     try:
@@ -143,12 +146,16 @@ def deb_tar(deb: Path) -> Iterator[tarfile.TarFile]:
         proc.stdout.read()
     except tarfile.TarError as exc:
         raise ImageError(f"cannot read {deb}: {exc}", "delete the file and rebuild") from None
+    except BaseException:
+        proc.kill()
+        raise
     finally:
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace").strip()
         proc.stderr.close()
-        if proc.wait() != 0 and err:
-            raise ImageError(f"dpkg-deb cannot read {deb}: {err}", "delete the file and rebuild")
+        status = proc.wait()
+    if status != 0:
+        raise ImageError(f"dpkg-deb cannot read {deb}: {err or f'exit status {status}'}", "delete the file and rebuild")
 
 
 def _header(ino: int, mode: int, nlink: int, mtime: int, size: int, rdev: tuple[int, int], name: bytes) -> bytes:

@@ -30,7 +30,7 @@ from lab import __version__, batch, measure
 from lab.arches import Arch
 from lab.boot import Booted, boot
 from lab.config import Config
-from lab.errors import BootError, GuestError, LabError
+from lab.errors import BootError, GuestError, InfraError, LabError
 from lab.images import Image, ImageStore
 from lab.payloads import Payload, PayloadStore
 from lab.probe import SCHEMA_VERSION, ProbeOutputError, ProbeResult
@@ -144,7 +144,10 @@ class Runner:
     # -- preparation -------------------------------------------------------------------------
 
     def _write_run_files(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=False)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=False)
+        except OSError as exc:
+            raise InfraError(f"cannot create {self.run_dir}: {exc.strerror}", "check paths.results (free space, permissions)") from None
         write_atomic(self.run_dir / "lab.yaml", self.cfg.path.read_text())  # loadable: reproduce.sh uses it
         resolved = {"config_file": str(self.cfg.path), **asdict(self.cfg), "plan": asdict(self.plan)}
         write_atomic(self.run_dir / "resolved-config.json", json.dumps(resolved, indent=2, default=str) + "\n")
@@ -160,23 +163,28 @@ class Runner:
         )
 
     def _prepare(self, arch: Arch, outcome: ArchOutcome) -> tuple[Image, dict[str, Payload]] | None:
-        """Image and payloads for ``arch``; on failure every cell of the arch becomes an error."""
-        stage = "image"
+        """Image and payloads for ``arch``; if either cannot be made, every cell of the arch becomes an error.
+
+        Failing to write the run directory is not a cell's problem: it aborts the run.
+        """
         try:
             self.progress(arch.name, "building image")
             image = ImageStore(self.cfg).ensure(arch)
-            write_atomic(self.run_dir / "manifests" / f"{arch.name}.json", json.dumps(image.manifest, indent=2) + "\n")
-            stage = "build"
+        except LabError as exc:
+            self._fail_arch(arch, outcome, "image", exc, 1)
+            return None
+        try:
             self.progress(arch.name, "building payloads")
             store = PayloadStore(self.cfg)
             payloads = {v.name: store.ensure(arch, v) for v in self.plan.variants}
-            for name, p in payloads.items():
-                write_atomic(self.run_dir / "payloads" / f"{arch.name}-{name}.json", json.dumps(p.info, indent=2) + "\n")
-            self.progress(arch.name, "waiting for a guest slot")
-            return image, payloads
         except LabError as exc:
-            self._fail_arch(arch, outcome, stage, exc, 1)
+            self._fail_arch(arch, outcome, "build", exc, 1)
             return None
+        write_atomic(self.run_dir / "manifests" / f"{arch.name}.json", json.dumps(image.manifest, indent=2) + "\n")
+        for name, p in payloads.items():
+            write_atomic(self.run_dir / "payloads" / f"{arch.name}-{name}.json", json.dumps(p.info, indent=2) + "\n")
+        self.progress(arch.name, "waiting for a guest slot")
+        return image, payloads
 
     def _fail_arch(self, arch: Arch, outcome: ArchOutcome, stage: str, exc: LabError, attempts: int) -> None:
         evidence = "\n".join(x for x in (exc.details, *(f"log: {p}" for p in exc.logs)) if x)

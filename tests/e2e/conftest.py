@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/e2e/" in str(item.fspath):
+        if "tests/e2e/" in str(item.fspath) or "tests/faults/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
 
 

@@ -72,3 +72,20 @@ def test_lab_cache_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert config.parse({}, tmp_path / "lab.yaml").cache_dir == tmp_path / "c"
     assert config.parse({"paths": {"cache": "/elsewhere"}}, tmp_path / "lab.yaml").cache_dir == tmp_path / "c"
     assert config.load(REPO / "lab.yaml").cache_dir == tmp_path / "c"
+
+
+def test_timeout_multiplier_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_TIMEOUT_MULTIPLIER", "4")
+    cfg = config.parse({"timeouts": {"multiplier": 2, "ssh": 10}}, tmp_path / "lab.yaml")
+    assert cfg.timeouts.scaled("ssh") == 40  # the environment wins over the file
+    monkeypatch.setenv("LAB_TIMEOUT_MULTIPLIER", "fast")
+    with pytest.raises(UserError, match="LAB_TIMEOUT_MULTIPLIER='fast' is not valid"):
+        config.parse({}, tmp_path / "lab.yaml")
+
+
+def test_yaml_tags_that_construct_objects_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "lab.yaml"
+    f.write_text("accel: !!python/object/apply:os.system ['touch /tmp/lab-pwned']\n")
+    with pytest.raises(UserError, match=r"lab.yaml: line 1: not valid YAML"):
+        config.load(f)
+    assert not Path("/tmp/lab-pwned").exists()
