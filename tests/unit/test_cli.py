@@ -50,3 +50,15 @@ def test_no_traceback_for_missing_config() -> None:
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
     assert proc.stderr == "lab: error: /nonexistent/lab.yaml: config file not found (run from the lab checkout or pass --config FILE)\n"
+
+
+def test_write_atomic_turns_a_full_or_missing_directory_into_an_infra_error(tmp_path: Path) -> None:
+    from lab.errors import InfraError
+    from lab.util import write_atomic
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InfraError, match=r"cannot write .*file/out.json"):
+        write_atomic(blocker / "out.json", "{}")
+    write_atomic(tmp_path / "ok.json", "{}")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

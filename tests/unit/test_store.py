@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,17 @@ def test_two_writers_at_once(tmp_path: Path) -> None:
     with Store(db) as s:
         assert sorted(r.id for r in s.runs()) == ["w0", "w1"]
         assert all(len(s.cells(f"w{i}")) == 2 for i in range(2))
+
+
+def test_ctrl_c_inside_a_cell_write_rolls_it_back(tmp_path: Path) -> None:
+    def interrupted() -> Iterator[Sample]:
+        yield from samples()
+        raise KeyboardInterrupt
+
+    with Store(tmp_path / "s.db") as s:
+        s.begin_run(meta("r"))
+        with pytest.raises(KeyboardInterrupt):
+            s.add_cell("r", cell(), interrupted())  # type: ignore[arg-type]
+        assert s.cells("r") == [] and s.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 0
+        s.add_cell("r", cell(), samples())  # the store is usable afterwards
+        assert len(s.cells("r")) == 1
