@@ -7,6 +7,8 @@ Every test here is marked ``e2e``. Images come from the lab's normal cache
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -82,3 +84,15 @@ def lab_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("LAB_CONFIG", None)
     return env
+
+
+def start_lab(cli_config: Path, *argv: str, until: str) -> subprocess.Popen[str]:
+    """Start ``lab`` in the background and return once a progress line containing ``until`` was printed."""
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "--config", str(cli_config), *argv], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if until in line:
+            return proc
+    raise AssertionError(f"lab ended before printing {until!r}: {''.join(seen[-20:])}")

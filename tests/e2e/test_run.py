@@ -21,7 +21,7 @@ import yaml
 from lab import cli, config
 from lab.payloads import Payload, PayloadStore
 from lab.store import Store
-from tests.e2e.conftest import qemu_processes
+from tests.e2e.conftest import qemu_processes, start_lab
 from tests.e2e.png import pixels
 
 LAB = [sys.executable, "-m", "lab"]
@@ -145,13 +145,7 @@ def test_a_broken_variant_fails_alone(
 
 
 def test_ctrl_c_mid_run_leaves_no_qemu_and_an_incomplete_run(cli_config: Path, cfg: config.Config, images: object) -> None:
-    proc = subprocess.Popen(
-        [*LAB, "--config", str(cli_config), "run", "--arch", "all", "--repeat", "200"], stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "running 2/200" in line:
-            break
+    proc = start_lab(cli_config, "run", "--arch", "all", "--repeat", "200", until="running 2/200")
     live = [pid for pid, _ in qemu_processes(cfg.cache_dir)]
     assert live, "no guest was running when the run was interrupted"
     proc.send_signal(signal.SIGINT)

@@ -34,7 +34,7 @@ from lab.keys import client_key
 from lab.payloads import Payload, PayloadStore
 from lab.store import Store
 from lab.toolchains import Variant, variant
-from tests.e2e.conftest import qemu_processes
+from tests.e2e.conftest import qemu_processes, start_lab
 
 LAB = [sys.executable, "-m", "lab"]
 
@@ -114,15 +114,8 @@ def test_ssh_that_never_answers_hits_the_ssh_deadline(cfg: config.Config, images
 
 
 def test_qemu_killed_mid_run_errors_that_arch_only(cli_config: Path, cfg: config.Config, images: dict[str, Image]) -> None:
-    proc = subprocess.Popen(
-        [*LAB, "--config", str(cli_config), "run", "--arch", "x86_64,arm64", "--repeat", "12", "--jobs", "2"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_lab(cli_config, "run", "--arch", "x86_64,arm64", "--repeat", "12", "--jobs", "2", until="arm64: running 2/12")
     assert proc.stderr is not None
-    for line in proc.stderr:
-        if "arm64: running 2/12" in line:
-            break
     victims = [pid for pid, cmd in qemu_processes(cfg.cache_dir) if "qemu-system-aarch64" in cmd]
     assert len(victims) == 1
     os.kill(victims[0], signal.SIGKILL)
@@ -187,13 +180,7 @@ def test_ctrl_c_during_an_image_build_leaves_no_partial_image(cfg: config.Config
 
 
 def test_sigterm_mid_run_marks_the_run_incomplete(cli_config: Path, cfg: config.Config, images: object) -> None:
-    proc = subprocess.Popen(
-        [*LAB, "--config", str(cli_config), "run", "--arch", "arm64", "--repeat", "100"], stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "running 2/100" in line:
-            break
+    proc = start_lab(cli_config, "run", "--arch", "arm64", "--repeat", "100", until="running 2/100")
     proc.terminate()
     assert proc.wait(timeout=60) == 130
     _, status, cells, errors = last_run(cfg)
