@@ -15,11 +15,12 @@ from typing import Any
 import yaml
 
 from lab.errors import UserError
+from lab.probe import CORE_STAGES, FILE_STAGES
 from lab.util import parse_size
 
 ACCELS = ("auto", "kvm", "tcg")
 THP_MODES = ("never", "madvise", "always")
-STAGES = ("entry", "overhead", "malloc", "touch1", "touch2", "file_map", "file_read")  # as the probe reports them
+STAGES = CORE_STAGES + FILE_STAGES  # as the probe reports them
 DEFAULT_CONFIG = "lab.yaml"
 
 

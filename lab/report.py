@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
+from lab.config import STAGES
 from lab.store import Cell, CellError, RunMeta, Sample, Store
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 from lab.toolchains import VARIANTS
 from lab.util import write_atomic
 
-STAGES = ("entry", "overhead", "malloc", "touch1", "touch2", "file_map", "file_read")
 STAGE_COLOURS = ("#4e79a7", "#bab0ac", "#f28e2b", "#59a14f", "#76b7b2", "#edc948", "#e15759")
 FORMATS = ("html", "md", "json")
 TREND_RUNS = 20
