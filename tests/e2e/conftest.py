@@ -6,7 +6,6 @@ Every test here is marked ``e2e``. Images come from the lab's normal cache
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -77,13 +76,6 @@ def no_qemu_left_behind(cfg: config.Config) -> Iterator[None]:
     yield
     leftovers = [p for p in qemu_processes(cfg.cache_dir) if p[0] not in before]
     assert not leftovers, f"QEMU processes outlived the tests: {leftovers}"
-
-
-@pytest.fixture
-def lab_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("LAB_CONFIG", None)
-    return env
 
 
 def start_lab(cli_config: Path, *argv: str, until: str) -> subprocess.Popen[str]:
