@@ -232,7 +232,7 @@ class Apt:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir()
             log.info("downloading %d .deb(s): %s", len(todo), " ".join(p.name for p in todo))
-            self._run(["apt-get", "-q", "download", *(f"{p.name}:{p.arch}={p.version}" for p in todo)], cwd=partial)
+            self._run(["apt-get", "-q", "download", *(p.spec for p in todo)], cwd=partial)
             for p in todo:
                 got = partial / p.deb_name
                 if not got.exists() or sha256_file(got) != p.sha256:

@@ -28,7 +28,3 @@ class Deadline:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.start
-
-    def sub(self, seconds: float) -> Deadline:
-        """A shorter deadline that never ends after this one."""
-        return Deadline(min(seconds, self.remaining))

@@ -1,8 +1,8 @@
-"""The boot smoke: boot each arch, check what the lab relies on inside the guest.
+"""``lab smoke``: boot each arch and check what measurements rely on inside the guest.
 
-This is what ``lab run`` does until the probe matrix exists: a real boot of
-every selected architecture, real SSH, and the facts later measurements
-depend on (machine, page size, THP mode, scratch disk).
+A real boot of every selected architecture, real SSH, and the facts the probe's
+numbers depend on (machine, page size, THP mode, scratch disk), without
+building payloads or touching the results store.
 """
 
 from __future__ import annotations
