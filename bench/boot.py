@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from lab import arches, config
-from lab.boot import boot
-from lab.images import ImageStore
+from lab.guests.boot import boot
+from lab.guests.images import ImageStore
 
 
 def rss_kib(pid: int) -> int:

@@ -17,8 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from lab import arches, config
-from lab.payloads import PayloadStore
-from lab.toolchains import VARIANTS
+from lab.payloads.build import PayloadStore
+from lab.payloads.variants import VARIANTS
 
 
 def main() -> int:
@@ -35,8 +35,8 @@ def main() -> int:
                     p = store.ensure(arch, v)
                     rows.append((phase, arch.name, v.name, p.info["toolchain"], time.monotonic() - started, p.info["elf"]["sizes"]["file"]))
     print(f"{'phase':<6} {'arch':<8} {'variant':<14} {'toolchain':<9} {'seconds':>8} {'bytes':>9}")
-    for phase, arch, variant, tc, seconds, size in rows:
-        print(f"{phase:<6} {arch:<8} {variant:<14} {tc:<9} {seconds:8.2f} {size:9d}")
+    for phase, arch_name, variant, tc, seconds, size in rows:
+        print(f"{phase:<6} {arch_name:<8} {variant:<14} {tc:<9} {seconds:8.2f} {size:9d}")
     return 0
 
 

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import yaml
 
-from lab import arches, config, measure
-from lab.boot import boot
-from lab.images import ImageStore
-from lab.payloads import PayloadStore
-from lab.toolchains import VARIANTS
+from lab import arches, config
+from lab.guests.boot import boot
+from lab.guests.images import ImageStore
+from lab.measure import engine as measure
+from lab.payloads.build import PayloadStore
+from lab.payloads.variants import VARIANTS
+from lab.text import parse_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +45,7 @@ def bare(cfg: config.Config, repeat: int, file_bytes: int) -> dict[str, float]:
             t = time.monotonic()
             for _ in range(repeat):
                 for remote in remotes.values():
-                    measure.run_once(b.guest, remote, 1 << 20, file_bytes=file_bytes)
+                    b.guest.run(measure.probe_command(remote, 1 << 20, file_bytes=file_bytes))  # one SSH call per run: the bare cost
             runs = time.monotonic() - t
         out[arch.name] = up + runs
         print(f"bare {arch.name}: boot-to-ssh {up:.2f}s + {repeat * len(VARIANTS)} probe runs {runs:.2f}s", file=sys.stderr)
@@ -89,7 +91,7 @@ def main() -> int:
         conf = Path(tmp) / "lab.yaml"
         conf.write_text(yaml.safe_dump(raw))
         lab_run(conf, "--repeat", "1")  # warm every cache first
-        parts = bare(cfg, args.repeat, measure.parse_size(cfg.run.file_bytes))
+        parts = bare(cfg, args.repeat, parse_size(cfg.run.file_bytes))
         seq, _ = lab_run(conf, "--repeat", str(args.repeat), "--jobs", "1")
         par, _ = lab_run(conf, "--repeat", str(args.repeat))
         total = sum(parts.values())

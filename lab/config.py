@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 
 from lab.errors import UserError
-from lab.probe import CORE_STAGES, FILE_STAGES
-from lab.util import parse_size
+from lab.payloads import variants
+from lab.payloads.probe import CORE_STAGES, FILE_STAGES
+from lab.text import parse_size
 
 ACCELS = ("auto", "kvm", "tcg")
 THP_MODES = ("never", "madvise", "always")
@@ -42,6 +43,7 @@ class Timeouts:
     command: float
     shutdown: float
     kvm_probe: float
+    lock: float  # waiting for another process's build lock (images, payloads)
 
     def scaled(self, name: str) -> float:
         value: float = getattr(self, name)
@@ -59,7 +61,7 @@ class RunConfig:
     """Defaults of ``lab run``; each has a command-line override."""
 
     repeat: int
-    sizes: tuple[str, ...]  # buffer sizes, e.g. "1M" (parsed by lab.measure.parse_size)
+    sizes: tuple[str, ...]  # buffer sizes, e.g. "1M" (parsed by lab.text.parse_size)
     file_bytes: str  # how much of the scratch test file the file stages map and read
     libcs: tuple[str, ...]
     linkages: tuple[str, ...]
@@ -211,6 +213,7 @@ def parse(raw: object, file: Path) -> Config:
         command=t.number("command", 120, 1, 86400),
         shutdown=t.number("shutdown", 5, 0.5, 600),
         kvm_probe=t.number("kvm_probe", 20, 1, 600),
+        lock=t.number("lock", 600, 1, 86400),
     )
     t.finish()
 
@@ -229,8 +232,8 @@ def parse(raw: object, file: Path) -> Config:
         repeat=r.integer("repeat", 5, 1, 1000),
         sizes=r.strings("sizes", ("1M",)),
         file_bytes=r.text("file_bytes", "1M"),
-        libcs=r.strings("libc", ("glibc", "musl")),
-        linkages=r.strings("linkage", ("dynamic", "static")),
+        libcs=r.strings("libc", variants.libcs()),
+        linkages=r.strings("linkage", variants.linkages()),
         jobs=r.integer("jobs", 0, 0, 64),
         tcg_tb_size_mib=r.integer("tcg_tb_size_mib", 256, 32, 4096),
         store=_path(base, r.text("store", str(results_dir / "lab.sqlite"))),
@@ -263,7 +266,7 @@ def parse(raw: object, file: Path) -> Config:
             parse_size(value)
         except ValueError:
             raise UserError(f"{file}: {key}: {value!r} is not valid", "expected a size in bytes or with a K/M/G suffix, e.g. 1M") from None
-    for key, values, allowed in (("run.libc", run.libcs, ("glibc", "musl")), ("run.linkage", run.linkages, ("dynamic", "static"))):
+    for key, values, allowed in (("run.libc", run.libcs, variants.libcs()), ("run.linkage", run.linkages, variants.linkages())):
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise UserError(f"{file}: {key}: {bad or values!r} is not valid", "expected a non-empty list of " + ", ".join(allowed))

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from lab import arches, config
-from lab.images import Image, ImageStore
+from lab.guests.images import Image, ImageStore
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from lab import cli, config, runner
-from lab.images import Image
-from lab.payloads import PayloadStore
-from lab.store import Store
+from lab import cli, config
+from lab.guests import boot as boot_mod
+from lab.guests.images import Image
+from lab.payloads.build import PayloadStore
+from lab.results.store import Store
 
 LAB = [sys.executable, "-m", "lab"]
 NAME = "e2e-nightly"
@@ -63,7 +64,7 @@ def test_a_heavier_startup_is_a_regression(
 ) -> None:
     # The same cells (same toolchain, flags and environment), but the probe touches 16 more pages before main,
     # as a libc that got heavier at start-up would.
-    monkeypatch.setattr(runner, "PayloadStore", lambda c: PayloadStore(c, extra_defines=("PROBE_TEST_EXTRA_PAGES=16",)))
+    monkeypatch.setattr("lab.measure.runner.PayloadStore", lambda c: PayloadStore(c, extra_defines=("PROBE_TEST_EXTRA_PAGES=16",)))
     assert cli.main(["--config", str(cli_config), "-q", "run", "--arch", "all", "--repeat", "3"]) == 0
     junit = tmp_path / "junit.xml"
     code = cli.main(["--config", str(cli_config), "compare", latest(cfg), "--baseline", NAME, "--junit", str(junit), "--format", "json"])
@@ -84,7 +85,7 @@ def test_an_unbootable_arch_is_missing_not_passing(
 ) -> None:
     broken = tmp_path / "no-kernel"
     broken.mkdir()
-    real_boot = runner.boot
+    real_boot = boot_mod.boot
 
     def boot(c: config.Config, image: Image, *args: Any, **kw: Any) -> Any:
         if image.arch.name == "riscv64":
@@ -93,7 +94,7 @@ def test_an_unbootable_arch_is_missing_not_passing(
             image = replace(image, dir=broken)  # no kernel file: QEMU exits at once
         return real_boot(c, image, *args, **kw)
 
-    monkeypatch.setattr(runner, "boot", boot)
+    monkeypatch.setattr("lab.measure.runner.boot", boot)
     assert cli.main(["--config", str(cli_config), "-q", "run", "--arch", "all", "--repeat", "3"]) == 1
     run_id = latest(cfg)
     with Store(cfg.results_dir / "lab.sqlite") as s:

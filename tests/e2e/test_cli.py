@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from lab import arches, config
-from lab.images import Image, ImageStore, verify
+from lab.guests.images import Image, ImageStore, verify
 from tests.e2e.conftest import qemu_processes
 
 LAB = [sys.executable, "-m", "lab"]

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from lab import arches, config
-from lab.boot import boot
 from lab.deadline import Deadline
-from lab.guest import Guest, HostKeyRejected
-from lab.images import SCRATCH_MOUNT, TEST_FILE, Image
-from lab.keys import client_key, host_key
+from lab.guests.boot import boot
+from lab.guests.images import Image
+from lab.guests.keys import client_key, host_key
+from lab.guests.protocol import SCRATCH_MOUNT, TEST_FILE
+from lab.guests.ssh import Guest, HostKeyRejected
 
 ARCH_NAMES = [a.name for a in arches.ARCHES]
 

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab import arches, config, measure
-from lab.boot import boot
-from lab.images import Image
-from lab.payloads import Payload, PayloadStore
-from lab.probe import ProbeResult
-from lab.probe import parse as parse_probe
-from lab.toolchains import VARIANTS
+from lab import arches, config
+from lab.guests.boot import boot
+from lab.guests.images import Image
+from lab.measure import engine as measure
+from lab.payloads.build import Payload, PayloadStore
+from lab.payloads.probe import ProbeResult
+from lab.payloads.probe import parse as parse_probe
+from lab.payloads.variants import VARIANTS
 
 SIZE = 1 << 20
 ARCH_NAMES = [a.name for a in arches.ARCHES]
@@ -44,10 +45,9 @@ def arch_runs(request: pytest.FixtureRequest, cfg: config.Config, images: dict[s
             g = b.guest
             page = int(g.run("awk '/KernelPageSize/ {print $2 * 1024; exit}' /proc/self/smaps").stdout)
             remotes = measure.install(g, payloads[name])
-            runs = measure.run_matrix(g, remotes, SIZE, repeat=2)
-            by_variant: dict[str, list[ProbeResult]] = {}
-            for r in runs:
-                by_variant.setdefault(r.variant, []).append(r.result)
+            cells = measure.measure(g, remotes, (SIZE,), repeat=2, per_run_seconds=int(cfg.timeouts.scaled("command")))
+            assert all(c.failure is None for c in cells.values()), {k: c.failure for k, c in cells.items()}
+            by_variant = {name: c.results for (name, _), c in cells.items()}
             direct, heavy = {}, {}
             for mode, reexec in (("reexec", True), ("no-reexec", False)):
                 cmd = measure.probe_command(remotes["musl-static"], SIZE, file=None, reexec=reexec)

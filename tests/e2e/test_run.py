@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from lab import cli, config
-from lab.payloads import Payload, PayloadStore
-from lab.store import Store
+from lab.payloads.build import Payload, PayloadStore
+from lab.results.store import Store
 from tests.e2e.conftest import qemu_processes, start_lab
 from tests.e2e.png import pixels
 
@@ -36,7 +36,8 @@ def lab(cli_config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 def full_run(cli_config: Path, images: object) -> dict[str, object]:
     proc = lab(cli_config, "run", "--arch", "all", "--repeat", str(REPEAT), "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+    summary: dict[str, object] = json.loads(proc.stdout)
+    return summary
 
 
 def store_medians(db: Path, run_id: str) -> dict[str, float]:

@@ -23,17 +23,19 @@ from typing import Any
 import pytest
 import yaml
 
-from lab import arches, cli, config, measure, runner
-from lab import boot as boot_mod
-from lab.boot import boot
+from lab import arches, cli, config
 from lab.deadline import Deadline
 from lab.errors import BootError, GuestError
-from lab.guest import Guest
-from lab.images import Image, ImageStore
-from lab.keys import client_key
-from lab.payloads import Payload, PayloadStore
-from lab.store import Store
-from lab.toolchains import Variant, variant
+from lab.guests import qemu
+from lab.guests.boot import boot
+from lab.guests.images import Image, ImageStore
+from lab.guests.keys import client_key
+from lab.guests.ssh import Guest
+from lab.measure import engine as measure
+from lab.payloads.build import Payload, PayloadStore
+from lab.payloads.probe import parse as parse_probe
+from lab.payloads.variants import Variant, variant
+from lab.results.store import Store
 from tests.e2e.conftest import qemu_processes, start_lab
 
 LAB = [sys.executable, "-m", "lab"]
@@ -250,8 +252,7 @@ def test_a_taken_port_is_skipped_and_forwards_stay_on_loopback(
     squatter.listen()
     taken = squatter.getsockname()[1]
     ports = iter([taken])
-    real = boot_mod.free_port
-    monkeypatch.setattr(boot_mod, "free_port", lambda: next(ports, None) or real())
+    monkeypatch.setattr("lab.guests.boot.free_port", lambda: next(ports, None) or qemu.free_port())
     try:
         with boot(cfg, images["arm64"], "tcg") as b:
             assert b.info.port != taken
@@ -268,7 +269,7 @@ def test_a_taken_port_is_skipped_and_forwards_stay_on_loopback(
 def test_an_infrastructure_failure_retried_into_a_pass_is_a_pass_with_the_retry_recorded(
     cli_config: Path, cfg: config.Config, monkeypatch: pytest.MonkeyPatch, images: object
 ) -> None:
-    real = runner.boot
+    real = boot
     failures = {"arm64": 1}
     lock = threading.Lock()
 
@@ -279,7 +280,7 @@ def test_an_infrastructure_failure_retried_into_a_pass_is_a_pass_with_the_retry_
                 raise BootError(f"{image.arch.name}: injected boot failure", "none")
         return real(c, image, *args, **kw)
 
-    monkeypatch.setattr(runner, "boot", flaky)
+    monkeypatch.setattr("lab.measure.runner.boot", flaky)
     assert cli.main(["--config", str(cli_config), "-q", "run", "--arch", "arm64", "--repeat", "2"]) == 0
     _, status, cells, errors = last_run(cfg)
     assert status == "complete" and errors == [] and {c.attempts for _, c in cells} == {2}
@@ -295,7 +296,7 @@ def test_names_and_paths_reach_the_guest_as_data(cfg: config.Config, images: dic
     with boot(cfg, images["riscv64"], "tcg") as b:
         remotes = measure.install(b.guest, [evil])
         [remote] = remotes.values()
-        result, _ = measure.run_once(b.guest, remote, 4096, file=None)
+        result = parse_probe(b.guest.run(measure.probe_command(remote, 4096, file=None)).stdout)
         assert result.facts.variant == "musl-static"
         assert b.guest.run("ls ~/pwned /pwned /tmp/pwned").exited != 0
         assert b.guest.run(f"ls -l {measure.REMOTE_DIR}").stdout.count("pwned") == 1  # the file name, not a command

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.accel import KvmMemo, kvm_precheck, plan
 from lab.arches import get
 from lab.errors import UserError
+from lab.guests.accel import KvmMemo, kvm_precheck, plan
 
 X86, ARM = get("x86_64"), get("arm64")
 

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from lab.apt import FALLBACK_MIRROR, Package, detect_mirror, first_dependency, parse_deb822
+from lab.guests.apt import FALLBACK_MIRROR, Package, detect_mirror, first_dependency, parse_deb822
 
 SHOW = """Package: linux-image-amd64
 Version: 6.12.117-1

@@ -2,7 +2,7 @@ import subprocess
 
 import pytest
 
-from lab import batch
+from lab.measure import batch
 
 JOBS = [batch.Job("a:1:0", "echo '{\"x\": 1}'"), batch.Job("b:1:0", "echo oops >&2; exit 3"), batch.Job("c:1:0", "sleep 5")]
 

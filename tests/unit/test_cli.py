@@ -54,7 +54,7 @@ def test_no_traceback_for_missing_config() -> None:
 
 def test_write_atomic_turns_a_full_or_missing_directory_into_an_infra_error(tmp_path: Path) -> None:
     from lab.errors import InfraError
-    from lab.util import write_atomic
+    from lab.files import write_atomic
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

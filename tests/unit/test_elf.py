@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import elf
 from lab.errors import ImageError
-from lab.initramfs import Tree
+from lab.guests import elf
+from lab.guests.initramfs import Tree
 from tests.unit.elfgen import module
 
 

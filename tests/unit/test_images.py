@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from lab.apt import Package
 from lab.arches import get
 from lab.errors import UserError
-from lab.images import ARTIFACTS, READY_MARKER, image_key, render_init, verify
-from lab.recipes import load_recipe
-from lab.util import sha256_file
+from lab.files import sha256_file
+from lab.guests.apt import Package
+from lab.guests.images import ARTIFACTS, image_key, render_init, verify
+from lab.guests.protocol import READY_MARKER
+from lab.guests.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 PKGS = [Package("busybox-static", "1:1.37.0-6+b9", "amd64", "aa", 1, "p"), Package("libc6", "2.41-12", "amd64", "bb", 2, "p")]

@@ -2,7 +2,7 @@ import io
 import stat
 import tarfile
 
-from lab.initramfs import Tree, read_cpio, write_cpio
+from lab.guests.initramfs import Tree, read_cpio, write_cpio
 
 
 def sample() -> Tree:

@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from lab.errors import ImageError
-from lab.kernel import prepare
+from lab.guests.kernel import prepare
 from tests.unit.elfgen import elf_with_sections
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from lab import config
 from lab.arches import ARCHES, host_can_kvm
-from lab.payloads import PayloadStore
-from lab.toolchains import variant
+from lab.payloads.build import PayloadStore
+from lab.payloads.variants import variant
 
 REPO = Path(__file__).resolve().parents[2]
 NATIVE = next(a for a in ARCHES if host_can_kvm(a))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.probe import ProbeOutputError, parse
+from lab.payloads.probe import ProbeOutputError, parse
 
 GOLDEN = Path(__file__).with_name("golden")
 ARM = (GOLDEN / "probe-arm64-glibc-dynamic.json").read_text()

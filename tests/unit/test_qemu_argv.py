@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from lab.arches import get
-from lab.qemu import VMSpec, kernel_cmdline, qemu_argv
+from lab.guests.qemu import VMSpec, kernel_cmdline, qemu_argv
 
 IMG = Path("/cache/img")
 TAIL = ["-serial", "file:/run/console.log", "-netdev", "user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:2222-:22"]

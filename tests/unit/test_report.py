@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import report
-from lab.store import Cell, CellError, RunMeta, Sample, Store
+from lab.results import report
+from lab.results.store import Cell, CellError, RunMeta, Sample, Store
 
 GOLDEN = Path(__file__).with_name("golden")
 ENTRY = {

@@ -1,9 +1,9 @@
 from pathlib import Path
 
 from lab.arches import get
-from lab.guest import Guest
-from lab.keys import KeyPair
-from lab.smoke import check_facts
+from lab.guests.keys import KeyPair
+from lab.guests.smoke import check_facts
+from lab.guests.ssh import Guest
 
 GOOD = {"machine": "aarch64", "page_size": "4096", "thp": "always madvise [never]", "scratch": "/dev/vda ext4"}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.errors import UserError
-from lab.store import SCHEMA_VERSION, Cell, CellError, RunMeta, Sample, Store
+from lab.results.store import SCHEMA_VERSION, Cell, CellError, RunMeta, Sample, Store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,7 +110,7 @@ WRITER = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {repo!r})
     from pathlib import Path
-    from lab.store import Store, Sample
+    from lab.results.store import Store, Sample
     from tests.unit.test_store import cell, meta
     s = Store(Path({db!r}))
     run = {run!r}

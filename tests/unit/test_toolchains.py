@@ -5,7 +5,8 @@ import pytest
 
 from lab.arches import ARCHES, get
 from lab.errors import UserError
-from lab.toolchains import FLAGS, TOOLCHAINS, VARIANTS, build_info_h, compile_argv, select_variants, variant
+from lab.payloads.toolchains import build_info_h, compile_argv
+from lab.payloads.variants import FLAGS, TOOLCHAINS, VARIANTS, select_variants, variant
 
 SRC, INC, OUT = Path("/s/fault_probe.c"), Path("/i"), Path("/o/fault-probe")
 POLICY = [

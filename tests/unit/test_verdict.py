@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import baselines, compare
 from lab.errors import UserError
-from lab.store import RunMeta, Store
-from lab.verdict import ENV_FIELDS, CellData, Finding, Tolerance, exit_code, stage_verdict
-from lab.verdict import compare as run_compare
+from lab.results import baselines, compare, junit, nightly
+from lab.results.store import RunMeta, Store
+from lab.results.verdict import ENV_FIELDS, CellData, Finding, Tolerance, exit_code, stage_verdict
+from lab.results.verdict import compare as run_compare
 
 TOL = Tolerance(faults=2, percent=5)
 ENV = {k: "x" for k in ENV_FIELDS}
@@ -86,7 +86,7 @@ def test_per_stage_tolerance_is_used() -> None:
 def test_junit_has_one_testcase_per_cell_and_stage_and_names_failures() -> None:
     findings = run_compare([cell("a", [4, 4]), cell("m", [4])], [cell("a", [30, 30])], set(), {}, TOL)
     c = compare.Comparison("baseline nightly -> run r2", "nightly", "r2", findings)
-    root = ET.fromstring(compare.to_junit(c))
+    root = ET.fromstring(junit.to_junit(c))
     assert root.tag == "testsuites"
     [suite] = root.findall("testsuite")
     cases = suite.findall("testcase")
@@ -154,7 +154,7 @@ def test_retention_keeps_newest_and_baseline_runs(tmp_path: Path) -> None:
         (runs / name).mkdir(parents=True)
     with store_with_run(tmp_path, "20260101-1") as s:
         baselines.save(s, "keep", "20260101-1")
-        deleted = compare.prune_runs(s, runs, keep=2)
+        deleted = nightly.prune_runs(s, runs, keep=2)
     assert sorted(p.name for p in deleted) == ["20260102-1", "20260103-1"]
     assert sorted(p.name for p in runs.iterdir()) == ["20260101-1", "20260104-1", "20260105-1"]
 

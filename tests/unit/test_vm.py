@@ -9,7 +9,7 @@ import pytest
 
 from lab.deadline import Deadline
 from lab.errors import BootError
-from lab.qemu import VM
+from lab.guests.qemu import VM
 
 FAKE = Path(__file__).with_name("fake_qemu.py")
 

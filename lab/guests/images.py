@@ -10,7 +10,6 @@ whose files no longer match their recorded hashes is rebuilt.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -18,33 +17,28 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from lab import elf, kernel
-from lab.apt import Apt, Package, first_dependency
 from lab.arches import ARCHES, Arch
+from lab.cache import BuildCache, file_lock
 from lab.config import Config
 from lab.errors import ImageError
-from lab.initramfs import Tree, deb_tar, write_cpio
-from lab.keys import KeyPair, client_key, host_key
-from lab.recipes import Recipe, load_recipe
-from lab.util import build_dir, sha256_file, sha256_text
+from lab.files import sha256_file, sha256_text
+from lab.guests import elf, kernel
+from lab.guests.apt import Apt, Package, first_dependency
+from lab.guests.initramfs import Tree, deb_tar, write_cpio
+from lab.guests.keys import KeyPair, client_key, host_key
+from lab.guests.protocol import FAIL_MARKER, GATEWAY, GUEST_IP, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT, TEST_FILE
+from lab.guests.recipes import Recipe, load_recipe
 
 log = logging.getLogger(__name__)
 
 BUILDER_VERSION = "2"  # bump when the builder's output changes for equal inputs
-READY_MARKER = "LAB-READY"
-FAIL_MARKER = "LAB-INIT-FAILED"
-SCRATCH_MOUNT = "/scratch"
-SCRATCH_DEVICE = "/dev/vda"
-TEST_FILE = "probe.dat"
-GUEST_IP, GATEWAY = "10.0.2.15", "10.0.2.2"
 ARTIFACTS = ("kernel", "initrd.cpio", "scratch.ext4")
 
 
@@ -96,17 +90,6 @@ def render_init(recipe: Recipe, arch: Arch, modules: list[str]) -> str:
     )
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 class ImageStore:
     """Builds and finds images under ``<cache>/images`` for one config."""
 
@@ -114,6 +97,7 @@ class ImageStore:
         self.cfg = cfg
         self.recipe = load_recipe(cfg.recipe)
         self.root = cfg.cache_dir / "images"
+        self.cache = BuildCache(self.root, cfg.timeouts.scaled("lock"), "image")
         self.keys_dir = cfg.cache_dir / "keys"
         arches = tuple(a.debian for a in ARCHES)
         self.apt = Apt(cfg.cache_dir / "apt" / self.recipe.suite, self.recipe.suite, self.recipe.components, arches, cfg.apt.mirror)
@@ -134,23 +118,23 @@ class ImageStore:
         key = image_key(self.recipe.canonical(), arch, [kernel_pkg, *packages], client.public, hostk.public)
         return key, kernel_pkg, packages, client, hostk
 
+    def _apt_lock(self) -> AbstractContextManager[None]:
+        """One apt refresh and resolution at a time per cache (the lists are shared)."""
+        return file_lock(self.cfg.cache_dir / "build.lock", "the apt lock", self.cfg.timeouts.scaled("lock"))
+
     def ensure(self, arch: Arch, refresh: bool = False) -> Image:
         """Return the image for ``arch``, building it if missing or corrupt."""
-        with _locked(self.cfg.cache_dir / "build.lock"):
+        with self._apt_lock():
             self.apt.update(0 if refresh else self.cfg.apt.refresh_hours)
             key, kernel_pkg, packages, client, hostk = self._inputs(arch)
-            final = self.root / f"{arch.name}-{key[:16]}"
-            if final.exists():
-                problem = verify(final)
-                if problem is None:
-                    return Image(arch, key, final, _read_manifest(final), hostk)
-                log.warning("image %s is corrupt (%s): rebuilding", final.name, problem)
-                shutil.rmtree(final)
-            return self._build(arch, key, final, kernel_pkg, packages, client, hostk)
+            entry = self.cache.ensure(
+                f"{arch.name}-{key[:16]}", lambda work: self._build(arch, key, work, kernel_pkg, packages, client, hostk), verify
+            )
+        return Image(arch, key, entry.path, _read_manifest(entry.path), hostk)
 
     def prune(self) -> list[Path]:
         """Delete cached images that are not the current one for any arch, and abandoned build dirs."""
-        with _locked(self.cfg.cache_dir / "build.lock"):
+        with self._apt_lock():
             keep = {f"{a.name}-{self._inputs(a)[0][:16]}" for a in ARCHES}
             doomed = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keep] if self.root.exists() else []
             for d in doomed:
@@ -158,44 +142,42 @@ class ImageStore:
             return doomed
 
     def _build(
-        self, arch: Arch, key: str, final: Path, kernel_pkg: Package, packages: list[Package], client: KeyPair, hostk: KeyPair
-    ) -> Image:
+        self, arch: Arch, key: str, work: Path, kernel_pkg: Package, packages: list[Package], client: KeyPair, hostk: KeyPair
+    ) -> None:
         started = time.monotonic()
         debs = self.apt.download([kernel_pkg, *packages], self.cfg.cache_dir / "debs")
-        with build_dir(final) as work:
-            tree = Tree()
-            for pkg in packages:
-                with deb_tar(debs[pkg.name]) as tar:
-                    tree.add_tar(tar, self.recipe.exclude)
-            kernel_release, modules = self._add_kernel(tree, debs[kernel_pkg.name], work / "kernel", arch)
-            self._add_system(tree, arch, modules, client, hostk)
-            problems = elf.check_closure(tree, self.recipe.check, ("usr/lib/" + arch.triplet, "usr/lib", "usr/lib64"))
-            if problems:
-                raise ImageError(
-                    f"{arch.name} image is incomplete: {problems[0]}", f"add the package providing it to 'packages' in {self.recipe.path}"
-                )
-            with open(work / "initrd.cpio", "wb") as out:
-                write_cpio(tree, out)
-            self._make_scratch(work / "scratch.ext4", key)
-            manifest = {
-                "schema": 1,
-                "arch": arch.name,
-                "key": key,
-                "recipe": self.recipe.name,
-                "suite": self.recipe.suite,
-                "mirror": self.apt.mirror,
-                "kernel_release": kernel_release,
-                "kernel_package": {"name": kernel_pkg.name, "version": kernel_pkg.version},
-                "packages": [{"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256} for p in packages],
-                "modules": modules,
-                "host_key": hostk.public,
-                "files": {name: {"sha256": sha256_file(work / name), "size": (work / name).stat().st_size} for name in ARTIFACTS},
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "build_seconds": round(time.monotonic() - started, 2),
-            }
-            (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        log.info("built %s image %s in %.1fs", arch.name, final.name, manifest["build_seconds"])
-        return Image(arch, key, final, manifest, hostk)
+        tree = Tree()
+        for pkg in packages:
+            with deb_tar(debs[pkg.name]) as tar:
+                tree.add_tar(tar, self.recipe.exclude)
+        kernel_release, modules = self._add_kernel(tree, debs[kernel_pkg.name], work / "kernel", arch)
+        self._add_system(tree, arch, modules, client, hostk)
+        problems = elf.check_closure(tree, self.recipe.check, ("usr/lib/" + arch.triplet, "usr/lib", "usr/lib64"))
+        if problems:
+            raise ImageError(
+                f"{arch.name} image is incomplete: {problems[0]}", f"add the package providing it to 'packages' in {self.recipe.path}"
+            )
+        with open(work / "initrd.cpio", "wb") as out:
+            write_cpio(tree, out)
+        self._make_scratch(work / "scratch.ext4", key)
+        manifest = {
+            "schema": 1,
+            "arch": arch.name,
+            "key": key,
+            "recipe": self.recipe.name,
+            "suite": self.recipe.suite,
+            "mirror": self.apt.mirror,
+            "kernel_release": kernel_release,
+            "kernel_package": {"name": kernel_pkg.name, "version": kernel_pkg.version},
+            "packages": [{"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256} for p in packages],
+            "modules": modules,
+            "host_key": hostk.public,
+            "files": {name: {"sha256": sha256_file(work / name), "size": (work / name).stat().st_size} for name in ARTIFACTS},
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(time.monotonic() - started, 2),
+        }
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        log.info("built %s image %s in %.1fs", arch.name, work.name, manifest["build_seconds"])
 
     def _add_kernel(self, tree: Tree, deb: Path, kernel_out: Path, arch: Arch) -> tuple[str, list[str]]:
         """Write the kernel image to ``kernel_out``; put the recipe's modules (and deps) in the tree."""

@@ -1,16 +1,14 @@
-"""Small shared helpers: hashing and atomic writes."""
+"""Files: content hashes and atomic writes (a reader never sees half a file)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import re
-import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
+
+from lab.errors import InfraError
 
 
 def sha256_file(path: Path) -> str:
@@ -22,6 +20,7 @@ def sha256_file(path: Path) -> str:
 
 
 def sha256_text(*parts: str | bytes) -> str:
+    """A hash of several parts, each length-prefixed so ("ab", "c") and ("a", "bc") differ."""
     h = hashlib.sha256()
     for part in parts:
         data = part.encode() if isinstance(part, str) else part
@@ -30,30 +29,11 @@ def sha256_text(*parts: str | bytes) -> str:
     return h.hexdigest()
 
 
-@contextmanager
-def build_dir(final: Path) -> Iterator[Path]:
-    """A fresh temp directory beside ``final``: renamed to ``final`` when the body succeeds, removed when it fails.
-
-    Readers never see a half-built entry, and an interrupted build leaves only a dot-directory.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        yield work
-        os.chmod(work, 0o755)
-        os.rename(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-
-
 def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory and a rename.
 
     A full or read-only disk is an infrastructure error naming the path; nothing half-written stays.
     """
-    from lab.errors import InfraError
-
     raw = data.encode() if isinstance(data, str) else data
     tmp = None
     try:
@@ -73,20 +53,3 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         raise
-
-
-_SIZE = re.compile(r"^(\d+)([KMG]?)(i?B)?$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``4096``, ``64K``, ``1M``, ``1MiB`` → bytes (powers of 1024); ValueError otherwise."""
-    m = _SIZE.match(text.strip())
-    if not m or int(m.group(1)) == 0:
-        raise ValueError(f"bad size {text!r}: use bytes or a K/M/G suffix, e.g. 1M")
-    return int(m.group(1)) << (10 * " KMG".index(m.group(2).upper() or " "))
-
-
-def text_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)

@@ -15,7 +15,7 @@ from elftools.elf.relocation import RelocationSection
 from elftools.elf.segments import InterpSegment
 
 from lab.errors import ImageError
-from lab.initramfs import Tree
+from lab.guests.initramfs import Tree
 
 
 class HasData(Protocol):

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lab.errors import InfraError, UserError
-from lab.util import write_atomic
+from lab.files import write_atomic
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,15 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jinja2
 
 from lab.config import STAGES
-from lab.store import Cell, CellError, RunMeta, Sample, Store
-
-if TYPE_CHECKING:
-    from lab.compare import Comparison
-from lab.toolchains import VARIANTS
-from lab.util import write_atomic
+from lab.files import write_atomic
+from lab.payloads import variants
+from lab.results.compare import Comparison
+from lab.results.store import Cell, CellError, RunMeta, Sample, Store
+from lab.text import size_text
 
 STAGE_COLOURS = ("#4e79a7", "#bab0ac", "#f28e2b", "#59a14f", "#76b7b2", "#edc948", "#e15759")
 FORMATS = ("html", "md", "json")
@@ -97,7 +95,7 @@ class Report:
     @property
     def variants(self) -> list[str]:
         present = {c.cell.variant for c in self.cells} | {e.variant for e in self.errors}
-        return [v.name for v in VARIANTS if v.name in present]
+        return [name for name in variants.names() if name in present]
 
     @property
     def sizes(self) -> list[int]:
@@ -121,13 +119,8 @@ class Report:
         return None
 
     def diffs(self) -> list[Diff]:
-        """glibc vs musl per linkage, and dynamic vs static per libc, for every arch, size and stage."""
-        pairs = [
-            ("musl vs glibc, dynamic", "glibc-dynamic", "musl-dynamic"),
-            ("musl vs glibc, static", "glibc-static", "musl-static"),
-            ("static vs dynamic, glibc", "glibc-dynamic", "glibc-static"),
-            ("static vs dynamic, musl", "musl-dynamic", "musl-static"),
-        ]
+        """The variant table's one-thing-at-a-time pairs (libc per linkage, linkage per libc), per arch, size and stage."""
+        pairs = variants.comparison_pairs()
         out = []
         for arch in self.arches:
             for size in self.sizes:
@@ -170,13 +163,6 @@ def sparkline(values: list[float], width: int = 120, height: int = 24) -> str:
 
 def fmt(value: float) -> str:
     return f"{value:g}" if value == int(value) else f"{value:.1f}"
-
-
-def size_text(n: int) -> str:
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return str(n)
 
 
 def bar_chart(report: Report, size: int, width: int = 640, bar: int = 16) -> dict[str, object]:

@@ -11,10 +11,11 @@ import logging
 from dataclasses import dataclass
 
 from lab.arches import Arch
-from lab.boot import boot
 from lab.config import Config
 from lab.errors import LabError
-from lab.images import SCRATCH_MOUNT, ImageStore
+from lab.guests.boot import boot
+from lab.guests.images import ImageStore
+from lab.guests.protocol import SCRATCH_MOUNT
 
 log = logging.getLogger(__name__)
 

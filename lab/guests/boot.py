@@ -14,14 +14,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import accel as accel_mod
 from lab.config import Config
 from lab.deadline import Deadline
 from lab.errors import BootError
-from lab.guest import Guest
-from lab.images import FAIL_MARKER, READY_MARKER, Image
-from lab.keys import client_key
-from lab.qemu import VM, VMSpec, free_port, kernel_cmdline, qemu_argv
+from lab.guests import accel as accel_mod
+from lab.guests.images import Image
+from lab.guests.keys import client_key
+from lab.guests.protocol import FAIL_MARKER, READY_MARKER
+from lab.guests.qemu import VM, VMSpec, free_port, kernel_cmdline, qemu_argv
+from lab.guests.ssh import Guest
 
 log = logging.getLogger(__name__)
 PORT_ATTEMPTS = 3

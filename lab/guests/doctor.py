@@ -1,21 +1,21 @@
-"""``lab doctor``: is this host able to run the lab, and if not, what to do about it."""
+"""``lab doctor``: is this host able to run guests, and if not, what to do about it (payload toolchains: lab.payloads.toolchains)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import accel as accel_mod
-from lab.apt import KEYRING
 from lab.arches import ARCHES, host_can_kvm
-from lab.boot import boot
 from lab.config import Config
 from lab.errors import LabError
-from lab.images import ImageStore
-from lab.toolchains import TOOLCHAINS, VARIANTS, fill
+from lab.guests import accel as accel_mod
+from lab.guests.apt import KEYRING
+from lab.guests.boot import boot
+from lab.guests.images import ImageStore
 
 MIN_FREE_GIB = 2.0
 
@@ -60,16 +60,6 @@ def check_tools() -> list[Check]:
         status = "ok" if found else ("FAIL" if required else "warn")
         detail = found or f"{tool} not found" + ("" if required else " (only lab shell needs it)")
         checks.append(Check(tool, status, detail, "" if found else f"apt-get install {package}"))
-    for arch in ARCHES:
-        for v in (v for v in VARIANTS if v.linkage == "static"):  # one check per toolchain and arch
-            tc = TOOLCHAINS[v.toolchain]
-            argv = fill(tc.version_argv, arch)
-            try:
-                version = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-                checks.append(Check(f"{tc.name} {arch.name}", "ok", f"{tc.name} {version} ({v.libc} payloads)"))
-            except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
-                remedy = tc.host_packages.format(triplet=arch.triplet.replace("_", "-"), debian=arch.debian)
-                checks.append(Check(f"{tc.name} {arch.name}", "FAIL", f"{argv[0]} does not run", remedy))
     ok = KEYRING.is_file()
     checks.append(Check("debian keyring", "ok" if ok else "FAIL", str(KEYRING), "" if ok else "apt-get install debian-archive-keyring"))
     return checks
@@ -152,9 +142,11 @@ def check_kvm(cfg: Config, store: ImageStore) -> list[Check]:
     return checks
 
 
-def run_checks(cfg: Config, kvm: bool = True) -> list[Check]:
+def run_checks(cfg: Config, kvm: bool = True, extra: Callable[[], list[Check]] = list) -> list[Check]:
+    """Every check, in order; ``extra`` adds the layers above (the payload toolchains) before the KVM boot."""
     store = ImageStore(cfg)
     checks = check_tools()
+    checks += extra()
     checks.append(check_disk(cfg))
     checks.append(check_mirror(cfg, store))
     checks += check_cache(store)

@@ -1,4 +1,4 @@
-"""The nightly side of the command line: baseline, compare, nightly, history."""
+"""Baseline commands: baseline save/list/show/export/import/delete, compare, nightly, history."""
 
 from __future__ import annotations
 
@@ -8,17 +8,22 @@ import sys
 import time
 from pathlib import Path
 
-from lab import baselines, compare, config, report
-from lab.cli_results import execute_run, output
-from lab.errors import UserError
-from lab.store import Store
-from lab.util import text_table, write_atomic
-from lab.verdict import Tolerance
+from lab import api, arches, config
+from lab.cli.common import Handler, Parser, output, run_options, run_request
+from lab.cli.runs import print_summary
+from lab.files import write_atomic
+from lab.measure.plan import size
+from lab.payloads.variants import variant
+from lab.progress import Progress
+from lab.results import baselines, junit
+from lab.results import compare as compare_mod
+from lab.results.store import Store
+from lab.text import size_text, text_table
 
 
-def add_parsers(sub: argparse._SubParsersAction, parser_class: type[argparse.ArgumentParser], add_run_options: object) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     b = sub.add_parser("baseline", help="save, list, show, export, import, delete baselines")
-    bsub = b.add_subparsers(dest="baseline_command", required=True, parser_class=parser_class)
+    bsub = b.add_subparsers(dest="baseline_command", required=True, parser_class=Parser)
     save = bsub.add_parser("save", help="keep a run's distributions and environments as baseline NAME")
     save.add_argument("name")
     save.add_argument("--run", help="run id or prefix (default: the latest complete run)")
@@ -41,7 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction, parser_class: type[argparse.Arg
     n = sub.add_parser("nightly", help="run, compare with the baseline, write report + JUnit into a dated directory, prune old runs")
     n.add_argument("--baseline", help="baseline name (default: nightly.baseline in lab.yaml)")
     _verdict_options(n, formats=False)
-    add_run_options(n)  # type: ignore[operator]
+    run_options(n)
 
     h = sub.add_parser("history", help="one cell's stage across runs")
     h.add_argument("--arch", required=True)
@@ -49,6 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction, parser_class: type[argparse.Arg
     h.add_argument("--stage", default="entry")
     h.add_argument("--size", help="buffer size (default: every size)")
     h.add_argument("--last", type=int, default=20)
+    return {"baseline": cmd_baseline, "compare": cmd_compare, "nightly": cmd_nightly, "history": cmd_history}
 
 
 def _verdict_options(p: argparse.ArgumentParser, formats: bool = True) -> None:
@@ -95,62 +101,34 @@ def cmd_baseline(args: argparse.Namespace, cfg: config.Config) -> int:
     return 0
 
 
-def _tolerance(args: argparse.Namespace, cfg: config.Config) -> tuple[Tolerance, dict[str, Tolerance]]:
-    return compare.tolerance(cfg, args.tolerance_faults, args.tolerance_percent)
-
-
 def cmd_compare(args: argparse.Namespace, cfg: config.Config) -> int:
-    with Store(cfg.run.store) as store:
-        if args.baseline:
-            if len(args.runs) > 1:
-                raise UserError("lab compare --baseline takes at most one run", "lab compare [RUN] --baseline NAME")
-            result = compare.against_baseline(store, args.baseline, args.runs[0] if args.runs else None, _tolerance(args, cfg))
-        elif len(args.runs) == 2:
-            result = compare.between_runs(store, args.runs[0], args.runs[1], _tolerance(args, cfg))
-        else:
-            raise UserError(
-                "lab compare needs --baseline NAME or two runs", "lab compare [RUN] --baseline NAME, or lab compare RUN_A RUN_B"
-            )
-    output(compare.to_json(result) if args.format == "json" else compare.table(result, args.all), None)
+    result = api.compare(cfg, api.CompareRequest(tuple(args.runs), args.baseline, args.tolerance_faults, args.tolerance_percent))
+    output(compare_mod.to_json(result) if args.format == "json" else compare_mod.table(result, args.all), None)
     if args.junit:
-        write_atomic(Path(args.junit), compare.to_junit(result))
+        write_atomic(Path(args.junit), junit.to_junit(result))
     return result.exit_code
 
 
 def cmd_nightly(args: argparse.Namespace, cfg: config.Config) -> int:
-    name = args.baseline or cfg.nightly.baseline
-    with Store(cfg.run.store) as store:
-        store.baseline_document(name)  # fail before an hour of running if it does not exist
-    summary = execute_run(args, cfg, write_reports=False)
-    stamp = time.strftime("%Y-%m-%d-%H%M%S")
-    out_dir = cfg.nightly.dir / stamp
-    with Store(cfg.run.store) as store:
-        result = compare.against_baseline(store, name, summary.run_id, _tolerance(args, cfg))
-        rep = report.build(store, summary.run_id)
-        files = compare.write_nightly(out_dir, result, report.render(rep, "html", result), report.render(rep, "md", result))
-        report.write_run_reports(store, summary.run_id, summary.run_dir, result)
-        pruned = compare.prune_runs(store, cfg.results_dir / "runs", cfg.nightly.keep_runs)
-    (out_dir / "run").symlink_to(summary.run_dir)
-    sys.stdout.write(compare.table(result))
-    print(
-        f"\nnightly: {out_dir} ({', '.join(p.name for p in files)}); pruned {len(pruned)} old run director{'y' if len(pruned) == 1 else 'ies'}"
-    )
+    req = api.NightlyRequest(run_request(args), args.baseline, args.tolerance_faults, args.tolerance_percent)
+    selected = api.plan(cfg, req.run)
+    progress = Progress.for_stream([a.name for a in selected.arches], quiet=args.quiet or args.run_quiet or args.json)
+    result = api.nightly(cfg, req, progress.update, ["lab", *sys.argv[1:]])
+    print_summary(args, result.run)
+    sys.stdout.write(compare_mod.table(result.comparison))
+    pruned = len(result.pruned)
+    names = ", ".join(p.name for p in result.files)
+    print(f"\nnightly: {result.out_dir} ({names}); pruned {pruned} old run director{'y' if pruned == 1 else 'ies'}")
     return result.exit_code
 
 
 def cmd_history(args: argparse.Namespace, cfg: config.Config) -> int:
-    from lab import arches, measure
-    from lab.toolchains import variant
-
     arch, v = arches.get(args.arch), variant(args.variant)
-    size = measure.parse_size(args.size) if args.size else None
-    with Store(cfg.run.store) as store:
-        rows = store.history(arch.name, v.name, args.stage, size, args.last)
-        statuses = {r.id: r.status for r in store.runs()}
+    rows = api.history(cfg, arch.name, v.name, args.stage, size(args.size) if args.size else None, args.last)
     table = [
-        (run_id, time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), statuses.get(run_id, "?"), report.size_text(sz),
-         f"{statistics.median(mins):g}", f"{min(mins)}-{max(mins)}", f"{statistics.median(majs):g}")
-        for run_id, started, sz, mins, majs in rows
+        (r.run_id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)), r.status, size_text(r.buffer_size),
+         f"{statistics.median(r.minflt):g}", f"{min(r.minflt)}-{max(r.minflt)}", f"{statistics.median(r.majflt):g}")
+        for r in rows
     ]  # fmt: skip
     print(f"{arch.name} {v.name} {args.stage}: minor faults per run (median, range) and major median")
     print(text_table(table, ("run", "started", "status", "buffer", "minflt", "range", "majflt")) if table else "no runs measured this cell")

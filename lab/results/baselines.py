@@ -7,16 +7,14 @@ prints), so what is reviewed in git is exactly what is compared against.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from lab.errors import UserError
-from lab.store import Store
-from lab.verdict import COUNTERS, ENV_FIELDS, CellData, Tolerance
+from lab.results.store import Store
+from lab.results.verdict import COUNTERS, ENV_FIELDS, CellData
 
 SCHEMA = "lab.baseline"
 SCHEMA_VERSION = 1
@@ -144,13 +142,3 @@ def import_file(store: Store, path: Path, replace: bool = False) -> str:
     name, run, _ = parse(text, str(path))
     store.save_baseline(name, run, text, replace=replace)
     return name
-
-
-def tolerances(raw: Mapping[str, Any]) -> tuple[Tolerance, dict[str, Tolerance]]:
-    """(default, per stage) from the validated ``compare`` config section."""
-    default = Tolerance(float(raw["faults"]), float(raw["percent"]))
-    per = {
-        stage: Tolerance(float(t.get("faults", default.faults)), float(t.get("percent", default.percent)))
-        for stage, t in raw["stages"].items()
-    }
-    return default, per

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lab.arches import Arch, host_can_kvm
 from lab.errors import UserError
-from lab.util import write_atomic
+from lab.files import write_atomic
 
 KVM_DEVICE = Path("/dev/kvm")
 

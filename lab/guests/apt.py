@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab.errors import ImageError, UserError
-from lab.util import sha256_file, sha256_text, write_atomic
+from lab.files import sha256_file, sha256_text, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from invoke.runners import Result
 
 from lab.deadline import Deadline
 from lab.errors import GuestError
-from lab.keys import KeyPair
+from lab.guests.keys import KeyPair
 
 log = logging.getLogger(__name__)
 HOST = "127.0.0.1"

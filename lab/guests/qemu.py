@@ -28,6 +28,7 @@ from types import TracebackType
 from lab.arches import Arch
 from lab.deadline import Deadline
 from lab.errors import BootError, InfraError
+from lab.guests.protocol import SSH_GUEST_PORT
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def qemu_argv(spec: VMSpec) -> list[str]:
         argv += ["-bios", a.bios]
     argv += ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.append]
     argv += ["-serial", f"file:{spec.console_log}"]
-    argv += ["-netdev", f"user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22"]
+    argv += ["-netdev", f"user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:{SSH_GUEST_PORT}"]
     argv += ["-device", "virtio-net-pci,netdev=net0,romfile="]
     if spec.scratch is not None:
         argv += ["-drive", f"file={_opt(spec.scratch)},format=raw,if=none,id=scratch,snapshot=on"]

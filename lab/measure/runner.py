@@ -26,33 +26,23 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab import __version__, batch, measure
+from lab import __version__
 from lab.arches import Arch
-from lab.boot import Booted, boot
 from lab.config import Config
 from lab.errors import BootError, GuestError, InfraError, LabError
-from lab.images import Image, ImageStore
-from lab.payloads import Payload, PayloadStore
-from lab.probe import SCHEMA_VERSION, ProbeOutputError, ProbeResult
-from lab.probe import parse as parse_probe
-from lab.qemu import shutdown_all
-from lab.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
-from lab.toolchains import Variant
-from lab.util import sha256_text, write_atomic
+from lab.files import sha256_text, write_atomic
+from lab.guests.boot import Booted, boot
+from lab.guests.images import Image, ImageStore
+from lab.guests.qemu import shutdown_all
+from lab.measure import engine
+from lab.measure.plan import Plan
+from lab.payloads.build import Payload, PayloadStore
+from lab.payloads.probe import SCHEMA_VERSION, ProbeResult
+from lab.payloads.variants import Variant
+from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Plan:
-    arches: tuple[Arch, ...]
-    variants: tuple[Variant, ...]
-    sizes: tuple[int, ...]
-    repeat: int
-    jobs: int
-    file_bytes: int
-    accel: str | None = None
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -70,16 +60,6 @@ class Summary:
     cells: int
     errors: int
     seconds: float
-
-
-def default_jobs(arch_count: int) -> int:
-    """Guests at once: one per core, at most one per 2 GiB of RAM, at most one per arch."""
-    cores = os.cpu_count() or 1
-    try:
-        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        mem_gib = 2.0
-    return max(1, min(cores, int(mem_gib // 2), arch_count))
 
 
 def git_revision() -> str:
@@ -216,54 +196,41 @@ class Runner:
                 log.warning("%s: %s failed (%s); retrying once", arch.name, stage, exc.message)
 
     def _run_cells(self, arch: Arch, image: Image, payloads: dict[str, Payload], b: Booted, outcome: ArchOutcome, attempts: int) -> None:
-        remotes = measure.install(b.guest, list(payloads.values()))
-        per_run = max(5, int(self.cfg.timeouts.scaled("command")))
-        results: dict[tuple[str, int], list[ProbeResult]] = {}
-        failed: dict[tuple[str, int], CellError] = {}
+        remotes = engine.install(b.guest, list(payloads.values()))
         raw_dir = self.run_dir / "raw" / arch.name
-        for r in range(self.plan.repeat):
-            self.progress(arch.name, f"running {r + 1}/{self.plan.repeat}")
-            jobs = []
-            for size in self.plan.sizes:
-                for v in self.plan.variants:  # interleaved: every variant once per round
-                    command = measure.probe_command(remotes[v.name], size, file_bytes=self.plan.file_bytes)
-                    jobs.append(batch.Job(f"{v.name}:{size}:{r}", command))
-            script = batch.script(jobs, per_run)
-            done = b.guest.run(f"sh -c {shlex.quote(script)}", timeout=per_run * len(jobs) + 30)
-            for job, out in zip(jobs, batch.parse(done.stdout, jobs), strict=True):
-                name, size_text, _ = job.key.split(":")
-                key = (name, int(size_text))
-                stem = f"{name}-{size_text}-r{r}"
-                write_atomic(raw_dir / f"{stem}.json", out.stdout + "\n")
-                if out.stderr:
-                    write_atomic(raw_dir / f"{stem}.stderr", out.stderr + "\n")
-                if key in failed:
-                    continue
-                if out.status != 0:
-                    why = "killed by the per-run deadline" if out.status == 137 else f"exit status {out.status}"
-                    evidence = f"command: {job.command}\nstderr: {out.stderr[-2000:]}\nstdout: {out.stdout[:2000]}"
-                    failed[key] = CellError(
-                        arch.name, name, key[1], "payload", f"{arch.name} {name}: probe failed ({why})", evidence, attempts
-                    )
-                    continue
-                try:
-                    results.setdefault(key, []).append(parse_probe(out.stdout))
-                except ProbeOutputError as exc:
-                    failed[key] = CellError(
-                        arch.name, name, key[1], "parse", f"{arch.name} {name}: {exc.message}", out.stdout[:4000], attempts
-                    )
+
+        def keep_raw(raw: engine.RawRun) -> None:
+            stem = f"{raw.variant}-{raw.size}-r{raw.repeat}"
+            write_atomic(raw_dir / f"{stem}.json", raw.outcome.stdout + "\n")
+            if raw.outcome.stderr:
+                write_atomic(raw_dir / f"{stem}.stderr", raw.outcome.stderr + "\n")
+
+        cells = engine.measure(
+            b.guest,
+            remotes,
+            self.plan.sizes,
+            self.plan.repeat,
+            max(5, int(self.cfg.timeouts.scaled("command"))),
+            self.plan.file_bytes,
+            on_round=lambda r: self.progress(arch.name, f"running {r + 1}/{self.plan.repeat}"),
+            on_raw=keep_raw,
+        )
         variants = {v.name: v for v in self.plan.variants}
-        for (name, size), res in results.items():
-            if (name, size) not in failed:
-                cell = _cell(arch, variants[name], size, image, payloads[name], b, res, attempts)
+        failed = 0
+        for (name, size), runs in cells.items():
+            if runs.failure is not None:
+                f = runs.failure
+                outcome.errors.append(CellError(arch.name, name, size, f.stage, f.message, f.evidence, attempts))
+                failed += 1
+            elif runs.results:
+                cell = _cell(arch, variants[name], size, image, payloads[name], b, runs.results, attempts)
                 samples = [
                     Sample(i, s.name, s.minflt, s.majflt, s.delta_minflt, s.delta_majflt, s.ns)
-                    for i, one in enumerate(res)
+                    for i, one in enumerate(runs.results)
                     for s in one.stages
                 ]
                 outcome.cells.append((cell, samples))
-        outcome.errors += failed.values()
-        self.progress(arch.name, "done" if not failed else f"done ({len(failed)} cell(s) failed)")
+        self.progress(arch.name, "done" if not failed else f"done ({failed} cell(s) failed)")
 
     def _arch(self, arch: Arch, outcome: ArchOutcome, prepared: tuple[Image, dict[str, Payload]] | None) -> ArchOutcome:
         if prepared and not self.cancel.is_set():

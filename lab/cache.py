@@ -1,0 +1,129 @@
+"""Content-addressed cache entries, one discipline for images and payloads.
+
+An entry is a directory named by a hash of its inputs. :meth:`BuildCache.ensure`
+guarantees, for one entry name:
+
+1. one builder at a time: an exclusive lock beside the entry (``.NAME.lock``),
+   waited for under a deadline that names the holder's PID;
+2. reuse only after verification (the caller's ``verify`` checks digests); a
+   corrupt entry is removed and rebuilt (healed);
+3. builds happen in a fresh temp directory beside the entry and are renamed into
+   place only when the build returns; a failed or interrupted build leaves no
+   entry, and temp directories left by a killed builder are removed by the next
+   one (it holds the lock, so nobody else is using them).
+
+A second process asking for an entry that is being built waits, then reuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.deadline import Deadline
+from lab.errors import InfraError
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.1
+
+
+@contextmanager
+def file_lock(path: Path, what: str, seconds: float) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``; wait at most ``seconds``, saying who holds it.
+
+    The holder writes its PID into the file, so a waiter can name it. The lock dies with
+    its process (a SIGKILLed holder frees it at once); a suspended one (Ctrl-Z) does not.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise InfraError(f"cannot create {path}: {exc.strerror}", "check paths.cache (free space, permissions)") from None
+    try:
+        deadline: Deadline | None = None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                if deadline is None:
+                    deadline = Deadline(seconds)
+                    log.info("waiting for %s (held by pid %s)", what, holder)
+                if deadline.expired:
+                    raise InfraError(
+                        f"{what} is still held by pid {holder} after {seconds:.0f}s ({path})",
+                        f"wait for that lab command to finish or stop it (kill {holder}); a suspended one (Ctrl-Z) holds it forever",
+                    ) from None
+                time.sleep(min(POLL_SECONDS, deadline.remaining))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    built: bool  # False: an existing, verified entry was reused
+
+
+class BuildCache:
+    """Entries under ``root``; ``lock_seconds`` bounds the wait for another builder."""
+
+    def __init__(self, root: Path, lock_seconds: float, kind: str) -> None:
+        self.root, self.lock_seconds, self.kind = root, lock_seconds, kind
+
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return file_lock(self.root / f".{name}.lock", f"the {self.kind} build lock of {name}", self.lock_seconds)
+
+    def ensure(self, name: str, build: Callable[[Path], None], verify: Callable[[Path], str | None]) -> Entry:
+        """The verified entry ``name``, built by ``build(work_dir)`` if missing or corrupt."""
+        final = self.root / name
+        with self.lock(name):
+            if final.exists():
+                problem = verify(final)
+                if problem is None:
+                    return Entry(final, built=False)
+                log.warning("%s %s is corrupt (%s): rebuilding", self.kind, name, problem)
+                shutil.rmtree(final)
+            for stale in self.root.glob(f".{name}-*"):
+                shutil.rmtree(stale, ignore_errors=True)  # left by a killed builder: we hold the lock
+            with build_dir(final) as work:
+                build(work)
+            return Entry(final, built=True)
+
+    def entries(self) -> list[Path]:
+        """Every entry directory (temp and lock files excluded)."""
+        if not self.root.exists():
+            return []
+        return sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+@contextmanager
+def build_dir(final: Path, mode: int = 0o755) -> Iterator[Path]:
+    """A fresh temp directory beside ``final``: renamed to ``final`` when the body succeeds, removed when it fails."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        yield work
+        os.chmod(work, mode)
+        os.rename(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise

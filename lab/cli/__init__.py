@@ -1,0 +1,84 @@
+"""The ``lab`` command line: parses arguments, calls the library (:mod:`lab.api`), maps errors to exit codes.
+
+One module per command group: :mod:`~lab.cli.guests` (images, boot, shell,
+exec, smoke, doctor), :mod:`~lab.cli.payloads` (payloads, probe),
+:mod:`~lab.cli.runs` (run, runs, export, report) and
+:mod:`~lab.cli.baselines` (baseline, compare, nightly, history).
+
+Exit codes: 0 success; 1 something checked failed (a guest in ``lab run``,
+a required ``lab doctor`` line, a command in ``lab exec`` exits with its own
+status); 3 usage or config error; 4 infrastructure error (QEMU, apt, SSH);
+130 interrupted (Ctrl-C or SIGTERM: guests are shut down first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from lab import __version__, config
+from lab.cli import baselines, guests, payloads, runs
+from lab.cli.common import Handler, Parser
+from lab.errors import LabError
+
+log = logging.getLogger("lab")
+GROUPS = (runs, baselines, guests, payloads)
+
+EPILOG = """exit codes: 0 ok; 1 a check or guest failed (lab exec: the command's own status);
+3 usage or config error; 4 infrastructure error (QEMU, apt, SSH); 130 interrupted
+lab compare / lab nightly: 0 no regression; 1 regression; 2 missing or errored cells;
+3 usage or config error"""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every ``finally`` (and QEMU shutdown) runs."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    p = Parser(
+        prog="lab", description="Cross-architecture QEMU test lab.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"lab {__version__}")
+    p.add_argument("--config", help="config file (default: $LAB_CONFIG or ./lab.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging: full command lines")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    handlers: dict[str, Handler] = {}
+    for group in GROUPS:
+        handlers.update(group.add_parsers(sub))
+    return p, handlers
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="lab: %(message)s" if not verbose else "%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    # paramiko logs every retried banner read as an error; our own messages say what matters.
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        parser, handlers = build_parser()
+        args = parser.parse_args(argv)
+        _setup_logging(args.verbose, args.quiet)
+        cfg = config.load(args.config)
+        return handlers[args.command](args, cfg)
+    except LabError as exc:
+        print(f"lab: error: {exc}", file=sys.stderr)
+        if exc.details and logging.getLogger().isEnabledFor(logging.DEBUG):
+            print(exc.details, file=sys.stderr)
+        for path in exc.logs:
+            print(f"lab: log: {path}", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, Terminated):
+        print("lab: interrupted; guests were shut down", file=sys.stderr)
+        return 130

@@ -1,0 +1,16 @@
+"""The contract between a guest image and the host: what /init prints, mounts and listens on.
+
+The image builder renders these into ``/init``; the VM owner waits for the
+markers; the measuring side finds the scratch disk and its test file here.
+"""
+
+from __future__ import annotations
+
+READY_MARKER = "LAB-READY"  # /init prints it (with uname -r and -m) once dropbear listens
+FAIL_MARKER = "LAB-INIT-FAILED"  # /init prints it when a step fails; the VM owner stops waiting
+SCRATCH_MOUNT = "/scratch"  # the ext4 scratch disk, mounted read-write on a throwaway snapshot
+SCRATCH_DEVICE = "/dev/vda"
+TEST_FILE = "probe.dat"  # on the scratch disk: the file-backed fault stages map and read it
+TEST_FILE_PATH = f"{SCRATCH_MOUNT}/{TEST_FILE}"
+GUEST_IP, GATEWAY = "10.0.2.15", "10.0.2.2"  # QEMU user-mode network
+SSH_GUEST_PORT = 22

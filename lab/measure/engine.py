@@ -1,0 +1,124 @@
+"""The one measuring engine: probe runs in a booted guest, batched, each under its own deadline.
+
+:func:`install` uploads the built variants; :func:`measure` runs every
+(variant, size) ``repeat`` times, interleaved (every variant once per round, so
+drift hits all variants alike), one SSH round trip per round (see
+:mod:`lab.measure.batch`), and judges every run: a non-zero exit or a deadline
+kill is a ``payload`` failure, unparsable output a ``parse`` failure; a cell's
+first failure ends its measurement, the other cells go on. Nothing is retried.
+
+The probe runs in its default re-exec mode, so its entry counts start at its
+own execve and do not depend on the SSH server's shell.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lab.guests.protocol import TEST_FILE_PATH
+from lab.guests.ssh import Guest
+from lab.measure import batch
+from lab.payloads.build import Payload
+from lab.payloads.probe import ProbeOutputError, ProbeResult
+from lab.payloads.probe import parse as parse_probe
+
+REMOTE_DIR = "/tmp/lab-payloads"
+CellKey = tuple[str, int]  # (variant name, buffer size)
+
+
+def probe_command(
+    remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True, file_bytes: int = 0
+) -> str:
+    """The guest shell command for one probe run. Pure."""
+    argv = [remote, "--size", str(size)]
+    if file:
+        argv += ["--file", file, "--order", order]
+        if file_bytes:
+            argv += ["--file-bytes", str(file_bytes)]
+    if not reexec:
+        argv.append("--no-reexec")
+    return shlex.join(argv)
+
+
+def install(guest: Guest, payloads: list[Payload]) -> dict[str, str]:
+    """Upload each payload (SFTP); returns variant name → path in the guest."""
+    guest.run(f"mkdir -p {REMOTE_DIR}")
+    paths = {}
+    for p in payloads:
+        remote = f"{REMOTE_DIR}/{p.variant.name}"
+        guest.put(p.binary, remote)
+        paths[p.variant.name] = remote
+    return paths
+
+
+@dataclass(frozen=True)
+class Failure:
+    stage: str  # payload | parse
+    message: str
+    evidence: str
+
+
+@dataclass
+class CellRuns:
+    """One cell's parsed runs in repeat order, or the failure that ended it."""
+
+    results: list[ProbeResult] = field(default_factory=list)
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True)
+class RawRun:
+    """One run's output as the guest printed it (kept as evidence by the caller)."""
+
+    variant: str
+    size: int
+    repeat: int
+    outcome: batch.Outcome
+
+
+def _judge(name: str, job: batch.Job, out: batch.Outcome) -> ProbeResult | Failure:
+    if out.status != 0:
+        why = "killed by the per-run deadline" if out.status == 137 else f"exit status {out.status}"
+        evidence = f"command: {job.command}\nstderr: {out.stderr[-2000:]}\nstdout: {out.stdout[:2000]}"
+        return Failure("payload", f"{name}: probe failed ({why})", evidence)
+    try:
+        return parse_probe(out.stdout)
+    except ProbeOutputError as exc:
+        return Failure("parse", f"{name}: {exc.message}", out.stdout[:4000])
+
+
+def measure(
+    guest: Guest,
+    remotes: dict[str, str],
+    sizes: tuple[int, ...],
+    repeat: int,
+    per_run_seconds: int,
+    file_bytes: int = 0,
+    on_round: Callable[[int], None] = lambda r: None,
+    on_raw: Callable[[RawRun], None] = lambda raw: None,
+) -> dict[CellKey, CellRuns]:
+    """Every variant in ``remotes`` × ``sizes``, ``repeat`` times; see the module docstring."""
+    cells = {(name, size): CellRuns() for size in sizes for name in remotes}
+    for r in range(repeat):
+        on_round(r)
+        jobs = [
+            batch.Job(f"{name}:{size}:{r}", probe_command(remotes[name], size, file_bytes=file_bytes))
+            for size in sizes
+            for name in remotes
+            if cells[(name, size)].failure is None
+        ]
+        if not jobs:
+            break
+        done = guest.run(f"sh -c {shlex.quote(batch.script(jobs, per_run_seconds))}", timeout=per_run_seconds * len(jobs) + 30)
+        for job, out in zip(jobs, batch.parse(done.stdout, jobs), strict=True):
+            name, size_text, _ = job.key.split(":")
+            cell = cells[(name, int(size_text))]
+            on_raw(RawRun(name, int(size_text), r, out))
+            judged = _judge(f"{guest.name} {name}", job, out)
+            if isinstance(judged, Failure):
+                cell.failure = judged
+            else:
+                cell.results.append(judged)
+    return cells

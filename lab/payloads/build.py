@@ -1,0 +1,168 @@
+"""Payload builds: the fault probe for every arch × variant, content-addressed and cached.
+
+A build lives in ``<cache>/payloads/<arch>-<variant>-<key>/`` holding the
+binary, its ``build_info.h`` and ``build.json`` (argv, toolchain version,
+warnings, ELF facts, SHA256). The key hashes the sources, the generated
+header, the compile argv and the toolchain's version, so a rebuild with
+unchanged inputs is a no-op. zig's own cache lives under ``<cache>/zig``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.arches import Arch
+from lab.cache import BuildCache
+from lab.config import Config
+from lab.errors import ImageError
+from lab.files import sha256_file, sha256_text
+from lab.guests import elf
+from lab.payloads import toolchains
+from lab.payloads.variants import Variant, toolchain
+
+log = logging.getLogger(__name__)
+
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "payloads"
+SOURCES = ("fault_probe.c",)
+BUILDER_VERSION = "2"  # bump when build.json or the build procedure changes for equal inputs
+BINARY = "fault-probe"
+
+
+class BuildError(ImageError):
+    """A payload failed to compile (the message carries the compiler's first error)."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    arch: Arch
+    variant: Variant
+    key: str
+    dir: Path
+    info: dict[str, Any]
+    built: bool = False  # built by this call (False: a verified cached build was reused)
+
+    @property
+    def binary(self) -> Path:
+        return self.dir / BINARY
+
+    @property
+    def digest(self) -> str:
+        return str(self.info["sha256"])
+
+
+class PayloadStore:
+    def __init__(self, cfg: Config, source_dir: Path = SOURCE_DIR, extra_defines: tuple[str, ...] = ()) -> None:
+        """``extra_defines`` are for tests only: they change the binary (and its cache key) but not the
+        flags the probe reports, so a deliberately different build keeps its cell identity."""
+        self.cfg = cfg
+        self.root = cfg.cache_dir / "payloads"
+        self.cache = BuildCache(self.root, cfg.timeouts.scaled("lock"), "payload")
+        self.source_dir = source_dir
+        self.extra = tuple(f"-D{d}" for d in extra_defines)
+        self._versions: dict[tuple[str, str], str] = {}
+
+    def _env(self) -> dict[str, str]:
+        zig_cache = str(self.cfg.cache_dir / "zig")
+        return dict(os.environ, ZIG_GLOBAL_CACHE_DIR=zig_cache, ZIG_LOCAL_CACHE_DIR=zig_cache, LC_ALL="C")
+
+    def toolchain_version(self, arch: Arch, v: Variant) -> str:
+        tc = toolchain(v)
+        if (tc.name, arch.name) not in self._versions:
+            self._versions[(tc.name, arch.name)] = toolchains.version(tc, arch, self._env())
+        return self._versions[(tc.name, arch.name)]
+
+    def _inputs(self, arch: Arch, v: Variant) -> tuple[str, str]:
+        header = toolchains.build_info_h(arch, v, self.toolchain_version(arch, v))
+        # Paths in argv are placeholders for the key: the real build runs in a temp dir.
+        argv = toolchains.compile_argv(arch, v, Path("/src") / SOURCES[0], Path("/inc"), Path("/out") / BINARY) + list(self.extra)
+        sources = [(self.source_dir / s).read_text() for s in SOURCES]
+        key = sha256_text(BUILDER_VERSION, *sources, header, "\0".join(argv), self.toolchain_version(arch, v))
+        return key, header
+
+    def entry_name(self, arch: Arch, v: Variant) -> str:
+        """The cache entry's directory name: arch, variant and the input key."""
+        return f"{arch.name}-{v.name}-{self._inputs(arch, v)[0][:16]}"
+
+    def ensure(self, arch: Arch, v: Variant) -> Payload:
+        """The cached build of ``v`` for ``arch``: built (once, under a lock) if missing or corrupt."""
+        key, header = self._inputs(arch, v)
+        entry = self.cache.ensure(self.entry_name(arch, v), lambda work: self._build(arch, v, key, header, work), verify)
+        return Payload(arch, v, key, entry.path, _read_info(entry.path), entry.built)
+
+    def _build(self, arch: Arch, v: Variant, key: str, header: str, work: Path) -> None:
+        src = work / "src"
+        src.mkdir()
+        for s in SOURCES:
+            shutil.copy(self.source_dir / s, src / s)
+        (work / "build_info.h").write_text(header)
+        argv = toolchains.compile_argv(arch, v, src / SOURCES[0], work, work / BINARY) + list(self.extra)
+        log.debug("compiling: %s", " ".join(argv))
+        started = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self._env(), cwd=work, check=False)
+        seconds = time.monotonic() - started
+        if proc.returncode != 0:
+            first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
+            raise BuildError(
+                f"{arch.name} {v.name}: compile failed: {first}",
+                f"run with -v to see the full command; {SOURCES[0]} must build on every toolchain",
+            )
+        shutil.rmtree(src)
+        info = {
+            "arch": arch.name,
+            "variant": v.name,
+            "libc": v.libc,
+            "linkage": v.linkage,
+            "toolchain": v.toolchain,
+            "toolchain_version": self.toolchain_version(arch, v),
+            "argv": argv,
+            "warnings": [ln for ln in proc.stderr.splitlines() if "warning:" in ln],
+            "build_seconds": round(seconds, 3),
+            "sha256": sha256_file(work / BINARY),
+            "elf": elf.facts(str(work / BINARY)),
+            "key": key,
+        }
+        (work / "build.json").write_text(json.dumps(info, indent=2) + "\n")
+        log.info("built %s %s in %.1fs", arch.name, v.name, seconds)
+
+    def cached(self) -> list[dict[str, Any]]:
+        """Every cached build's facts; corrupt entries are listed with their problem."""
+        rows = []
+        for d in self.cache.entries():
+            problem = verify(d)
+            info: dict[str, Any] = {}
+            with suppress(ImageError):
+                info = _read_info(d)
+            rows.append({"dir": d, "status": "ok" if problem is None else f"corrupt: {problem}", **info})
+        return rows
+
+
+def _read_info(d: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((d / "build.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"{d / 'build.json'} unreadable: {exc}", "lab payloads build rebuilds it") from None
+    if not isinstance(info, dict):
+        raise ImageError(f"{d / 'build.json'} is not an object", "lab payloads build rebuilds it")
+    return info
+
+
+def verify(d: Path) -> str | None:
+    """None if the binary matches the SHA256 in ``build.json``, else what is wrong."""
+    try:
+        info = _read_info(d)
+    except ImageError as exc:
+        return exc.message
+    if not (d / BINARY).is_file():
+        return f"{BINARY} is missing"
+    if sha256_file(d / BINARY) != info.get("sha256"):
+        return f"{BINARY} does not match its recorded SHA256"
+    return None
