@@ -38,22 +38,6 @@ from lab.results.compare import Comparison
 from lab.results.store import Store
 from lab.results.verdict import Tolerance
 
-__all__ = [
-    "CompareRequest",
-    "NightlyRequest",
-    "NightlyResult",
-    "ProbeRun",
-    "RunRequest",
-    "RunResult",
-    "compare",
-    "doctor",
-    "history",
-    "nightly",
-    "plan",
-    "probe",
-    "run",
-]
-
 Progress = Callable[[str, str], None]
 
 

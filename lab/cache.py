@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lab.deadline import Deadline
-from lab.errors import InfraError
+from lab.errors import CacheError, InfraError
+from lab.files import sha256_file
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1
@@ -127,3 +130,25 @@ def build_dir(final: Path, mode: int = 0o755) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def read_record(path: Path, remedy: str) -> dict[str, Any]:
+    """An entry's JSON record (manifest, build facts); unreadable or not an object is a :class:`CacheError`."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{path} unreadable: {exc}", remedy) from None
+    if not isinstance(data, dict):
+        raise CacheError(f"{path} is not an object", remedy)
+    return data
+
+
+def check_files(d: Path, recorded: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """None if every named file in ``d`` matches its recorded ``sha256`` (and ``size``, when recorded), else what is wrong."""
+    for name, want in recorded.items():
+        path = d / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if ("size" in want and path.stat().st_size != want["size"]) or sha256_file(path) != want.get("sha256"):
+            return f"{name} does not match its recorded SHA256"
+    return None

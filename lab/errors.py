@@ -51,5 +51,9 @@ class GuestError(InfraError):
     """SSH to a running guest failed, or a command in it could not be run."""
 
 
+class CacheError(InfraError):
+    """A cache entry's record is unreadable or its files do not match their recorded digests (it is rebuilt)."""
+
+
 class ImageError(InfraError):
     """An image could not be resolved, downloaded or assembled."""

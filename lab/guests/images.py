@@ -25,9 +25,9 @@ from typing import Any
 import jinja2
 
 from lab.arches import ARCHES, Arch
-from lab.cache import BuildCache, file_lock
+from lab.cache import BuildCache, check_files, file_lock, read_record
 from lab.config import Config
-from lab.errors import ImageError
+from lab.errors import CacheError, ImageError
 from lab.files import sha256_file, sha256_text
 from lab.guests import elf, kernel
 from lab.guests.apt import Apt, Package, first_dependency
@@ -251,7 +251,7 @@ class ImageStore:
                 continue
             try:
                 manifest = _read_manifest(d)
-            except ImageError as exc:
+            except CacheError as exc:
                 rows.append(CachedImage(d, f"corrupt: {exc.message}", {}))
                 continue
             problem = verify(d)
@@ -286,27 +286,15 @@ class _Lazy:
 
 
 def _read_manifest(d: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((d / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"{d / 'manifest.json'} unreadable: {exc}", "lab images build rebuilds it") from None
-    if not isinstance(data, dict):
-        raise ImageError(f"{d / 'manifest.json'} is not an object", "lab images build rebuilds it")
-    return data
+    return read_record(d / "manifest.json", "lab images build rebuilds it")
 
 
 def verify(d: Path) -> str | None:
     """None if every artifact matches the manifest's size and SHA256, else what is wrong."""
     try:
         files = _read_manifest(d)["files"]
-    except ImageError as exc:
-        return exc.message
+    except (CacheError, KeyError) as exc:
+        return exc.message if isinstance(exc, CacheError) else "manifest has no file list"
     if not isinstance(files, dict):
         return "manifest has no file list"
-    for name in ARTIFACTS:
-        path, want = d / name, files.get(name, {})
-        if not path.exists():
-            return f"{name} is missing"
-        if path.stat().st_size != want.get("size") or sha256_file(path) != want.get("sha256"):
-            return f"{name} does not match its recorded SHA256"
-    return None
+    return check_files(d, {name: files.get(name, {}) for name in ARTIFACTS})

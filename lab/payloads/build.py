@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from lab.arches import Arch
-from lab.cache import BuildCache
+from lab.cache import BuildCache, check_files, read_record
 from lab.config import Config
-from lab.errors import ImageError
+from lab.errors import CacheError, ImageError
 from lab.files import sha256_file, sha256_text
 from lab.guests import elf
 from lab.payloads import toolchains
@@ -139,30 +139,20 @@ class PayloadStore:
         for d in self.cache.entries():
             problem = verify(d)
             info: dict[str, Any] = {}
-            with suppress(ImageError):
+            with suppress(CacheError):
                 info = _read_info(d)
             rows.append({"dir": d, "status": "ok" if problem is None else f"corrupt: {problem}", **info})
         return rows
 
 
 def _read_info(d: Path) -> dict[str, Any]:
-    try:
-        info = json.loads((d / "build.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"{d / 'build.json'} unreadable: {exc}", "lab payloads build rebuilds it") from None
-    if not isinstance(info, dict):
-        raise ImageError(f"{d / 'build.json'} is not an object", "lab payloads build rebuilds it")
-    return info
+    return read_record(d / "build.json", "lab payloads build rebuilds it")
 
 
 def verify(d: Path) -> str | None:
     """None if the binary matches the SHA256 in ``build.json``, else what is wrong."""
     try:
         info = _read_info(d)
-    except ImageError as exc:
+    except CacheError as exc:
         return exc.message
-    if not (d / BINARY).is_file():
-        return f"{BINARY} is missing"
-    if sha256_file(d / BINARY) != info.get("sha256"):
-        return f"{BINARY} does not match its recorded SHA256"
-    return None
+    return check_files(d, {BINARY: {"sha256": info.get("sha256")}})

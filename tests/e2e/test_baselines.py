@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
-from lab import cli, config
+from lab import api as lab_api
+from lab import config
 from lab.guests import boot as boot_mod
 from lab.guests.images import Image
 from lab.payloads.build import PayloadStore
+from lab.results.junit import to_junit
 from lab.results.store import Store
 
 LAB = [sys.executable, "-m", "lab"]
@@ -34,11 +36,6 @@ def baseline_run(cli_config: Path, images: object) -> str:
     saved = lab(cli_config, "baseline", "save", NAME, "--run", run_id)
     assert saved.returncode == 0 and "12 cell(s)" in saved.stdout, saved.stderr
     return str(run_id)
-
-
-def latest(cfg: config.Config) -> str:
-    with Store(cfg.results_dir / "lab.sqlite") as s:
-        return s.run().id
 
 
 def junit_cases(path: Path) -> dict[str, ET.Element]:
@@ -65,10 +62,13 @@ def test_a_heavier_startup_is_a_regression(
     # The same cells (same toolchain, flags and environment), but the probe touches 16 more pages before main,
     # as a libc that got heavier at start-up would.
     monkeypatch.setattr("lab.measure.runner.PayloadStore", lambda c: PayloadStore(c, extra_defines=("PROBE_TEST_EXTRA_PAGES=16",)))
-    assert cli.main(["--config", str(cli_config), "-q", "run", "--arch", "all", "--repeat", "3"]) == 0
+    conf = config.load(cli_config)
+    ran = lab_api.run(conf, lab_api.RunRequest(arch="all", repeat=3), reports=False)
+    assert ran.summary.status == "complete"
+    comparison = lab_api.compare(conf, lab_api.CompareRequest((ran.summary.run_id,), baseline=NAME))
+    assert comparison.exit_code == 1
     junit = tmp_path / "junit.xml"
-    code = cli.main(["--config", str(cli_config), "compare", latest(cfg), "--baseline", NAME, "--junit", str(junit), "--format", "json"])
-    assert code == 1
+    junit.write_text(to_junit(comparison))
     cases = junit_cases(junit)
     failed = {k for k, c in cases.items() if c.find("failure") is not None}
     assert failed == {
@@ -95,8 +95,9 @@ def test_an_unbootable_arch_is_missing_not_passing(
         return real_boot(c, image, *args, **kw)
 
     monkeypatch.setattr("lab.measure.runner.boot", boot)
-    assert cli.main(["--config", str(cli_config), "-q", "run", "--arch", "all", "--repeat", "3"]) == 1
-    run_id = latest(cfg)
+    ran = lab_api.run(config.load(cli_config), lab_api.RunRequest(arch="all", repeat=3), reports=False)
+    assert ran.summary.status == "failed"
+    run_id = ran.summary.run_id
     with Store(cfg.results_dir / "lab.sqlite") as s:
         errors = s.errors(run_id)
     assert {(e.arch, e.stage, e.attempts) for e in errors} == {("riscv64", "boot", 2)} and len(errors) == 4
@@ -105,3 +106,20 @@ def test_an_unbootable_arch_is_missing_not_passing(
     missing = [line for line in proc.stdout.splitlines() if line.startswith("MISSING")]
     assert len(missing) == 4 and all("riscv64/" in line and "errored in this run" in line for line in missing)
     assert "REGRESSED" not in proc.stdout
+
+
+def test_nightly_out_prunes_its_own_runs_directory_only(baseline_run: str, cli_config: Path, cfg: config.Config, tmp_path: Path) -> None:
+    """``lab nightly --out DIR`` keeps nightly.keep_runs run directories in DIR/runs; the default runs directory is not touched."""
+    conf = config.load(cli_config)
+    conf = replace(conf, nightly=replace(conf.nightly, keep_runs=1, dir=tmp_path / "nightly"))
+    out = tmp_path / "out"
+    old = out / "runs" / "00000000-000000-old"
+    old.mkdir(parents=True)
+    default_runs = sorted(p.name for p in (conf.results_dir / "runs").iterdir())
+    req = lab_api.NightlyRequest(lab_api.RunRequest(arch="x86_64", variant="musl-static", repeat=1, out=out), baseline=NAME)
+    result = lab_api.nightly(conf, req)
+    assert result.pruned == (old,) and not old.exists()
+    assert result.run.summary.run_dir.parent == out / "runs" and result.run.summary.run_dir.is_dir()
+    assert sorted(p.name for p in (conf.results_dir / "runs").iterdir()) == default_runs
+    assert (result.out_dir / "run").resolve() == result.run.summary.run_dir
+    assert result.exit_code == 2  # the baseline's other 11 cells are missing from this one-cell run

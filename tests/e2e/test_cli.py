@@ -125,3 +125,36 @@ def test_prune_keeps_current_images_only(store: ImageStore, images: dict[str, Im
     deleted = store.prune()
     assert set(deleted) == {stale, abandoned}
     assert all(verify(img.dir) is None for img in images.values())
+
+
+def test_lab_probe_is_a_view_over_the_run_engine(cli_config: Path, cfg: config.Config, images: dict[str, Image]) -> None:
+    """Same file bytes as lab run (run.file_bytes: 1M = 256 pages), every run parsed, nothing left in the store."""
+    store = cfg.results_dir / "lab.sqlite"
+    before = store.stat().st_mtime_ns if store.exists() else None
+    proc = lab(cli_config, "probe", "--arch", "riscv64", "--variant", "musl-static,glibc-dynamic", "--repeat", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    runs = json.loads(proc.stdout)
+    assert sorted((r["variant"], r["repeat"]) for r in runs) == [
+        ("glibc-dynamic", 0),
+        ("glibc-dynamic", 1),
+        ("musl-static", 0),
+        ("musl-static", 1),
+    ]
+    for r in runs:
+        assert r["arch"] == "riscv64" and r["reexec"] is True
+        assert r["file"]["pages"] == 2**20 // r["facts"]["page_size"]  # run.file_bytes, as lab run reads
+    assert (store.stat().st_mtime_ns if store.exists() else None) == before
+    table = lab(cli_config, "probe", "--arch", "x86_64", "--variant", "musl-static", "--repeat", "1")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split() == [
+        "arch",
+        "variant",
+        "entry",
+        "overhead",
+        "malloc",
+        "touch1",
+        "touch2",
+        "file_map",
+        "file_read",
+    ]
+    assert "median minor/major faults per stage over 1 runs, buffer 1048576 bytes" in table.stdout

@@ -101,6 +101,7 @@ def test_a_failed_build_leaves_no_entry(tmp_path: Path) -> None:
     with pytest.raises(InfraError):
         cache.ensure("e", fail, lambda d: None)
     assert cache.entries() == [] and [p.name for p in tmp_path.iterdir()] == [".e.lock"]
+
     def ok(work: Path) -> None:
         (work / "ok").write_text("y")
 
