@@ -26,7 +26,8 @@ from typing import Any
 from lab.config import Config
 from lab.errors import InfraError, UserError
 from lab.guests import doctor as doctor_mod
-from lab.measure.plan import Plan, RunRequest, make_plan, with_out
+from lab.measure.plan import Plan, make_plan, with_out
+from lab.measure.plan import RunRequest as RunRequest  # re-exported: part of the API
 from lab.measure.runner import Runner, Summary
 from lab.payloads import toolchains
 from lab.payloads.probe import ProbeResult
