@@ -1,0 +1,1 @@
+"""Results: the store, baselines, verdicts, comparisons, JUnit, nightly files and reports."""

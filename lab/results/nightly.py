@@ -1,0 +1,34 @@
+"""The files of a nightly job (a dated directory of report, JUnit and comparison) and run-directory retention."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from lab.files import write_atomic
+from lab.results import junit
+from lab.results.compare import Comparison, table, to_json
+from lab.results.store import Store
+
+
+def prune_runs(store: Store, runs_dir: Path, keep: int) -> list[Path]:
+    """Delete run directories beyond the newest ``keep``, never one a baseline references. Store rows stay."""
+    protected = {source for _, _, source in store.baselines()}
+    dirs = sorted((d for d in runs_dir.iterdir() if d.is_dir()), key=lambda d: d.name) if runs_dir.exists() else []
+    doomed = [d for d in dirs[: max(0, len(dirs) - keep)] if d.name not in protected]
+    for d in doomed:
+        shutil.rmtree(d)
+    return doomed
+
+
+def write_nightly(out_dir: Path, c: Comparison, report_html: str, report_md: str) -> list[Path]:
+    files = {
+        "report.html": report_html,
+        "report.md": report_md,
+        "junit.xml": junit.to_junit(c),
+        "compare.json": to_json(c),
+        "compare.txt": table(c),
+    }
+    for name, text in files.items():
+        write_atomic(out_dir / name, text)
+    return [out_dir / n for n in files]
