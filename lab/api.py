@@ -17,7 +17,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -135,7 +134,7 @@ def _tolerance(cfg: Config, faults: float | None, percent: float | None) -> tupl
 def compare(cfg: Config, req: CompareRequest) -> Comparison:
     """``lab compare``: a run (default: the latest) against a baseline, or run A against run B."""
     tol = _tolerance(cfg, req.tolerance_faults, req.tolerance_percent)
-    with Store(cfg.run.store) as store:
+    with Store(cfg.run.store, readonly=True) as store:
         if req.baseline:
             if len(req.runs) > 1:
                 raise UserError("lab compare --baseline takes at most one run", "lab compare [RUN] --baseline NAME")
@@ -173,7 +172,7 @@ def nightly(cfg: Config, req: NightlyRequest, progress: Progress = _quiet, argv:
         store.baseline_document(name)  # fail before an hour of running if it does not exist
     ran = run(cfg, req.run, progress, argv, reports=False)
     runs_dir = ran.summary.run_dir.parent  # the run's own results directory (--out), not the configured one
-    out_dir = cfg.nightly.dir / time.strftime("%Y-%m-%d-%H%M%S")
+    out_dir = nightly_mod.new_dir(cfg.nightly.dir)
     tol = _tolerance(cfg, req.tolerance_faults, req.tolerance_percent)
     with Store(cfg.run.store) as store:
         result = compare_mod.against_baseline(store, name, ran.summary.run_id, tol)
@@ -197,7 +196,7 @@ class HistoryRow:
 
 def history(cfg: Config, arch: str, variant: str, stage: str = "entry", size: int | None = None, last: int = 20) -> list[HistoryRow]:
     """``lab history``: one cell's stage across runs, oldest first."""
-    with Store(cfg.run.store) as store:
+    with Store(cfg.run.store, readonly=True) as store:
         rows = store.history(arch, variant, stage, size, last)
         statuses = {r.id: r.status for r in store.runs()}
     return [HistoryRow(r, started, statuses.get(r, "?"), sz, tuple(mins), tuple(majs)) for r, started, sz, mins, majs in rows]

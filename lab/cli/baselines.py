@@ -67,8 +67,8 @@ def _verdict_options(p: argparse.ArgumentParser, formats: bool = True) -> None:
 
 
 def cmd_baseline(args: argparse.Namespace, cfg: config.Config) -> int:
-    with Store(cfg.run.store) as store:
-        verb = args.baseline_command
+    verb = args.baseline_command
+    with Store(cfg.run.store, readonly=verb in ("list", "show", "export")) as store:
         if verb == "save":
             run_id, count = baselines.save(store, args.name, args.run)
             print(f"baseline {args.name}: {count} cell(s) from run {run_id}")

@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, cfg: config.Config) -> int:
-    with Store(cfg.run.store) as store:
+    with Store(cfg.run.store, readonly=True) as store:
         if args.runs_command == "list":
             rows = [(r, len(store.cells(r.id)), len(store.errors(r.id))) for r in store.runs()]
             if args.json:
@@ -90,12 +90,12 @@ def cmd_runs(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_export(args: argparse.Namespace, cfg: config.Config) -> int:
-    with Store(cfg.run.store) as store:
+    with Store(cfg.run.store, readonly=True) as store:
         output(report.export(store, args.run, args.format), args.output)
     return 0
 
 
 def cmd_report(args: argparse.Namespace, cfg: config.Config) -> int:
-    with Store(cfg.run.store) as store:
+    with Store(cfg.run.store, readonly=True) as store:
         output(report.render(report.build(store, args.run), args.format), args.output)
     return 0

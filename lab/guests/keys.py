@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -50,7 +51,21 @@ def client_key(keys_dir: Path) -> KeyPair:
         write_atomic(private, pem, mode=0o600)
         write_atomic(public, pub.decode() + " lab-client\n")
     _check_mode(private)
-    return KeyPair(private, " ".join(public.read_text().split()[:2]))
+    pair = KeyPair(private, " ".join(public.read_text().split()[:2]))
+    _check_client(pair, keys_dir)
+    return pair
+
+
+def _check_client(pair: KeyPair, keys_dir: Path) -> None:
+    """A corrupt or mismatched client key is named here, not after an SSH deadline blamed on the guest."""
+    remedy = f"delete {keys_dir}/client_ed25519 and client_ed25519.pub: lab makes a new pair (images rebuild with it)"
+    try:
+        key = serialization.load_ssh_private_key(pair.private.read_bytes(), password=None)
+        derived = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    except (ValueError, TypeError, OSError, UnsupportedAlgorithm) as exc:
+        raise UserError(f"{pair.private}: not a usable OpenSSH private key ({exc})", remedy) from None
+    if derived.split()[:2] != pair.public.split()[:2]:
+        raise UserError(f"{pair.private} and its .pub do not match", remedy)
 
 
 def host_key(keys_dir: Path, name: str) -> KeyPair:

@@ -6,16 +6,17 @@ console log for the guest's ready marker under a deadline while checking that
 QEMU is alive; :meth:`VM.shutdown` asks politely (SIGTERM, which QEMU treats as
 "quit"), waits, then kills the whole process group. ``with VM(...)`` guarantees
 the shutdown on every exit path, KeyboardInterrupt included. QEMU also gets
-PR_SET_PDEATHSIG, so even a SIGKILLed controller leaves no QEMU behind.
+PR_SET_PDEATHSIG (set by ``setpriv`` in the launch argv, fork-safe), so even a SIGKILLed
+controller leaves no QEMU behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,12 +94,14 @@ def free_port() -> int:
         return port
 
 
-_PR_SET_PDEATHSIG = 1
+# The parent-death signal is set by a tiny exec wrapper, not a preexec_fn: runner and paramiko threads are
+# alive when QEMU starts, and Python documents preexec_fn as unsafe with threads (the child may deadlock).
+PDEATHSIG_WRAPPER = ("setpriv", "--pdeathsig", "KILL", "--")
 
 
-def _child_setup() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def launch_argv(argv: list[str]) -> list[str]:
+    """QEMU's command line as launched: under a wrapper that makes the kernel SIGKILL it when lab dies. Pure."""
+    return [*PDEATHSIG_WRAPPER, *argv]
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -168,13 +171,11 @@ class VM:
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self.console_log.write_bytes(b"")
         log.debug("launching %s: %s", self.name, shlex.join(self.argv))
+        for tool, package in ((self.argv[0], "the host packages (./setup.sh)"), (PDEATHSIG_WRAPPER[0], "util-linux")):
+            if shutil.which(tool) is None:
+                raise InfraError(f"{tool} not found", f"install {package} or run lab doctor")
         with open(self.stderr_log, "wb") as err:
-            try:
-                self.proc = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, preexec_fn=_child_setup
-                )
-            except FileNotFoundError:
-                raise InfraError(f"{self.argv[0]} not found", "install the host packages (./setup.sh) or run lab doctor") from None
+            self.proc = subprocess.Popen(launch_argv(self.argv), stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
         self.launched_at = time.monotonic()
         with _live_lock:
             _live.add(self)

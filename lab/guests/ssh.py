@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import select
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -24,6 +26,14 @@ from lab.guests.keys import KeyPair
 
 log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Streamed:
+    stdout: str
+    stderr: str
+    exited: int | None  # None: given up (see ``stalled``)
+    stalled: str | None
 
 
 class HostKeyRejected(GuestError):
@@ -138,6 +148,46 @@ class Guest:
                 f"{self.name}: SSH failed while running {command!r}: {exc}", "see the console log; the guest may have crashed"
             ) from None
         return result
+
+    def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
+        """Run ``command``, reading its output as it comes; give up when no line containing ``progress`` arrives
+        for ``stall_seconds`` (a frozen guest), keeping everything read so far. Exit status None when given up."""
+        try:
+            chan = self._require().client.get_transport().open_session()
+            chan.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError, AttributeError) as exc:
+            raise GuestError(
+                f"{self.name}: SSH failed starting {command[:60]!r}: {exc}", "see the console log; the guest may have crashed"
+            ) from None
+        out, err = bytearray(), bytearray()
+        deadline = Deadline(stall_seconds)
+        seen = 0
+        try:
+            while True:
+                ready, _, _ = select.select([chan], [], [], min(0.5, max(0.01, deadline.remaining)))
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                count = out.count(progress.encode())
+                if count > seen:
+                    seen, deadline = count, Deadline(stall_seconds)
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    status: int | None = chan.recv_exit_status()
+                    break
+                if deadline.expired:
+                    status = None
+                    break
+                if not ready and chan.closed:
+                    status = None
+                    break
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            log.warning("%s: SSH failed while streaming: %s", self.name, exc)
+            status = None
+        finally:
+            chan.close()
+        stalled = None if status is not None else f"no progress for {stall_seconds:.0f}s (guest frozen or SSH lost)"
+        return Streamed(out.decode(errors="replace"), err.decode(errors="replace"), status, stalled)
 
     def put(self, local: Path, remote: str) -> None:
         """Upload over SFTP (the image ships sftp-server for dropbear)."""

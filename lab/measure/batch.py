@@ -1,8 +1,11 @@
 """Many probe runs in one SSH round trip: a guest-side script with per-run deadlines, and its parser.
 
-Each run is wrapped by busybox ``timeout -s KILL`` so a hanging probe costs one
-run, not the batch; each run's stdout, stderr and exit status come back
-between markers and are judged separately. Pure: builds text, parses text.
+Each run starts in a session (and process group) of its own, with a watchdog
+that SIGKILLs the whole group at the run's deadline: a hanging probe costs one
+run, not the batch, and a hung re-executed probe child dies with its parent
+(``timeout`` would kill one process only). Each run's stdout, stderr and exit
+status come back between markers, as soon as the run ends, and are judged
+separately. Pure: builds text, parses text.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ class Job:
 @dataclass(frozen=True)
 class Outcome:
     key: str
-    status: int  # exit status; 137 = killed by the per-run deadline (SIGKILL)
+    status: int  # exit status; 137 = killed by the per-run deadline (SIGKILL); -1 = no result came back
     stdout: str
     stderr: str
 
@@ -35,7 +38,9 @@ def script(jobs: list[Job], per_run_seconds: int, workdir: str = "/tmp/lab-batch
             raise ValueError(f"job key {job.key!r} contains white space")
         out, err = f"{workdir}/{i}.out", f"{workdir}/{i}.err"
         lines += [
-            f"timeout -s KILL {per_run_seconds} sh -c {shlex.quote(job.command)} >{out} 2>{err}; rc=$?",
+            f"setsid sh -c {shlex.quote(job.command)} >{out} 2>{err} </dev/null & p=$!",
+            f'setsid sh -c "sleep {per_run_seconds}; kill -KILL -$p" >/dev/null 2>&1 </dev/null & w=$!',
+            "wait $p; rc=$?; kill -KILL -$w 2>/dev/null",
             f"echo '{MARK}-BEGIN {job.key}'; cat {out}; echo; echo '{MARK}-STDERR'; cat {err}; echo; echo \"{MARK}-END $rc\"",
         ]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,9 @@ drift hits all variants alike), one SSH round trip per round (see
 :mod:`lab.measure.batch`), and judges every run: a non-zero exit or a deadline
 kill is a ``payload`` failure, unparsable output a ``parse`` failure; a cell's
 first failure ends its measurement, the other cells go on. Nothing is retried.
+Results stream back run by run: a guest that stops answering is detected one
+run deadline (plus a grace) after its last finished run, and every run that
+finished before is kept.
 
 The probe runs in its default re-exec mode, so its entry counts start at its
 own execve and do not depend on the SSH server's shell.
@@ -25,6 +28,13 @@ from lab.payloads.probe import ProbeOutputError, ProbeResult
 from lab.payloads.probe import parse as parse_probe
 
 REMOTE_DIR = "/tmp/lab-payloads"
+
+
+def stall_seconds(per_run_seconds: int) -> int:
+    """Silence beyond a run's own deadline (enforced in the guest) plus this grace means the guest is frozen."""
+    return per_run_seconds + max(10, per_run_seconds // 4)
+
+
 CellKey = tuple[str, int]  # (variant name, buffer size)
 
 
@@ -111,14 +121,22 @@ def measure(
         ]
         if not jobs:
             break
-        done = guest.run(f"sh -c {shlex.quote(batch.script(jobs, per_run_seconds))}", timeout=per_run_seconds * len(jobs) + 30)
+        script = f"sh -c {shlex.quote(batch.script(jobs, per_run_seconds))}"
+        done = guest.stream(script, stall_seconds(per_run_seconds), f"{batch.MARK}-END")
         for job, out in zip(jobs, batch.parse(done.stdout, jobs), strict=True):
             name, size_text, _ = job.key.split(":")
             cell = cells[(name, int(size_text))]
+            if out.status == -1 and done.stalled:
+                cell.failure = Failure(
+                    "payload", f"{guest.name} {name}: guest stopped answering: {done.stalled}", f"command: {job.command}"
+                )
+                continue
             on_raw(RawRun(name, int(size_text), r, out))
             judged = _judge(f"{guest.name} {name}", job, out)
             if isinstance(judged, Failure):
                 cell.failure = judged
             else:
                 cell.results.append(judged)
+        if done.stalled:
+            break  # the guest is gone: what finished is kept, nothing more is tried
     return cells

@@ -23,18 +23,19 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import __version__
 from lab.arches import Arch
 from lab.config import Config
-from lab.errors import BootError, GuestError, InfraError, LabError
+from lab.errors import BootError, GuestError, InfraError, LabError, UserError
 from lab.files import sha256_text, write_atomic
 from lab.guests.boot import Booted, boot
 from lab.guests.images import Image, ImageStore
+from lab.guests.keys import client_key
 from lab.guests.qemu import shutdown_all
-from lab.measure import engine
+from lab.measure import engine, rundir
 from lab.measure.plan import Plan
 from lab.payloads.build import Payload, PayloadStore
 from lab.payloads.probe import SCHEMA_VERSION, ProbeResult
@@ -42,7 +43,6 @@ from lab.payloads.variants import Variant
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -60,15 +60,6 @@ class Summary:
     cells: int
     errors: int
     seconds: float
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("-dirty" if dirty.strip() else "")
 
 
 _qemu_versions: dict[str, str] = {}
@@ -123,24 +114,14 @@ class Runner:
 
     # -- preparation -------------------------------------------------------------------------
 
-    def _write_run_files(self) -> None:
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=False)
-        except OSError as exc:
-            raise InfraError(f"cannot create {self.run_dir}: {exc.strerror}", "check paths.results (free space, permissions)") from None
-        write_atomic(self.run_dir / "lab.yaml", self.cfg.path.read_text())  # loadable: reproduce.sh uses it
-        resolved = {"config_file": str(self.cfg.path), **asdict(self.cfg), "plan": asdict(self.plan)}
-        write_atomic(self.run_dir / "resolved-config.json", json.dumps(resolved, indent=2, default=str) + "\n")
-        arches = ",".join(a.name for a in self.plan.arches)
-        variants = ",".join(v.name for v in self.plan.variants)
-        sizes = ",".join(str(s) for s in self.plan.sizes)
-        repro = ["lab", "--config", str(self.run_dir / "lab.yaml"), "run", "--arch", arches, "--variant", variants]
-        repro += ["--size", sizes, "--repeat", str(self.plan.repeat)]
-        write_atomic(
-            self.run_dir / "reproduce.sh",
-            "#!/bin/sh\n# lab " + __version__ + " at " + git_revision() + "\nexec " + shlex.join(repro) + "\n",
-            0o755,
-        )
+    def preflight(self) -> None:
+        """User and config errors (recipe, keys, toolchains) surface here, before a run row or a boot exists."""
+        ImageStore(self.cfg)  # loads and validates the recipe
+        client_key(self.cfg.cache_dir / "keys")
+        payloads = PayloadStore(self.cfg)
+        for arch in self.plan.arches:
+            for v in self.plan.variants:
+                payloads.toolchain_version(arch, v)
 
     def _prepare(self, arch: Arch, outcome: ArchOutcome) -> tuple[Image, dict[str, Payload]] | None:
         """Image and payloads for ``arch``; if either cannot be made, every cell of the arch becomes an error.
@@ -150,6 +131,8 @@ class Runner:
         try:
             self.progress(arch.name, "building image")
             image = ImageStore(self.cfg).ensure(arch)
+        except UserError:
+            raise  # not a cell's problem: the run stops with the user's error
         except LabError as exc:
             self._fail_arch(arch, outcome, "image", exc, 1)
             return None
@@ -157,6 +140,8 @@ class Runner:
             self.progress(arch.name, "building payloads")
             store = PayloadStore(self.cfg)
             payloads = {v.name: store.ensure(arch, v) for v in self.plan.variants}
+        except UserError:
+            raise
         except LabError as exc:
             self._fail_arch(arch, outcome, "build", exc, 1)
             return None
@@ -218,11 +203,7 @@ class Runner:
         variants = {v.name: v for v in self.plan.variants}
         failed = 0
         for (name, size), runs in cells.items():
-            if runs.failure is not None:
-                f = runs.failure
-                outcome.errors.append(CellError(arch.name, name, size, f.stage, f.message, f.evidence, attempts))
-                failed += 1
-            elif runs.results:
+            if runs.results:  # a failed cell's finished runs are kept too (evidence; reports and verdicts skip errored cells)
                 cell = _cell(arch, variants[name], size, image, payloads[name], b, runs.results, attempts)
                 samples = [
                     Sample(i, s.name, s.minflt, s.majflt, s.delta_minflt, s.delta_majflt, s.ns)
@@ -230,6 +211,11 @@ class Runner:
                     for s in one.stages
                 ]
                 outcome.cells.append((cell, samples))
+            if runs.failure is not None:
+                f = runs.failure
+                kept = f"\n{len(runs.results)} of {self.plan.repeat} runs finished before this and are kept" if runs.results else ""
+                outcome.errors.append(CellError(arch.name, name, size, f.stage, f.message, f.evidence + kept, attempts))
+                failed += 1
         self.progress(arch.name, "done" if not failed else f"done ({failed} cell(s) failed)")
 
     def _arch(self, arch: Arch, outcome: ArchOutcome, prepared: tuple[Image, dict[str, Payload]] | None) -> ArchOutcome:
@@ -247,24 +233,28 @@ class Runner:
 
     def run(self) -> Summary:
         started = time.monotonic()
-        self._write_run_files()
-        digest = sha256_text(self.cfg.path.read_text())
+        self.preflight()
         meta = RunMeta(
             id=self.run_id,
             started=time.time(),
             host=socket.gethostname(),
             pid=os.getpid(),
             lab_version=__version__,
-            git_revision=git_revision(),
-            config_digest=digest,
+            git_revision=rundir.git_revision(),
+            config_digest=sha256_text(self.cfg.path.read_text()),
             argv=shlex.join(self.argv),
             repeat=self.plan.repeat,
             run_dir=str(self.run_dir),
         )
-        self.store.begin_run(meta)
+        self.store.begin_run(meta)  # the row (and its liveness lock) exists before the directory: pruning never sees an orphan
         status = "incomplete"
         outcomes: list[ArchOutcome] = []
         try:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=False)
+            except OSError as exc:
+                raise InfraError(f"cannot create {self.run_dir}: {exc.strerror}", "check paths.results (free space, permissions)") from None
+            rundir.write(self.run_dir, self.run_id, self.cfg, self.plan)
             # Builds first, one at a time in this thread (they share caches and both cores); then guests in parallel.
             prepared = []
             for arch in self.plan.arches:
@@ -281,7 +271,8 @@ class Runner:
                     self.cancel.set()
                     shutdown_all()
                     raise
-            status = "failed" if any(o.errors for o in outcomes) else "complete"
+            measured = any(o.cells for o in outcomes)
+            status = "complete" if measured and not any(o.errors for o in outcomes) else "failed"  # zero cells is never complete
         finally:
             self.store.finish_run(self.run_id, status)
         return Summary(

@@ -21,14 +21,10 @@ SCHEMA_VERSION = 1
 
 
 def run_cells(store: Store, run_id: str) -> tuple[list[CellData], set[tuple[str, str, int]]]:
-    """A run's cells as distributions, and the keys of the cells that errored."""
+    """A run's measured cells as distributions, and the keys of the cells that errored."""
     cells = []
-    for cell_id, cell in store.cells(run_id):
-        stages: dict[str, dict[str, list[int]]] = {}
-        for s in store.samples(cell_id):
-            st = stages.setdefault(s.stage, {"minflt": [], "majflt": []})
-            st["minflt"].append(s.delta_minflt)
-            st["majflt"].append(s.delta_majflt)
+    for cell, per_stage in store.measured(run_id):
+        stages = {stage: {"minflt": minor, "majflt": major} for stage, (minor, major) in per_stage.items()}
         env = {k: v for k, v in asdict(cell).items() if k in ENV_FIELDS}
         cells.append(CellData(cell.arch, cell.variant, cell.buffer_size, env, stages))
     errored = {(e.arch, e.variant, e.buffer_size) for e in store.errors(run_id)}

@@ -6,12 +6,11 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from lab.results import baselines
-from lab.results import verdict
 from lab.config import Config
+from lab.results import baselines, verdict
 from lab.results.store import Store
-from lab.text import text_table
 from lab.results.verdict import Finding, Tolerance
+from lab.text import text_table
 
 
 @dataclass(frozen=True)
@@ -24,6 +23,11 @@ class Comparison:
     @property
     def exit_code(self) -> int:
         return verdict.exit_code(self.findings)
+
+    @property
+    def nothing_comparable(self) -> str | None:
+        """Set when no stage could be compared (e.g. every cell's environment changed): never a silent pass."""
+        return verdict.nothing_comparable(self.findings)
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(f.verdict for f in self.findings))
@@ -60,9 +64,11 @@ def table(c: Comparison, show_unchanged: bool = False) -> str:
     ]
     counts = ", ".join(f"{n} {v}" for v, n in sorted(c.counts().items(), key=lambda kv: verdict.ORDER.index(kv[0])))
     body = text_table(rows, ("verdict", "cell", "stage", "counter", "detail")) if rows else "(every compared stage unchanged)"
-    return f"{c.label}\n{counts}\n\n{body}\n"
+    warning = f"{c.nothing_comparable}\n" if c.nothing_comparable else ""
+    return f"{c.label}\n{counts}\n{warning}\n{body}\n"
 
 
 def to_json(c: Comparison) -> str:
     return json.dumps({"label": c.label, "baseline": c.baseline_ref, "run": c.run_id, "counts": c.counts(), "exit_code": c.exit_code,
+                       "nothing_comparable": c.nothing_comparable,
                        "findings": [asdict(f) for f in c.findings]}, indent=2) + "\n"  # fmt: skip

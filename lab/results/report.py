@@ -136,14 +136,9 @@ class Report:
 def build(store: Store, run_ref: str | None = None) -> Report:
     run = store.run(run_ref)
     views = []
-    for cell_id, cell in store.cells(run.id):
-        minor: dict[str, list[int]] = {}
-        major: dict[str, list[int]] = {}
-        for s in store.samples(cell_id):
-            minor.setdefault(s.stage, []).append(s.delta_minflt)
-            major.setdefault(s.stage, []).append(s.delta_majflt)
-        order = [s for s in STAGES if s in minor]
-        views.append(CellView(cell, {s: Stat.of(minor[s]) for s in order}, {s: Stat.of(major[s]) for s in order}))
+    for cell, stages in store.measured(run.id):
+        order = [s for s in STAGES if s in stages]
+        views.append(CellView(cell, {s: Stat.of(stages[s][0]) for s in order}, {s: Stat.of(stages[s][1]) for s in order}))
     trends = {}
     for v in views:
         rows = [r for r in store.history(v.cell.arch, v.cell.variant, "entry", v.cell.buffer_size, last=TREND_RUNS) if r[1] <= run.started]

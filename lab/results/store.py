@@ -1,15 +1,22 @@
-"""The results store: an embedded SQLite database with versioned migrations.
+"""The results store: an embedded SQLite database with versioned migrations (:mod:`lab.results.schema`).
 
 Guarantees: a cell and all its samples are written in one transaction (a
 crash never leaves half a cell); a run is inserted as ``running`` and ends as
-``complete``, ``failed`` (some cell errored) or ``incomplete`` (interrupted);
-a run whose process died without finishing is reported as ``incomplete``.
-WAL mode and a busy timeout let two ``lab run`` share one store.
+``complete``, ``failed`` (some cell errored) or ``incomplete`` (interrupted).
+Liveness does not depend on PIDs (which PID namespaces reuse): a running run
+holds an exclusive lock on ``<store>.runs/<id>.lock`` until it finishes, and a
+``running`` row whose lock nobody holds is reported as ``incomplete``. WAL mode
+and a busy timeout let two ``lab run`` share one store; reading commands open
+it read-only and never wait for a writer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
+import secrets
 import socket
 import sqlite3
 import time
@@ -20,96 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import InfraError, UserError
-
-# Each migration is a list of statements, applied in one transaction with the version bump.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """
-        CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        started REAL NOT NULL,
-        ended REAL,
-        status TEXT NOT NULL CHECK (status IN ('running', 'complete', 'failed', 'incomplete')),
-        host TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        lab_version TEXT NOT NULL,
-        git_revision TEXT NOT NULL,
-        config_digest TEXT NOT NULL,
-        argv TEXT NOT NULL,
-        repeat INTEGER NOT NULL,
-        run_dir TEXT NOT NULL
-        )
-        """,
-        """
-        CREATE TABLE cells (
-        id INTEGER PRIMARY KEY,
-        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-        arch TEXT NOT NULL,
-        variant TEXT NOT NULL,
-        libc TEXT NOT NULL,
-        linkage TEXT NOT NULL,
-        buffer_size INTEGER NOT NULL,
-        libc_version_build TEXT NOT NULL,
-        libc_version_run TEXT,
-        toolchain TEXT NOT NULL,
-        flags TEXT NOT NULL,
-        image_key TEXT NOT NULL,
-        payload_digest TEXT NOT NULL,
-        kernel_release TEXT NOT NULL,
-        page_size INTEGER NOT NULL,
-        thp TEXT NOT NULL,
-        qemu_version TEXT NOT NULL,
-        accel TEXT NOT NULL,
-        probe_schema INTEGER NOT NULL,
-        attempts INTEGER NOT NULL,
-        UNIQUE (run_id, arch, variant, buffer_size)
-        )
-        """,
-        """
-        CREATE TABLE samples (
-        cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE,
-        repeat INTEGER NOT NULL,
-        stage TEXT NOT NULL,
-        minflt INTEGER NOT NULL,
-        majflt INTEGER NOT NULL,
-        delta_minflt INTEGER NOT NULL,
-        delta_majflt INTEGER NOT NULL,
-        ns INTEGER NOT NULL,
-        PRIMARY KEY (cell_id, repeat, stage)
-        )
-        """,
-        """
-        CREATE TABLE errors (
-        id INTEGER PRIMARY KEY,
-        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-        arch TEXT NOT NULL,
-        variant TEXT NOT NULL,
-        buffer_size INTEGER NOT NULL,
-        stage TEXT NOT NULL CHECK (stage IN ('image', 'build', 'boot', 'ssh', 'payload', 'parse')),
-        message TEXT NOT NULL,
-        evidence TEXT NOT NULL,
-        attempts INTEGER NOT NULL
-        )
-        """,
-        """
-        CREATE INDEX cells_run ON cells(run_id)
-        """,
-        """
-        CREATE INDEX errors_run ON errors(run_id)
-        """,
-    ),
-    (
-        """
-        CREATE TABLE baselines (
-        name TEXT PRIMARY KEY,
-        created REAL NOT NULL,
-        source_run TEXT NOT NULL,
-        document TEXT NOT NULL
-        )
-        """,
-    ),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+from lab.results.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 @dataclass(frozen=True)
@@ -173,35 +91,79 @@ class CellError:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 100000:05d}"
+    """Time-ordered and collision-free without PIDs: two runs in the same second (or PID namespace) differ."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def _alive(host: str, pid: int) -> bool:
-    if host != socket.gethostname():
-        return True  # cannot tell; trust the row
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _db_error(path: Path, exc: sqlite3.Error, doing: str) -> InfraError:
+    """A one-line message for what SQLite said, with the remedy that fits it."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return InfraError(f"{path}: {doing}: another lab process held the store's write lock for 30s", "let it finish, then retry")
+    if "readonly" in text or "read-only" in text or not os.access(path.parent, os.W_OK):
+        return InfraError(
+            f"{path}: {doing}: the results directory {path.parent} is read-only", "make it writable or set run.store elsewhere"
+        )
+    if "disk is full" in text or "disk I/O" in text:
+        return InfraError(f"{path}: {doing}: {text}", "free disk space in the results directory")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return InfraError(f"{path}: {doing}: {text}", "a row like it exists already (two writers?); retry the command")
+    if "malformed" in text or "not a database" in text or isinstance(exc, sqlite3.DatabaseError):
+        return InfraError(f"{path}: {doing}: the store is damaged ({text})", "move it aside (lab creates a new one) or restore a copy")
+    return InfraError(f"{path}: {doing}: {text}", "check the results directory")
 
 
 class Store:
-    """One SQLite results database. Open it, use it, :meth:`close` it (or ``with``)."""
+    """One SQLite results database. Open it, use it, :meth:`close` it (or ``with``).
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+    ``readonly`` opens for reading only: no migration, no write lock, works on a read-only directory.
+    """
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path, self.readonly = path, readonly
+        self._run_locks: dict[str, int] = {}
+        if readonly and not path.exists():
+            raise UserError(f"{path}: no results store yet", "run lab run first, or point run.store at an existing store")
+        if not readonly:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InfraError(f"cannot create {path.parent}: {exc.strerror}", "check run.store / paths.results in lab.yaml") from None
         try:
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA busy_timeout=30000")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise UserError(f"{path}: not a usable lab results store ({exc})", "move it aside; lab creates a new store") from None
+            self.db = self._open_readonly() if readonly else sqlite3.connect(path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _db_error(path, exc, "cannot open the results store") from None
+        try:
+            if not readonly:
+                self.db.execute("PRAGMA busy_timeout=30000")
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA foreign_keys=ON")
+                self._migrate()
+            version = self.schema_version
+        except (sqlite3.Error, InfraError) as exc:
+            self.db.close()  # nothing of ours stays open (a read-only mount can then be unmounted)
+            if isinstance(exc, InfraError):
+                raise
+            raise _db_error(path, exc, "cannot open the results store") from None
+        except BaseException:
+            self.db.close()
+            raise
+        if readonly and version != SCHEMA_VERSION:
+            self.db.close()
+            raise UserError(
+                f"{path}: store schema v{version}, this lab reads v{SCHEMA_VERSION}", "run lab run once (it migrates), or upgrade lab"
+            )
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        uri = self.path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            # A WAL store in a read-only directory cannot create its -shm file; nobody can write there either.
+            db.close()
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
 
     def __enter__(self) -> Store:
         return self
@@ -210,6 +172,8 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        for run_id in list(self._run_locks):
+            self._release(run_id)
         self.db.close()
 
     @contextmanager
@@ -222,8 +186,8 @@ class Store:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            raise InfraError(f"{self.path}: write failed: {exc}", "check free disk space and permissions of the results dir") from None
+        except sqlite3.Error as exc:
+            raise _db_error(self.path, exc, "write failed") from None
 
     def _migrate(self) -> None:
         with self._tx() as db:  # the version is read inside the write lock: two openers never both migrate
@@ -239,10 +203,45 @@ class Store:
     def schema_version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
+    def _lock_path(self, run_id: str) -> Path:
+        return self.path.with_name(self.path.name + ".runs") / f"{run_id}.lock"
+
     def begin_run(self, meta: RunMeta) -> None:
+        """Insert the run as ``running`` and hold its liveness lock until :meth:`finish_run` (or this process dies)."""
+        lock = self._lock_path(meta.id)
+        try:
+            lock.parent.mkdir(exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise InfraError(f"cannot lock {lock}: {exc.strerror}", "check the results directory (free space, permissions)") from None
+        self._run_locks[meta.id] = fd
         row = asdict(meta)
         with self._tx() as db:
             db.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+    def _release(self, run_id: str) -> None:
+        fd = self._run_locks.pop(run_id, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                self._lock_path(run_id).unlink()
+            os.close(fd)
+
+    def alive(self, meta: RunMeta) -> bool:
+        """Whether a ``running`` run's process still holds its lock (another host's runs cannot be checked: trusted)."""
+        if meta.host != socket.gethostname():
+            return True
+        try:
+            fd = os.open(self._lock_path(meta.id), os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError as exc:
+            return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+        finally:
+            os.close(fd)
 
     def add_cell(self, run_id: str, cell: Cell, samples: list[Sample]) -> None:
         """The cell and all its samples, atomically."""
@@ -262,8 +261,11 @@ class Store:
             db.execute(f"INSERT INTO errors (run_id, {', '.join(row)}) VALUES (?, {', '.join('?' * len(row))})", (run_id, *row.values()))
 
     def finish_run(self, run_id: str, status: str, ended: float | None = None) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?", (status, ended or time.time(), run_id))
+        try:
+            with self._tx() as db:
+                db.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?", (status, ended or time.time(), run_id))
+        finally:
+            self._release(run_id)
 
     def save_baseline(self, name: str, source_run: str, document: str, replace: bool = False) -> None:
         with self._tx() as db:
@@ -297,6 +299,8 @@ class Store:
             "SELECT runs.id, runs.started, cells.buffer_size, samples.delta_minflt, samples.delta_majflt FROM samples "
             "JOIN cells ON cells.id = samples.cell_id JOIN runs ON runs.id = cells.run_id "
             "WHERE cells.arch = ? AND cells.variant = ? AND samples.stage = ? AND (? IS NULL OR cells.buffer_size = ?) "
+            "AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.run_id = cells.run_id AND e.arch = cells.arch "
+            "AND e.variant = cells.variant AND e.buffer_size = cells.buffer_size) "
             "ORDER BY runs.started, runs.id, samples.repeat"
         )
         by: dict[tuple[str, int], tuple[str, float, int, list[int], list[int]]] = {}
@@ -308,7 +312,7 @@ class Store:
 
     def _meta(self, row: sqlite3.Row | tuple[Any, ...]) -> RunMeta:
         meta = RunMeta(**dict(zip([f.name for f in fields(RunMeta)], row, strict=True)))
-        if meta.status == "running" and not _alive(meta.host, meta.pid):
+        if meta.status == "running" and not self.alive(meta):
             return RunMeta(**{**asdict(meta), "status": "incomplete"})
         return meta
 
@@ -336,6 +340,24 @@ class Store:
         names = [f.name for f in fields(Cell)]
         q = f"SELECT id, {', '.join(names)} FROM cells WHERE run_id = ? ORDER BY id"
         return [(r[0], Cell(**dict(zip(names, r[1:], strict=True)))) for r in self.db.execute(q, (run_id,))]
+
+    def measured(self, run_id: str) -> list[tuple[Cell, dict[str, tuple[list[int], list[int]]]]]:
+        """The run's cells that did not error, each with stage -> (minor deltas, major deltas) over its repeats.
+
+        A cell that errored part-way keeps its finished samples in the store (``lab export``), but is not a measurement.
+        """
+        errored = {(e.arch, e.variant, e.buffer_size) for e in self.errors(run_id)}
+        out = []
+        for cell_id, cell in self.cells(run_id):
+            if (cell.arch, cell.variant, cell.buffer_size) in errored:
+                continue
+            stages: dict[str, tuple[list[int], list[int]]] = {}
+            for s in self.samples(cell_id):
+                minor, major = stages.setdefault(s.stage, ([], []))
+                minor.append(s.delta_minflt)
+                major.append(s.delta_majflt)
+            out.append((cell, stages))
+        return out
 
     def samples(self, cell_id: int) -> list[Sample]:
         names = [f.name for f in fields(Sample)]

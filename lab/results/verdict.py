@@ -118,7 +118,7 @@ def compare(
     cur = {c.key: c for c in current}
     for b in baseline:
         c = cur.pop(b.key, None)
-        if c is None:
+        if c is None or b.key in errored:  # an errored cell's partial samples are evidence, not a measurement
             why = "errored in this run" if b.key in errored else "absent from this run"
             findings.append(Finding(b.name, "*", "*", "missing", detail=why))
             continue
@@ -151,11 +151,24 @@ def compare(
     return sorted(findings, key=lambda f: (ORDER.index(f.verdict), f.cell, f.stage, f.counter))
 
 
+def nothing_comparable(findings: list[Finding]) -> str | None:
+    """Why nothing was compared, when no stage of any cell could be (every cell incomparable or missing), else None."""
+    if any(f.stage != "*" for f in findings):
+        return None
+    changes: dict[str, None] = {}
+    for f in findings:
+        if f.verdict == "incomparable":
+            changes.update(dict.fromkeys(f.detail.split("; ")))
+    if changes:
+        return f"nothing comparable: environment changed ({', '.join(changes)}): save a new baseline"
+    return "nothing comparable: no cell of the baseline was measured in this run"
+
+
 def exit_code(findings: list[Finding]) -> int:
-    """0 no regression; 1 a regression; 2 missing or errored cells (and no regression)."""
+    """0 no regression; 1 a regression; 2 missing or errored cells, or nothing comparable (and no regression)."""
     verdicts = {f.verdict for f in findings}
     if "regressed" in verdicts:
         return 1
-    if "missing" in verdicts:
+    if "missing" in verdicts or nothing_comparable(findings):
         return 2
     return 0

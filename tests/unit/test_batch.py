@@ -1,3 +1,4 @@
+import os
 import subprocess
 
 import pytest
@@ -16,6 +17,18 @@ def test_script_runs_each_job_under_a_deadline_and_reports_between_markers(tmp_p
     assert c.status == 137  # killed by the per-run deadline, the batch went on
 
 
+def test_the_deadline_kills_the_whole_process_group(tmp_path: object) -> None:
+    """Regression (issue 10.7): timeout -s KILL killed the launcher only; a re-executed probe child hung on."""
+    hung = batch.Job("h:1:0", f"sleep 300 & echo $! > {tmp_path}/child; wait")
+    text = batch.script([hung], per_run_seconds=1, workdir=f"{tmp_path}/w")
+    out = subprocess.run(["sh", "-c", text], capture_output=True, text=True, timeout=30).stdout
+    [h] = batch.parse(out, [hung])
+    assert h.status == 137
+    child = int(open(f"{tmp_path}/child").read())
+    state = open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[0] if os.path.exists(f"/proc/{child}") else "gone"
+    assert state in ("gone", "Z")
+
+
 def test_missing_blocks_are_failures_not_silence() -> None:
     text = '@@LAB-BEGIN a:1:0\n{}\n@@LAB-STDERR\n\n@@LAB-END 0\n@@LAB-BEGIN b:1:0\n{"trunc'
     a, b, c = batch.parse(text, JOBS)
@@ -31,4 +44,4 @@ def test_keys_must_not_contain_spaces() -> None:
 def test_commands_are_quoted_as_data() -> None:
     evil = batch.Job("e:1:0", "echo 'x; touch /tmp/pwned-by-lab'")
     text = batch.script([evil], 1, workdir="/tmp/w")
-    assert "sh -c 'echo '\"'\"'x; touch /tmp/pwned-by-lab'\"'\"''" in text
+    assert "setsid sh -c 'echo '\"'\"'x; touch /tmp/pwned-by-lab'\"'\"'' >" in text

@@ -81,3 +81,15 @@ def test_module_is_short_enough_to_read_in_one_sitting(path: Path) -> None:
 def test_layer_lookup_picks_the_most_specific_entry() -> None:
     assert layer("lab.payloads.variants") == 0 and layer("lab.payloads.build") == 3
     assert layer("lab.guests.qemu") == 2 and layer("lab.cli.runs") == 7 and layer("lab.nowhere") == -1
+
+
+def test_no_package_file_is_git_ignored() -> None:
+    """Regression: a top-level ``results/`` ignore rule once hid lab/results/*.py from git (green here, broken on a clean clone)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (PACKAGE.parent / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    ignored = subprocess.run(["git", "check-ignore", *files], cwd=PACKAGE.parent, capture_output=True, text=True).stdout.split()
+    assert ignored == []

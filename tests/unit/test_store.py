@@ -10,12 +10,14 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from lab.errors import UserError
-from lab.results.store import SCHEMA_VERSION, Cell, CellError, RunMeta, Sample, Store
+from lab.errors import InfraError, UserError
+from lab.results.schema import SCHEMA_VERSION
+from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,7 +68,7 @@ def test_newer_or_corrupt_store_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="newer than this lab"):
         Store(tmp_path / "new.db")
     (tmp_path / "bad.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(UserError, match="not a usable lab results store"):
+    with pytest.raises(InfraError, match=r"bad.db: cannot open the results store: the store is damaged \(file is not a database\)"):
         Store(tmp_path / "bad.db")
 
 
@@ -90,19 +92,31 @@ def test_a_failing_cell_write_leaves_nothing(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as s:
         s.begin_run(meta("r"))
         duplicated = [*samples(), samples()[0]]  # violates the samples primary key half-way
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(InfraError, match="write failed: UNIQUE constraint failed"):  # one line, not a traceback (issue 10.8)
             s.add_cell("r", cell(), duplicated)
         assert s.cells("r") == []
         assert s.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 0
 
 
-def test_a_running_row_whose_process_is_gone_reads_as_incomplete(tmp_path: Path) -> None:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    with Store(tmp_path / "s.db") as s:
-        s.begin_run(meta("dead", pid=proc.pid))
-        s.begin_run(meta("alive"))
+def test_a_running_row_whose_process_is_gone_reads_as_incomplete_whatever_its_pid(tmp_path: Path) -> None:
+    """Liveness is the run's lock, not its PID: in a PID namespace every run is PID 1 (issue 10.6)."""
+    db = tmp_path / "s.db"
+    child = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path; from lab.results.store import Store;"
+        f"from tests.unit.test_store import meta; Store(Path({str(db)!r})).begin_run(meta('dead', pid=1)); print('begun', flush=True)"
+    )
+    subprocess.run([sys.executable, "-c", child], check=True, capture_output=True)  # exits without finishing: SIGKILL-like
+    with Store(db) as s:
+        s.begin_run(meta("alive", pid=1))
         assert {r.id: r.status for r in s.runs()} == {"dead": "incomplete", "alive": "running"}
+        with Store(db, readonly=True) as reader:  # another reader sees the same
+            assert {r.id: r.status for r in reader.runs()} == {"dead": "incomplete", "alive": "running"}
+        s.finish_run("alive", "complete")
+        assert [p.name for p in (tmp_path / "s.db.runs").iterdir()] == ["dead.lock"]  # a crashed run leaves only its lock file
+
+
+def test_run_ids_started_in_the_same_second_differ() -> None:
+    assert len({new_run_id() for _ in range(50)}) == 50
 
 
 WRITER = textwrap.dedent(
@@ -168,3 +182,47 @@ def test_ctrl_c_inside_a_cell_write_rolls_it_back(tmp_path: Path) -> None:
         assert s.cells("r") == [] and s.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 0
         s.add_cell("r", cell(), samples())  # the store is usable afterwards
         assert len(s.cells("r")) == 1
+
+
+def test_reading_never_waits_for_a_writer_and_works_in_a_read_only_directory(tmp_path: Path) -> None:
+    """Regression (issue 10.11): lab runs list waited 30 s behind a writer, then blamed the disk."""
+    db = tmp_path / "ro" / "s.db"
+    with Store(db) as s:
+        s.begin_run(meta("r1"))
+        s.add_cell("r1", cell(), samples())
+        s.db.execute("BEGIN IMMEDIATE")  # a writer holding the write lock
+        started = time.monotonic()
+        with Store(db, readonly=True) as reader:
+            assert [r.id for r in reader.runs()] == ["r1"] and len(reader.cells("r1")) == 1
+        assert time.monotonic() - started < 5
+        s.db.execute("ROLLBACK")
+        s.finish_run("r1", "complete")
+    with read_only(db.parent):
+        with Store(db, readonly=True) as reader:
+            assert reader.run().status == "complete"
+        with pytest.raises(InfraError, match="is read-only"):
+            Store(db).begin_run(meta("r2"))
+
+
+@contextmanager
+def read_only(d: Path) -> Iterator[None]:
+    """``d`` read-only for real: a read-only bind mount as root (who ignores permissions), chmod otherwise."""
+    if os.geteuid() != 0:
+        os.chmod(d, 0o555)
+        try:
+            yield
+        finally:
+            os.chmod(d, 0o755)
+        return
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(d), str(d)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount read-only here")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+
+
+def test_a_missing_store_is_a_usage_error_for_readers(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no results store yet"):
+        Store(tmp_path / "none.db", readonly=True)
+    assert not (tmp_path / "none.db").exists()

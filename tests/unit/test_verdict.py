@@ -77,6 +77,27 @@ def test_compare_covers_every_verdict_worst_first() -> None:
     assert exit_code([f for f in findings if f.verdict not in ("regressed", "missing")]) == 0
 
 
+def test_a_comparison_where_every_cell_is_incomparable_is_not_a_pass() -> None:
+    """Regression (issue 10.2): a nightly after a kernel upgrade compared nothing and exited 0."""
+    new_env: dict[str, object] = {**ENV, "kernel_release": "6.13", "qemu_version": "QEMU 9"}
+    findings = run_compare([cell("a", [4, 4]), cell("b", [6, 6])], [cell("a", [4, 4], new_env), cell("b", [6, 6], new_env)], set(), {}, TOL)
+    assert {f.verdict for f in findings} == {"incomparable"}
+    assert exit_code(findings) == 2
+    c = compare.Comparison("baseline n -> run r", "n", "r", findings)
+    assert c.nothing_comparable == (
+        "nothing comparable: environment changed (kernel_release: 'x' -> '6.13', qemu_version: 'x' -> 'QEMU 9'): save a new baseline"
+    )
+    assert c.nothing_comparable in compare.table(c) and '"nothing_comparable": "nothing comparable' in compare.to_json(c)
+    one_comparable = run_compare([cell("a", [4, 4]), cell("b", [6, 6])], [cell("a", [4, 4]), cell("b", [6, 6], new_env)], set(), {}, TOL)
+    assert exit_code(one_comparable) == 0 and compare.Comparison("l", "n", "r", one_comparable).nothing_comparable is None
+
+
+def test_an_errored_cell_with_partial_samples_is_missing_not_compared() -> None:
+    findings = run_compare([cell("a", [4, 4, 4])], [cell("a", [4])], {("a", "musl-static", 1 << 20)}, {}, TOL)
+    assert [(f.verdict, f.detail) for f in findings] == [("missing", "errored in this run")]
+    assert exit_code(findings) == 2
+
+
 def test_per_stage_tolerance_is_used() -> None:
     base, cur = [cell("a", [10, 10])], [cell("a", [20, 20])]
     loose = {"entry": Tolerance(faults=50, percent=0)}
@@ -157,6 +178,28 @@ def test_retention_keeps_newest_and_baseline_runs(tmp_path: Path) -> None:
         deleted = nightly.prune_runs(s, runs, keep=2)
     assert sorted(p.name for p in deleted) == ["20260102-1", "20260103-1"]
     assert sorted(p.name for p in runs.iterdir()) == ["20260101-1", "20260104-1", "20260105-1"]
+
+
+def test_retention_never_deletes_a_running_runs_directory(tmp_path: Path) -> None:
+    """Regression (issue 10.5): keep_runs 1 pruned a run in progress, which still reported complete."""
+    import socket
+
+    runs = tmp_path / "runs"
+    for name in ("20260101-1", "20260102-1", "20260103-1"):
+        (runs / name).mkdir(parents=True)
+    with store_with_run(tmp_path, "20260103-1") as s:
+        s.begin_run(RunMeta("20260101-1", 2.0, socket.gethostname(), 1, "0.1.0", "g", "c", "lab run", 3, str(runs / "20260101-1")))
+        deleted = nightly.prune_runs(s, runs, keep=1)
+        assert [p.name for p in deleted] == ["20260102-1"]
+        s.finish_run("20260101-1", "complete")
+        assert [p.name for p in nightly.prune_runs(s, runs, keep=1)] == ["20260101-1"]
+
+
+def test_two_nightlies_in_the_same_second_get_their_own_directories(tmp_path: Path) -> None:
+    """Regression (issue 10.4): they shared one dated directory."""
+    first = nightly.new_dir(tmp_path, "2026-11-27-021500")
+    second = nightly.new_dir(tmp_path, "2026-11-27-021500")
+    assert (first.name, second.name) == ("2026-11-27-021500", "2026-11-27-021500-2")
 
 
 def test_findings_without_numbers_describe_themselves() -> None:

@@ -94,3 +94,33 @@ def test_missing_binary_is_an_infra_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not found"):
         vm.launch()
     vm.shutdown()  # nothing to do, must not raise
+
+
+def test_qemu_dies_with_a_sigkilled_owner_through_the_exec_wrapper(tmp_path: Path) -> None:
+    """No preexec_fn (unsafe with threads): setpriv sets the parent-death signal, then execs QEMU itself."""
+    from lab.guests.qemu import launch_argv
+
+    assert launch_argv(["qemu-system-x86_64", "-m", "512"]) == ["setpriv", "--pdeathsig", "KILL", "--", "qemu-system-x86_64", "-m", "512"]
+    console = tmp_path / "console.log"
+    owner = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from lab.guests.qemu import VM; from lab.deadline import Deadline;"
+        f"vm = VM([sys.executable, {str(FAKE)!r}, '-serial', 'file:{console}'], __import__('pathlib').Path({str(console)!r}), 'LAB-READY');"
+        "vm.launch(); vm.wait_ready(Deadline(10)); print(vm.pid, flush=True); time.sleep(60)"
+    )
+    import subprocess
+
+    env = dict(os.environ, FAKE_QEMU_MODE="boot", FAKE_QEMU_PIDS=str(tmp_path / "pids"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", owner, str(Path(__file__).resolve().parents[2])], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    qemu = int(proc.stdout.readline())
+    assert qemu == pids(tmp_path)[0]  # the wrapper exec'd QEMU: same process, no intermediate
+    assert open(f"/proc/{qemu}/cmdline").read().split("\0")[1] == str(FAKE)
+    proc.kill()
+    proc.wait()
+    deadline = Deadline(5)
+    while alive(qemu) and not deadline.expired:
+        time.sleep(0.05)
+    assert not alive(qemu)

@@ -1,0 +1,93 @@
+"""The results store's SQL schema, as versioned migrations (applied in order, each in one transaction)."""
+
+from __future__ import annotations
+
+# Each migration is a list of statements, applied in one transaction with the version bump.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        started REAL NOT NULL,
+        ended REAL,
+        status TEXT NOT NULL CHECK (status IN ('running', 'complete', 'failed', 'incomplete')),
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        lab_version TEXT NOT NULL,
+        git_revision TEXT NOT NULL,
+        config_digest TEXT NOT NULL,
+        argv TEXT NOT NULL,
+        repeat INTEGER NOT NULL,
+        run_dir TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE cells (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        arch TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        libc TEXT NOT NULL,
+        linkage TEXT NOT NULL,
+        buffer_size INTEGER NOT NULL,
+        libc_version_build TEXT NOT NULL,
+        libc_version_run TEXT,
+        toolchain TEXT NOT NULL,
+        flags TEXT NOT NULL,
+        image_key TEXT NOT NULL,
+        payload_digest TEXT NOT NULL,
+        kernel_release TEXT NOT NULL,
+        page_size INTEGER NOT NULL,
+        thp TEXT NOT NULL,
+        qemu_version TEXT NOT NULL,
+        accel TEXT NOT NULL,
+        probe_schema INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        UNIQUE (run_id, arch, variant, buffer_size)
+        )
+        """,
+        """
+        CREATE TABLE samples (
+        cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE,
+        repeat INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        minflt INTEGER NOT NULL,
+        majflt INTEGER NOT NULL,
+        delta_minflt INTEGER NOT NULL,
+        delta_majflt INTEGER NOT NULL,
+        ns INTEGER NOT NULL,
+        PRIMARY KEY (cell_id, repeat, stage)
+        )
+        """,
+        """
+        CREATE TABLE errors (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        arch TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        buffer_size INTEGER NOT NULL,
+        stage TEXT NOT NULL CHECK (stage IN ('image', 'build', 'boot', 'ssh', 'payload', 'parse')),
+        message TEXT NOT NULL,
+        evidence TEXT NOT NULL,
+        attempts INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE INDEX cells_run ON cells(run_id)
+        """,
+        """
+        CREATE INDEX errors_run ON errors(run_id)
+        """,
+    ),
+    (
+        """
+        CREATE TABLE baselines (
+        name TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        source_run TEXT NOT NULL,
+        document TEXT NOT NULL
+        )
+        """,
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
