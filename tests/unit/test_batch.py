@@ -1,5 +1,5 @@
-import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -24,8 +24,9 @@ def test_the_deadline_kills_the_whole_process_group(tmp_path: object) -> None:
     out = subprocess.run(["sh", "-c", text], capture_output=True, text=True, timeout=30).stdout
     [h] = batch.parse(out, [hung])
     assert h.status == 137
-    child = int(open(f"{tmp_path}/child").read())
-    state = open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[0] if os.path.exists(f"/proc/{child}") else "gone"
+    child = int(Path(f"{tmp_path}/child").read_text())
+    stat = Path(f"/proc/{child}/stat")
+    state = stat.read_text().rsplit(")", 1)[1].split()[0] if stat.exists() else "gone"
     assert state in ("gone", "Z")
 
 

@@ -117,7 +117,7 @@ def test_qemu_dies_with_a_sigkilled_owner_through_the_exec_wrapper(tmp_path: Pat
     assert proc.stdout is not None
     qemu = int(proc.stdout.readline())
     assert qemu == pids(tmp_path)[0]  # the wrapper exec'd QEMU: same process, no intermediate
-    assert open(f"/proc/{qemu}/cmdline").read().split("\0")[1] == str(FAKE)
+    assert Path(f"/proc/{qemu}/cmdline").read_text().split("\0")[1] == str(FAKE)
     proc.kill()
     proc.wait()
     deadline = Deadline(5)
