@@ -107,8 +107,15 @@ class BuildCache:
                 shutil.rmtree(final)
             for stale in self.root.glob(f".{name}-*"):
                 shutil.rmtree(stale, ignore_errors=True)  # left by a killed builder: we hold the lock
-            with build_dir(final) as work:
-                build(work)
+            try:
+                with build_dir(final) as work:
+                    build(work)
+            except OSError as exc:  # a full disk, or the cache removed under us: one line, nothing half-built left
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise InfraError(
+                    f"building {self.kind} {name} failed: {exc.strerror or exc}{where}",
+                    f"free disk space in {self.root} and check it still exists",
+                ) from None
             return Entry(final, built=True)
 
     def entries(self) -> list[Path]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from lab.arches import select as select_arches
 from lab.errors import UserError
 from lab.payloads import variants
 from lab.payloads.probe import CORE_STAGES, FILE_STAGES
@@ -173,10 +174,17 @@ def load(path: Path | str | None = None) -> Config:
         raw = yaml.safe_load(file.read_text())
     except FileNotFoundError:
         raise UserError(f"{file}: config file not found", "run from the lab checkout or pass --config FILE") from None
+    except IsADirectoryError:
+        raise UserError(f"{file}: is a directory, not a config file", "pass --config FILE naming a lab.yaml") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: not a text file", "pass --config FILE naming a lab.yaml") from None
+    except OSError as exc:
+        raise UserError(f"{file}: cannot read ({exc.strerror})", "check the path and its permissions") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{file}:{where}: not valid YAML", "fix the syntax (see yaml error above)") from None
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise UserError(f"{file}:{where}: not valid YAML: {problem}", "fix the syntax at that line") from None
     return parse(raw, file)
 
 
@@ -184,6 +192,10 @@ def parse(raw: object, file: Path) -> Config:
     base = file.parent
     top = Section(file, "", raw)
     arches = top.text("arches", "all")
+    try:
+        select_arches(arches)
+    except UserError as exc:
+        raise UserError(f"{file}: arches: {exc.message}", exc.remedy) from None
     recipe = top.text("recipe", "images/tiny.yaml")
     accel = top.text("accel", "auto", ACCELS)
 
@@ -266,6 +278,8 @@ def parse(raw: object, file: Path) -> Config:
             parse_size(value)
         except ValueError:
             raise UserError(f"{file}: {key}: {value!r} is not valid", "expected a size in bytes or with a K/M/G suffix, e.g. 1M") from None
+    if not run.sizes:
+        raise UserError(f"{file}: run.sizes: [] is not valid", "expected a non-empty list of sizes, e.g. [1M]")
     for key, values, allowed in (("run.libc", run.libcs, variants.libcs()), ("run.linkage", run.linkages, variants.linkages())):
         bad = [v for v in values if v not in allowed]
         if bad or not values:

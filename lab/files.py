@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-from lab.errors import InfraError
+from lab.errors import InfraError, LabError, UserError
 
 
 def sha256_file(path: Path) -> str:
@@ -29,6 +30,22 @@ def sha256_text(*parts: str | bytes) -> str:
     return h.hexdigest()
 
 
+def write_error(path: Path, exc: OSError) -> LabError:
+    """The one-line error for a failed write, with the remedy that fits the cause."""
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR):
+        return UserError(
+            f"cannot write {path}: {'it is a directory' if exc.errno == errno.EISDIR else 'a parent is not a directory'}",
+            "give a file path",
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InfraError(f"cannot write {path}: {exc.strerror}", "free disk space there")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InfraError(
+            f"cannot write {path}: {exc.strerror}", "that directory is read-only or not yours: fix its permissions or write elsewhere"
+        )
+    return InfraError(f"cannot write {path}: {exc.strerror}", "check that the path exists and is writable")
+
+
 def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory and a rename.
 
@@ -47,7 +64,7 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        raise InfraError(f"cannot write {path}: {exc.strerror}", "free disk space or fix permissions of that directory") from None
+        raise write_error(path, exc) from None
     except BaseException:
         if tmp is not None:
             with contextlib.suppress(OSError):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
+import traceback
 from collections.abc import Sequence
 from types import FrameType
 
@@ -59,7 +61,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="lab: %(message)s" if not verbose else "%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    fmt = "lab: %(message)s" if not verbose else "%(asctime)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
     # paramiko logs every retried banner read as an error; our own messages say what matters.
     logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
@@ -82,3 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated):
         print("lab: interrupted; guests were shut down", file=sys.stderr)
         return 130
+    except OSError as exc:  # the host refused something lab did not expect to fail: still one line, exit 4
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _unexpected(f"{where}{exc.strerror or exc}", "check free space, permissions and the paths in lab.yaml", exc)
+    except sqlite3.Error as exc:
+        return _unexpected(f"results store: {exc}", "move a damaged store aside (lab creates a new one)", exc)
+    except Exception as exc:
+        return _unexpected(
+            f"internal error: {type(exc).__name__}: {exc}", "this is a bug in lab: run again with -v and report the traceback", exc
+        )
+
+
+def _unexpected(message: str, remedy: str, exc: BaseException) -> int:
+    """Exit 4 with one line; the traceback only with -v (exit 1 stays reserved for failed checks)."""
+    print(f"lab: error: {message} ({remedy})", file=sys.stderr)
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        traceback.print_exception(exc)
+    return 4

@@ -51,7 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
 def cmd_images(args: argparse.Namespace, cfg: config.Config) -> int:
     store = ImageStore(cfg)
     if args.images_command == "build":
-        for i, arch in enumerate(arches.select(args.arch or cfg.arches)):
+        for i, arch in enumerate(arches.select(args.arch if args.arch is not None else cfg.arches)):
             started = time.monotonic()
             image = store.ensure(arch, refresh=args.refresh and i == 0)
             print(f"{arch.name}: {image.dir} ({image.kernel_release}, {time.monotonic() - started:.1f}s)")
@@ -122,7 +122,7 @@ def cmd_exec(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_smoke(args: argparse.Namespace, cfg: config.Config) -> int:
-    selected = arches.select(args.arch or cfg.arches)
+    selected = arches.select(args.arch if args.arch is not None else cfg.arches)
     store = ImageStore(cfg)
     results = [smoke(cfg, arch, store, args.accel) for arch in selected]
     if args.json:

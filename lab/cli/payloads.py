@@ -34,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
 def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
     store = PayloadStore(cfg)
     if args.payloads_command == "build":
-        for arch in arches.select(args.arch or cfg.arches):
+        for arch in arches.select(args.arch if args.arch is not None else cfg.arches):
             for v in select_variants(args.variant):
                 p = store.ensure(arch, v)
                 print(f"{arch.name:<8} {v.name:<14} {p.info['toolchain']} {p.info['toolchain_version']:<8} {p.binary}")

@@ -161,9 +161,20 @@ class Apt:
             )
         return proc.stdout
 
+    def missing_lists(self) -> list[str]:
+        """(component, arch) pairs whose Packages list is absent: what an offline ``apt-get update`` leaves."""
+        lists = self.root / "lists"
+        return [
+            f"{component}/{arch}"
+            for component in self.components
+            for arch in self.arches
+            if not any(lists.glob(f"*_dists_{self.suite}_{component}_binary-{arch}_Packages*"))
+        ]
+
     def lists_age_hours(self) -> float | None:
+        """Hours since the last refresh that really fetched every list; None if there was none."""
         stamp = self.root / "lists" / ".lab-updated"
-        if not stamp.exists() or stamp.read_text() != self._identity():
+        if not stamp.exists() or stamp.read_text() != self._identity() or self.missing_lists():
             return None
         return (time.time() - stamp.stat().st_mtime) / 3600
 
@@ -177,7 +188,14 @@ class Apt:
         if age is not None and age < max_age_hours:
             return False
         log.info("apt-get update: %s %s for %s", self.mirror, self.suite, ",".join(self.arches))
-        self._run(["apt-get", "-q", "update"])
+        out = self._run(["apt-get", "-q", "update"])
+        missing = self.missing_lists()
+        if missing:  # apt-get update exits 0 having fetched nothing (offline): never record that as fresh
+            why = next((ln.strip() for ln in out.splitlines() if ln.startswith(("Err:", "W:", "E:"))), "nothing was fetched")
+            raise ImageError(
+                f"apt-get update fetched no package list for {', '.join(missing)} of {self.suite} from {self.mirror} ({why})",
+                "check the network or apt.mirror in lab.yaml; the next lab command retries",
+            )
         (self.root / "lists" / ".lab-updated").write_text(self._identity())
         return True
 

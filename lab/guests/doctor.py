@@ -53,6 +53,8 @@ def check_tools() -> list[Check]:
         ("apt-get", "apt", True),
         ("dpkg-deb", "dpkg", True),
         ("mke2fs", "e2fsprogs", True),
+        ("zstd", "zstd", True),
+        ("setpriv", "util-linux", True),
         ("dropbearkey", "dropbear-bin", True),
         ("ssh", "openssh-client", False),
     ):

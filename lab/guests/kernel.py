@@ -31,7 +31,12 @@ def decompress(payload: bytes) -> bytes:
     """Decompress a kernel payload; the kernel build appends a 4-byte size, which is dropped."""
     kind = next((name for magic, name in _MAGICS.items() if payload.startswith(magic)), None)
     if kind == "zstd":
-        proc = subprocess.run(["zstd", "-dc"], input=payload[:-4], capture_output=True, check=False)
+        try:
+            proc = subprocess.run(["zstd", "-dc"], input=payload[:-4], capture_output=True, check=False)
+        except FileNotFoundError:
+            raise ImageError(
+                "zstd not found: it unpacks the x86_64 kernel for PVH boot", "apt-get install zstd (./setup.sh does)"
+            ) from None
         if proc.returncode != 0:
             raise ImageError(f"zstd could not decompress the kernel: {proc.stderr.decode(errors='replace').strip()}", "install zstd")
         return proc.stdout

@@ -65,7 +65,7 @@ def size(text: str, flag: str = "--size") -> int:
 
 
 def _choices(flag: str, given: str | None, default: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
-    values = [v.strip() for v in given.split(",") if v.strip()] if given else list(default)
+    values = [v.strip() for v in given.split(",") if v.strip()] if given is not None else list(default)
     bad = [v for v in values if v not in allowed]
     if bad or not values:
         raise UserError(f"{flag} {given!r} is not valid", "use a comma-separated list of " + ", ".join(allowed))
@@ -73,8 +73,9 @@ def _choices(flag: str, given: str | None, default: tuple[str, ...], allowed: tu
 
 
 def make_plan(cfg: Config, req: RunRequest) -> Plan:
-    selected = arches.select(req.arch or cfg.arches)
-    if req.variant:
+    # None means "from lab.yaml"; an empty string is an empty selection, which is a usage error.
+    selected = arches.select(req.arch if req.arch is not None else cfg.arches)
+    if req.variant is not None:
         chosen = variants.select_variants(req.variant)
     else:
         libcs = _choices("--libc", req.libc, cfg.run.libcs, variants.libcs())
@@ -86,8 +87,13 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
     jobs = req.jobs if req.jobs is not None else (cfg.run.jobs or default_jobs(len(selected)))
     if jobs < 1:
         raise UserError(f"--jobs {jobs} is not valid", "use 1 or more")
-    sizes = [size(s) for s in (req.size.split(",") if req.size else cfg.run.sizes)]
+    given = [s for s in req.size.split(",") if s.strip()] if req.size is not None else list(cfg.run.sizes)
+    if not given:
+        raise UserError(f"--size {req.size!r} is not valid", "e.g. --size 1M,8M")
+    sizes = [size(s) for s in given]
     file_bytes = size(cfg.run.file_bytes, "run.file_bytes")
+    if not chosen:
+        raise UserError("no variant matches --libc/--linkage", "variants: " + ", ".join(variants.names()))
     return Plan(tuple(selected), tuple(chosen), tuple(dict.fromkeys(sizes)), repeat, jobs, file_bytes, req.accel)
 
 

@@ -122,9 +122,12 @@ def find(libc: str, linkage: str) -> Variant | None:
 
 
 def select_variants(spec: str) -> list[Variant]:
+    """``all`` or a comma-separated list of variant names; an empty selection is an error, never "the defaults"."""
     if spec.strip().lower() == "all":
         return list(VARIANTS)
     picked = {variant(part.strip()).name for part in spec.split(",") if part.strip()}
+    if not picked:
+        raise UserError(f"empty variant list {spec!r}", "use 'all' or e.g. " + ",".join(names()[:2]))
     return [v for v in VARIANTS if v.name in picked]
 
 

@@ -53,3 +53,18 @@ def test_detect_mirror_from_deb822_and_one_line_sources(tmp_path: Path) -> None:
     ubuntu = tmp_path / "ubuntu.list"
     ubuntu.write_text("deb http://archive.ubuntu.com/ubuntu noble main\n")
     assert detect_mirror([ubuntu]) == FALLBACK_MIRROR
+
+
+def test_an_update_that_fetched_nothing_is_not_recorded_as_fresh(tmp_path: Path) -> None:
+    """Regression (issue 10.12): offline, apt-get update exits 0 having fetched nothing; the cache stayed broken for 24 h."""
+    import pytest
+
+    from lab.errors import ImageError
+    from lab.guests.apt import Apt
+
+    apt = Apt(tmp_path / "apt", "trixie", ("main",), ("riscv64",), "http://127.0.0.1:9/debian")  # nothing listens there
+    with pytest.raises(ImageError, match=r"fetched no package list for main/riscv64 of trixie from http://127.0.0.1:9/debian"):
+        apt.update(24)
+    assert apt.missing_lists() == ["main/riscv64"]
+    assert apt.lists_age_hours() is None  # doctor says "not fetched yet", and the next command tries again
+    assert not (tmp_path / "apt" / "lists" / ".lab-updated").exists()

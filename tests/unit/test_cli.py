@@ -62,3 +62,65 @@ def test_write_atomic_turns_a_full_or_missing_directory_into_an_infra_error(tmp_
         write_atomic(blocker / "out.json", "{}")
     write_atomic(tmp_path / "ok.json", "{}")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def write_config(tmp_path: Path, **sections: dict[str, str]) -> Path:
+    import yaml
+
+    raw = yaml.safe_load((REPO / "lab.yaml").read_text())
+    raw["recipe"] = str(REPO / "images" / "tiny.yaml")
+    for key, values in sections.items():
+        raw[key] = {**raw.get(key, {}), **values}
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("sections", "argv", "code", "message"),
+    [
+        (
+            {"paths": {"cache": "/proc/lab-nope/cache"}},
+            ["payloads", "build", "--arch", "x86_64", "--variant", "glibc-static"],
+            4,
+            "/proc/lab-nope",
+        ),
+        ({"paths": {"cache": "/proc/lab-nope/cache"}}, ["run", "--arch", "x86_64"], 4, "/proc/lab-nope"),
+        ({"run": {"store": "/proc/lab-nope/lab.sqlite"}}, ["runs", "list"], 3, "no results store yet"),
+        ({"run": {"store": "/proc/lab-nope/lab.sqlite"}}, ["baseline", "save", "x"], 4, "cannot create /proc/lab-nope"),
+    ],
+)
+def test_unwritable_paths_are_one_line_errors_not_tracebacks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, sections: dict[str, dict[str, str]], argv: list[str], code: int, message: str
+) -> None:
+    """Regression (issue 10.8): paths.cache / run.store under /proc were tracebacks with exit 1."""
+    got, _, err = run(capsys, "--config", str(write_config(tmp_path, **sections)), *argv)
+    assert got == code and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lab: error: ") and message in lines[0], err
+
+
+def test_report_into_a_directory_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Regression (issue 10.15): lab report -o DIR suggested freeing disk space."""
+    from tests.unit.test_report import make_store
+
+    store = tmp_path / "s.db"
+    make_store(store).close()
+    conf = write_config(tmp_path, run={"store": str(store)})
+    code, _, err = run(capsys, "--config", str(conf), "report", "-o", str(tmp_path))
+    assert code == 3 and err.strip() == f"lab: error: cannot write {tmp_path}: it is a directory (give a file path)"
+
+
+def test_an_unexpected_exception_is_one_line_exit_4_and_a_traceback_only_with_v(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: object) -> int:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr("lab.cli.guests.cmd_doctor", boom)
+    code, _, err = run(capsys, "--config", str(REPO / "lab.yaml"), "doctor", "--no-kvm")
+    assert code == 4 and err.strip().splitlines() == [
+        "lab: error: internal error: KeyError: 'surprise' (this is a bug in lab: run again with -v and report the traceback)"
+    ]
+    code, _, err = run(capsys, "--config", str(REPO / "lab.yaml"), "-v", "doctor", "--no-kvm")
+    assert code == 4 and "Traceback (most recent call last)" in err

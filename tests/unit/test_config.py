@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,51 @@ def test_yaml_tags_that_construct_objects_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"lab.yaml: line 1: not valid YAML"):
         config.load(f)
     assert not Path("/tmp/lab-pwned").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--arch", ""], "empty arch list"),
+        (["run", "--variant", ""], "empty variant list ''"),
+        (["run", "--variant", ","], "empty variant list ','"),
+        (["run", "--libc", ""], "--libc '' is not valid"),
+        (["run", "--size", ""], "--size '' is not valid"),
+        (["run", "--size", ","], "--size ',' is not valid"),
+    ],
+)
+def test_empty_selections_are_usage_errors(argv: list[str], message: str) -> None:
+    """Regression (issue 10.10): empty selections ran the defaults, or booted a guest and measured nothing."""
+    from lab.cli import build_parser
+    from lab.cli.common import run_request
+    from lab.measure.plan import make_plan
+
+    parser, _ = build_parser()
+    with pytest.raises(UserError, match=re.escape(message)):
+        make_plan(config.load(REPO / "lab.yaml"), run_request(parser.parse_args(argv)))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("run:\n  sizes: []\n", "run.sizes: [] is not valid"),
+        ("arches: x86_64,mips\n", "arches: unknown arch 'mips'"),
+        ("arches: ','\n", "arches: empty arch list"),
+        ("accel: [unclosed\n", "line 2: not valid YAML: expected ',' or ']'"),
+    ],
+)
+def test_config_values_are_checked_at_load(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "lab.yaml"
+    f.write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)):
+        config.load(f)
+
+
+def test_a_config_that_is_a_directory_or_binary_is_a_usage_error(tmp_path: Path) -> None:
+    """Regression (issue 10.8): both were tracebacks with exit 1."""
+    with pytest.raises(UserError, match="is a directory, not a config file"):
+        config.load(tmp_path)
+    junk = tmp_path / "junk.yaml"
+    junk.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(UserError, match="not a text file|not valid YAML"):
+        config.load(junk)

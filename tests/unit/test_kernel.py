@@ -39,3 +39,13 @@ def test_pvh_with_zstd_payload() -> None:
 
     zst = subprocess.run(["zstd", "-c", "-q"], input=VMLINUX, capture_output=True, check=True).stdout
     assert prepare(bzimage(zst + SIZE), "pvh") == VMLINUX
+
+
+def test_a_missing_zstd_is_named_with_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (issue 10.8): a missing zstd was a FileNotFoundError traceback."""
+    from lab.guests.kernel import decompress
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ImageError, match="zstd not found") as err:
+        decompress(b"\x28\xb5\x2f\xfd" + b"\0" * 16)
+    assert "apt-get install zstd" in err.value.remedy
