@@ -136,5 +136,5 @@ def test_a_config_that_is_a_directory_or_binary_is_a_usage_error(tmp_path: Path)
         config.load(tmp_path)
     junk = tmp_path / "junk.yaml"
     junk.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(UserError, match="not a text file|not valid YAML"):
+    with pytest.raises(UserError, match="not a text file"):
         config.load(junk)
