@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lab.config import Config
+from lab.config import STAGES, Config
 from lab.errors import InfraError, UserError
 from lab.guests import doctor as doctor_mod
 from lab.measure.plan import Plan, make_plan, with_out
@@ -196,6 +196,10 @@ class HistoryRow:
 
 def history(cfg: Config, arch: str, variant: str, stage: str = "entry", size: int | None = None, last: int = 20) -> list[HistoryRow]:
     """``lab history``: one cell's stage across runs, oldest first."""
+    if stage not in STAGES:
+        raise UserError(f"--stage {stage!r} is not valid", "stages: " + ", ".join(STAGES))
+    if last < 1:
+        raise UserError(f"--last {last} is not valid", "use 1 or more")
     with Store(cfg.run.store, readonly=True) as store:
         rows = store.history(arch, variant, stage, size, last)
         statuses = {r.id: r.status for r in store.runs()}

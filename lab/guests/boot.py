@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lab.config import Config
 from lab.deadline import Deadline
-from lab.errors import BootError
+from lab.errors import BootError, GuestError
 from lab.guests import accel as accel_mod
 from lab.guests.images import Image
 from lab.guests.keys import client_key
@@ -121,7 +121,11 @@ def boot(
         assert vm is not None
         guest = Guest(arch.name, vm.ssh_port, client_key(cfg.cache_dir / "keys"), image.host_key, cfg.timeouts.scaled("command"))
         stack.callback(guest.close)
-        guest.connect(Deadline(cfg.timeouts.scaled("ssh")))
+        try:
+            guest.connect(Deadline(cfg.timeouts.scaled("ssh")))
+        except GuestError as exc:
+            exc.logs = (*exc.logs, vm.console_log)  # what the guest printed says why sshd never answered
+            raise
         ssh_seconds = time.monotonic() - vm.launched_at
         info = BootInfo(
             arch=arch.name,

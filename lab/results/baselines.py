@@ -6,6 +6,7 @@ prints), so what is reviewed in git is exactly what is compared against.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -82,6 +83,7 @@ def parse(text: str, source: str) -> tuple[str, str, list[CellData]]:
     name, run = doc.get("name"), doc.get("source_run")
     if not isinstance(name, str) or not name or not isinstance(run, str):
         raise _bad(source, "name/source_run", "missing or not text")
+    check_name(name, f"{source}: name")
     raw_cells = doc.get("cells")
     if not isinstance(raw_cells, list):
         raise _bad(source, "cells", "not a list")
@@ -109,8 +111,19 @@ def parse(text: str, source: str) -> tuple[str, str, list[CellData]]:
     return name, run, cells
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name: str, source: str = "baseline name") -> str:
+    """Names go into file names, YAML and command lines: letters, digits, ``.``, ``_``, ``-``."""
+    if not _NAME.match(name):
+        raise UserError(f"{source} {name!r} is not valid", "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return name
+
+
 def save(store: Store, name: str, run_ref: str | None) -> tuple[str, int]:
     """Save a run (default: the latest complete one) as baseline ``name``; returns (run id, cell count)."""
+    check_name(name)
     if run_ref is None:
         complete = [r for r in store.runs() if r.status == "complete"]
         if not complete:

@@ -124,3 +124,19 @@ def test_an_unexpected_exception_is_one_line_exit_4_and_a_traceback_only_with_v(
     ]
     code, _, err = run(capsys, "--config", str(REPO / "lab.yaml"), "-v", "doctor", "--no-kvm")
     assert code == 4 and "Traceback (most recent call last)" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["history", "--arch", "x86_64", "--variant", "musl-static", "--stage", "bogus"], "--stage 'bogus' is not valid"),
+        (["history", "--arch", "x86_64", "--variant", "musl-static", "--last", "0"], "--last 0 is not valid"),
+    ],
+)
+def test_history_options_are_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str) -> None:
+    """Regression (issue 10.15): --stage bogus exited 0, --last 0 returned every row."""
+    from tests.unit.test_report import make_store
+
+    make_store(tmp_path / "s.db").close()
+    code, _, err = run(capsys, "--config", str(write_config(tmp_path, run={"store": str(tmp_path / "s.db")})), *argv)
+    assert code == 3 and message in err

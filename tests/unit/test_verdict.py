@@ -204,3 +204,16 @@ def test_two_nightlies_in_the_same_second_get_their_own_directories(tmp_path: Pa
 
 def test_findings_without_numbers_describe_themselves() -> None:
     assert Finding("a/v/1", "*", "*", "missing", detail="absent from this run").describe() == "absent from this run"
+
+
+@pytest.mark.parametrize("name", ["", " ", "a b", "../x", "-x", "x" * 65, "naïve"])
+def test_baseline_names_are_checked_on_save_and_import(tmp_path: Path, name: str) -> None:
+    """Regression (issue 10.15): the name '' was accepted, and its export could not be imported."""
+    with store_with_run(tmp_path) as s:
+        with pytest.raises(UserError, match="baseline name .* is not valid"):
+            baselines.save(s, name, None)
+        baselines.save(s, "ok-1.2_x", None)
+        text = s.baseline_document("ok-1.2_x").replace("name: ok-1.2_x", f"name: {name!r}")
+    (tmp_path / "b.yaml").write_text(text)
+    with Store(tmp_path / "t.db") as t, pytest.raises(UserError, match=r"name(/source_run: missing| .* is not valid)"):
+        baselines.import_file(t, tmp_path / "b.yaml")
