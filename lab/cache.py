@@ -89,8 +89,9 @@ class Entry:
 class BuildCache:
     """Entries under ``root``; ``lock_seconds`` bounds the wait for another builder."""
 
-    def __init__(self, root: Path, lock_seconds: float, kind: str) -> None:
-        self.root, self.lock_seconds, self.kind = root, lock_seconds, kind
+    def __init__(self, root: Path, lock_seconds: float, kind: str, mode: int = 0o755) -> None:
+        """``mode`` is each entry directory's: 0o700 where an entry holds key material."""
+        self.root, self.lock_seconds, self.kind, self.mode = root, lock_seconds, kind, mode
 
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         return file_lock(self.root / f".{name}.lock", f"the {self.kind} build lock of {name}", self.lock_seconds)
@@ -108,7 +109,7 @@ class BuildCache:
             for stale in self.root.glob(f".{name}-*"):
                 shutil.rmtree(stale, ignore_errors=True)  # left by a killed builder: we hold the lock
             try:
-                with build_dir(final) as work:
+                with build_dir(final, self.mode) as work:
                     build(work)
             except OSError as exc:  # a full disk, or the cache removed under us: one line, nothing half-built left
                 where = f" ({exc.filename})" if exc.filename else ""

@@ -38,7 +38,7 @@ from lab.guests.recipes import Recipe, load_recipe
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "2"  # bump when the builder's output changes for equal inputs
+BUILDER_VERSION = "3"  # bump when the builder's output changes for equal inputs
 ARTIFACTS = ("kernel", "initrd.cpio", "scratch.ext4")
 
 
@@ -97,7 +97,8 @@ class ImageStore:
         self.cfg = cfg
         self.recipe = load_recipe(cfg.recipe)
         self.root = cfg.cache_dir / "images"
-        self.cache = BuildCache(self.root, cfg.timeouts.scaled("lock"), "image")
+        # 0700: the initramfs holds the guest's private host key (pinning means nothing if others can read it).
+        self.cache = BuildCache(self.root, cfg.timeouts.scaled("lock"), "image", mode=0o700)
         self.keys_dir = cfg.cache_dir / "keys"
         arches = tuple(a.debian for a in ARCHES)
         self.apt = Apt(cfg.cache_dir / "apt" / self.recipe.suite, self.recipe.suite, self.recipe.components, arches, cfg.apt.mirror)
@@ -157,7 +158,8 @@ class ImageStore:
             raise ImageError(
                 f"{arch.name} image is incomplete: {problems[0]}", f"add the package providing it to 'packages' in {self.recipe.path}"
             )
-        with open(work / "initrd.cpio", "wb") as out:
+        fd = os.open(work / "initrd.cpio", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
             write_cpio(tree, out)
         self._make_scratch(work / "scratch.ext4", key)
         manifest = {

@@ -158,3 +158,26 @@ def test_lab_probe_is_a_view_over_the_run_engine(cli_config: Path, cfg: config.C
         "file_read",
     ]
     assert "median minor/major faults per stage over 1 runs, buffer 1048576 bytes" in table.stdout
+
+
+def readable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner (and outside its group) can read ``path``: o+r on it, o+x on every parent."""
+    if not path.stat().st_mode & 0o004:
+        return False
+    return all(p.stat().st_mode & 0o001 for p in path.parents)
+
+
+def test_no_key_material_in_the_cache_is_readable_by_others(cfg: config.Config, images: dict[str, Image]) -> None:
+    """Regression (issue 10.1): the initramfs carried the guest's private host key with mode 0644 under 0755 directories."""
+    keys = cfg.cache_dir / "keys"
+    private = [k.read_bytes() for k in keys.iterdir() if k.is_file() and not k.name.endswith(".pub")]
+    assert len(private) >= 1 + len(images)  # the client key and one host key per arch
+    holding = []
+    for f in cfg.cache_dir.rglob("*"):
+        if f.is_symlink() or not f.is_file() or f.stat().st_size > 256 * 2**20 or "zig" in f.relative_to(cfg.cache_dir).parts[:1]:
+            continue
+        data = f.read_bytes()
+        if any(secret in data for secret in private):
+            holding.append(f)
+            assert not readable_by_others(f), f"{f} holds key material and others can read it"
+    assert {p.parent for p in holding} >= {image.dir for image in images.values()}  # the initramfs of every image was checked

@@ -6,6 +6,7 @@ import csv
 import html.parser
 import io
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -26,6 +27,7 @@ from tests.e2e.png import pixels
 
 LAB = [sys.executable, "-m", "lab"]
 REPEAT = 3
+REPO = Path(__file__).resolve().parents[2]
 
 
 def lab(cli_config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -156,3 +158,32 @@ def test_ctrl_c_mid_run_leaves_no_qemu_and_an_incomplete_run(cli_config: Path, c
         run = s.run()
         assert run.status == "incomplete" and run.argv.endswith("--repeat 200")
         assert yaml.safe_load((Path(run.run_dir) / "lab.yaml").read_text()) is not None
+
+
+def test_reproduce_sh_reruns_the_same_cells_from_anywhere(cfg: config.Config, tmp_path: Path) -> None:
+    """Regression (issue 10.3): reproduce.sh called a bare `lab`, dropped --accel and resolved paths against the run directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    raw = yaml.safe_load((REPO / "lab.yaml").read_text())
+    raw["recipe"] = os.path.relpath(REPO / "images" / "tiny.yaml", home)  # relative, as in the checked-in lab.yaml
+    raw["paths"] = {"cache": str(cfg.cache_dir), "results": "results"}
+    conf = home / "lab.yaml"
+    conf.write_text(yaml.safe_dump(raw))
+    first = lab(conf, "run", "--arch", "x86_64", "--variant", "musl-static,glibc-static", "--repeat", "1", "--accel", "tcg", "--json")
+    assert first.returncode == 0, first.stderr[-2000:]
+    old = json.loads(first.stdout)
+    run_dir = Path(old["run_dir"])
+    script = (run_dir / "reproduce.sh").read_text()
+    assert f"exec {sys.executable} -m lab --config {run_dir / 'lab.yaml'} run " in script and "--accel tcg" in script
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run([str(run_dir / "reproduce.sh"), "--json"], cwd=elsewhere, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    new = json.loads(proc.stdout)
+    assert new["run_id"] != old["run_id"] and Path(new["run_dir"]).parent == run_dir.parent
+    assert not (run_dir / "results").exists() and list(elsewhere.iterdir()) == []
+    with Store(home / "results" / "lab.sqlite", readonly=True) as s:
+        identity = [(c.arch, c.variant, c.buffer_size, c.libc, c.linkage, c.accel, c.payload_digest) for _, c in s.cells(old["run_id"])]
+        assert identity and identity == [
+            (c.arch, c.variant, c.buffer_size, c.libc, c.linkage, c.accel, c.payload_digest) for _, c in s.cells(new["run_id"])
+        ]

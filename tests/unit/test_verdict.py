@@ -210,7 +210,7 @@ def test_findings_without_numbers_describe_themselves() -> None:
 def test_baseline_names_are_checked_on_save_and_import(tmp_path: Path, name: str) -> None:
     """Regression (issue 10.15): the name '' was accepted, and its export could not be imported."""
     with store_with_run(tmp_path) as s:
-        with pytest.raises(UserError, match="baseline name .* is not valid"):
+        with pytest.raises(UserError, match=r"baseline name .* is not valid"):
             baselines.save(s, name, None)
         baselines.save(s, "ok-1.2_x", None)
         text = s.baseline_document("ok-1.2_x").replace("name: ok-1.2_x", f"name: {name!r}")
