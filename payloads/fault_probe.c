@@ -28,6 +28,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -71,17 +72,22 @@ struct stage {
 static struct stage stages[MAX_STAGES];
 static int nstages;
 
-/* Counters first (the raw system call: no libc wrapper state), then the clock. */
+/* Counters first (the raw system call: no libc wrapper state), then the clock. A failed read is fatal:
+ * a stage without numbers must never look like a stage with zero faults. */
 static void snapshot(const char *name)
 {
 	struct rusage ru;
 	struct timespec ts;
+	long rc;
 #ifdef SYS_getrusage
-	syscall(SYS_getrusage, RUSAGE_SELF, &ru);
+	rc = syscall(SYS_getrusage, RUSAGE_SELF, &ru);
 #else
-	getrusage(RUSAGE_SELF, &ru);
+	rc = getrusage(RUSAGE_SELF, &ru);
 #endif
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	if (rc != 0 || clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
+		fprintf(stderr, "fault-probe: cannot read counters at %s: %s\n", name, strerror(errno));
+		exit(2);
+	}
 	stages[nstages].name = name;
 	stages[nstages].at.minflt = ru.ru_minflt;
 	stages[nstages].at.majflt = ru.ru_majflt;
@@ -155,18 +161,31 @@ static int fail(const char *what)
 	return 2;
 }
 
+/* Whether this process is the child of reexec(): the variable names our parent's PID, so an inherited
+ * or stray LAB_PROBE_CHILD never makes a process launched directly report itself as re-executed. */
+static int reexecuted(void)
+{
+	const char *v = getenv(CHILD_ENV);
+	return v && strtol(v, NULL, 10) == (long)getppid();
+}
+
 /* Parent side of the re-exec mode: vfork so the child faults (almost) nothing before execve. */
 static int reexec(char **argv)
 {
+	static const char msg[] = "fault-probe: re-exec of /proc/self/exe failed\n";
+	char me[32];
 	int status;
 	pid_t pid;
-	if (setenv(CHILD_ENV, "1", 1) != 0)
+	snprintf(me, sizeof me, "%ld", (long)getpid());
+	if (setenv(CHILD_ENV, me, 1) != 0)
 		return fail("setenv");
 	pid = vfork();
 	if (pid < 0)
 		return fail("vfork");
 	if (pid == 0) {
 		execv("/proc/self/exe", argv);
+		if (write(2, msg, sizeof msg - 1) < 0) /* only async-signal-safe calls in a vfork child */
+			_exit(127);
 		_exit(127);
 	}
 	if (waitpid(pid, &status, 0) < 0)
@@ -175,6 +194,48 @@ static int reexec(char **argv)
 		return WEXITSTATUS(status);
 	fprintf(stderr, "fault-probe: child killed by signal %d\n", WTERMSIG(status));
 	return 3;
+}
+
+/* A byte count: decimal digits with an optional K, M or G (powers of 1024); anything else is an error
+ * (strtoull(s, 0, 0) read "010" as 8 and "1M" as 1). */
+static int parse_bytes(const char *s, size_t *out)
+{
+	unsigned long long v = 0, unit = 1;
+	const char *p = s;
+	if (!*p)
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (v > (ULLONG_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (unsigned long long)(*p - '0');
+	}
+	if (p == s)
+		return -1;
+	if (*p == 'K')
+		unit = 1ULL << 10;
+	else if (*p == 'M')
+		unit = 1ULL << 20;
+	else if (*p == 'G')
+		unit = 1ULL << 30;
+	else if (*p)
+		return -1;
+	if (*p && p[1])
+		return -1;
+	if (v == 0 || v > SIZE_MAX / unit)
+		return -1;
+	*out = (size_t)(v * unit);
+	return 0;
+}
+
+static int is_prime(uint64_t n)
+{
+	uint64_t d;
+	if (n < 2)
+		return 0;
+	for (d = 2; d * d <= n; d++)
+		if (n % d == 0)
+			return 0;
+	return 1;
 }
 
 int main(int argc, char **argv)
@@ -193,12 +254,15 @@ int main(int argc, char **argv)
 	snapshot("overhead");
 
 	for (i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--size") && i + 1 < argc)
-			size = strtoull(argv[++i], NULL, 0);
-		else if (!strcmp(argv[i], "--file") && i + 1 < argc)
+		if ((!strcmp(argv[i], "--size") || !strcmp(argv[i], "--file-bytes")) && i + 1 < argc) {
+			size_t *into = !strcmp(argv[i], "--size") ? &size : &file_bytes;
+			if (parse_bytes(argv[i + 1], into) != 0) {
+				fprintf(stderr, "fault-probe: %s %s: not a byte count (decimal, optional K/M/G)\n", argv[i], argv[i + 1]);
+				return 64;
+			}
+			i++;
+		} else if (!strcmp(argv[i], "--file") && i + 1 < argc)
 			file = argv[++i];
-		else if (!strcmp(argv[i], "--file-bytes") && i + 1 < argc)
-			file_bytes = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--order") && i + 1 < argc)
 			order = argv[++i];
 		else if (!strcmp(argv[i], "--no-reexec"))
@@ -213,8 +277,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fault-probe: --order must be random or seq, not %s\n", order);
 		return 64;
 	}
-	if (reexec_mode && !getenv(CHILD_ENV))
+	if (reexec_mode && !reexecuted())
 		return reexec(argv);
+	reexec_mode = reexec_mode && reexecuted(); /* what happened, not what was asked */
 
 	page = sysconf(_SC_PAGESIZE);
 	buf = malloc(size);
@@ -233,7 +298,8 @@ int main(int argc, char **argv)
 		struct stat st;
 		size_t len;
 		unsigned char *map, *vec;
-		size_t k, idx, stride;
+		size_t k, idx;
+		uint64_t prime, mult;
 		int fd = open(file, O_RDONLY);
 		if (fd < 0)
 			return fail(file);
@@ -244,37 +310,38 @@ int main(int argc, char **argv)
 			len = file_bytes;
 		file_pages = len / (size_t)page;
 		/* Evict: clean pages of a file nobody maps leave the page cache on DONTNEED. */
-		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		errno = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		if (errno != 0)
+			return fail("posix_fadvise");
 		map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
 		if (map == MAP_FAILED)
 			return fail("mmap");
-		if (!strcmp(order, "random"))
-			madvise(map, len, MADV_RANDOM);
+		if (!strcmp(order, "random") && madvise(map, len, MADV_RANDOM) != 0)
+			return fail("madvise");
 		vec = malloc(file_pages + 1);
 		if (vec && mincore(map, len, vec) == 0)
 			for (k = 0; k < file_pages; k++)
 				resident_before += vec[k] & 1;
 		free(vec);
 		snapshot("file_map");
-		/* Random order: visit pages with a stride coprime with the page count, so every page is read
-		 * once and consecutive reads are far apart (readahead was switched off with MADV_RANDOM). */
-		stride = 1;
+		/* Random order without memory (an index array would fault pages of its own): k -> a*k mod p over
+		 * the smallest prime p >= pages, skipping indices past the end, visits every page once in a
+		 * scrambled order for any page count (a stride coprime with the count degenerated to sequential
+		 * for counts like 6). Readahead was switched off with MADV_RANDOM. */
+		prime = file_pages;
+		mult = 1;
 		if (!strcmp(order, "random") && file_pages > 2) {
-			stride = file_pages / 2 + 1;
-			while (stride > 1) {
-				size_t a = file_pages, b = stride;
-				while (b) {
-					size_t t = a % b;
-					a = b;
-					b = t;
-				}
-				if (a == 1)
-					break;
-				stride--;
-			}
+			while (!is_prime(prime))
+				prime++;
+			mult = prime * 618 / 1000; /* ~ the golden ratio of p: consecutive reads far apart */
+			if (mult < 2)
+				mult = 2;
 		}
-		for (k = 0, idx = 0; k < file_pages; k++, idx = (idx + stride) % file_pages)
-			sink ^= map[idx * (size_t)page];
+		for (k = 0; k < prime; k++) {
+			idx = (size_t)((mult * (uint64_t)k) % prime);
+			if (idx < file_pages)
+				sink ^= map[idx * (size_t)page];
+		}
 		snapshot("file_read");
 		munmap(map, len);
 		close(fd);

@@ -88,15 +88,22 @@ class RawRun:
     outcome: batch.Outcome
 
 
-def _judge(name: str, job: batch.Job, out: batch.Outcome) -> ProbeResult | Failure:
+def _judge(name: str, job: batch.Job, out: batch.Outcome, size: int, file_bytes: int) -> ProbeResult | Failure:
     if out.status != 0:
         why = "killed by the per-run deadline" if out.status == 137 else f"exit status {out.status}"
         evidence = f"command: {job.command}\nstderr: {out.stderr[-2000:]}\nstdout: {out.stdout[:2000]}"
         return Failure("payload", f"{name}: probe failed ({why})", evidence)
     try:
-        return parse_probe(out.stdout)
+        result = parse_probe(out.stdout)
     except ProbeOutputError as exc:
         return Failure("parse", f"{name}: {exc.message}", out.stdout[:4000])
+    # The probe measured what was asked, or its numbers belong to another cell.
+    if result.facts.buffer_size != size:
+        return Failure("parse", f"{name}: the probe measured a {result.facts.buffer_size}-byte buffer, not {size}", out.stdout[:4000])
+    want_pages = file_bytes // result.facts.page_size if file_bytes else None
+    if want_pages is not None and result.file is not None and result.file.pages > want_pages:
+        return Failure("parse", f"{name}: the probe read {result.file.pages} file pages, more than {want_pages}", out.stdout[:4000])
+    return result
 
 
 def measure(
@@ -132,11 +139,15 @@ def measure(
                 )
                 continue
             on_raw(RawRun(name, int(size_text), r, out))
-            judged = _judge(f"{guest.name} {name}", job, out)
+            judged = _judge(f"{guest.name} {name}", job, out, int(size_text), file_bytes)
             if isinstance(judged, Failure):
                 cell.failure = judged
             else:
                 cell.results.append(judged)
-        if done.stalled:
-            break  # the guest is gone: what finished is kept, nothing more is tried
+        if done.stalled:  # the guest is gone: what finished is kept, nothing more is tried
+            for (name, _), cell in cells.items():
+                if cell.failure is None:
+                    why = f"guest stopped answering after {len(cell.results)} of {repeat} runs: {done.stalled}"
+                    cell.failure = Failure("payload", f"{guest.name} {name}: {why}", "")
+            break
     return cells

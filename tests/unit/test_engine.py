@@ -1,0 +1,59 @@
+"""The measuring engine on canned guest output: every run judged, mismatched cells refused, a frozen guest keeps what finished."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lab.guests.ssh import Streamed
+from lab.measure import batch, engine
+
+GOLDEN = json.loads((Path(__file__).with_name("golden") / "probe-arm64-glibc-dynamic.json").read_text())
+SIZE = GOLDEN["facts"]["buffer_size"]
+
+
+def block(key: str, stdout: str, status: int = 0) -> str:
+    return f"{batch.MARK}-BEGIN {key}\n{stdout}\n{batch.MARK}-STDERR\n\n{batch.MARK}-END {status}\n"
+
+
+class FakeGuest:
+    """Answers each round's batch with the blocks it is given, then (optionally) stalls."""
+
+    name = "arm64"
+
+    def __init__(self, rounds: list[tuple[str, str | None]]) -> None:
+        self.rounds = rounds
+        self.calls = 0
+
+    def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
+        out, stalled = self.rounds[self.calls]
+        self.calls += 1
+        return Streamed(out, "", None if stalled else 0, stalled)
+
+
+def test_a_probe_that_measured_another_buffer_is_refused() -> None:
+    """Regression (issue 10.17): the runner never checked facts.buffer_size against what it asked for."""
+    wrong = json.dumps({**GOLDEN, "facts": {**GOLDEN["facts"], "buffer_size": SIZE // 2}})
+    guest = FakeGuest([(block(f"v:{SIZE}:0", wrong), None)])
+    cells = engine.measure(guest, {"v": "/p/v"}, (SIZE,), repeat=1, per_run_seconds=5)  # type: ignore[arg-type]
+    failure = cells[("v", SIZE)].failure
+    assert failure is not None and failure.stage == "parse" and f"measured a {SIZE // 2}-byte buffer, not {SIZE}" in failure.message
+
+
+def test_a_frozen_guest_keeps_finished_runs_and_stops() -> None:
+    """Regression (issue 10.7): a frozen guest threw away the rounds that had finished."""
+    good = json.dumps(GOLDEN)
+    rounds = [
+        (block(f"a:{SIZE}:0", good) + block(f"b:{SIZE}:0", good), None),
+        (block(f"a:{SIZE}:1", good), "no progress for 40s (guest frozen or SSH lost)"),  # b never came back
+        ("", None),
+    ]
+    guest = FakeGuest(rounds)
+    cells = engine.measure(guest, {"a": "/p/a", "b": "/p/b"}, (SIZE,), repeat=3, per_run_seconds=30)  # type: ignore[arg-type]
+    assert guest.calls == 2  # nothing more is tried on a frozen guest
+    assert len(cells[("a", SIZE)].results) == 2 and len(cells[("b", SIZE)].results) == 1
+    b = cells[("b", SIZE)].failure
+    assert b is not None and "guest stopped answering: no progress for 40s" in b.message
+    a = cells[("a", SIZE)].failure
+    assert a is not None  # it did not get its third run either
+    assert engine.stall_seconds(120) == 150 and engine.stall_seconds(5) == 15
