@@ -177,7 +177,8 @@ def nightly(cfg: Config, req: NightlyRequest, progress: Progress = _quiet, argv:
     with Store(cfg.run.store) as store:
         result = compare_mod.against_baseline(store, name, ran.summary.run_id, tol)
         rep = report.build(store, ran.summary.run_id)
-        files = nightly_mod.write_nightly(out_dir, result, report.render(rep, "html", result), report.render(rep, "md", result))
+        html, md = report.render(rep, "html", result), report.render(rep, "md", result)
+        files = nightly_mod.write_nightly(out_dir, result, html, md, ran.summary.seconds)
         written = report.write_run_reports(store, ran.summary.run_id, ran.summary.run_dir, result)
         pruned = nightly_mod.prune_runs(store, runs_dir, cfg.nightly.keep_runs)
     (out_dir / "run").symlink_to(ran.summary.run_dir)

@@ -167,9 +167,37 @@ def _path(base: Path, text: str) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
+def _home(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value and os.path.isabs(value) else Path(fallback).expanduser()
+
+
+def default_cache() -> Path:
+    """``$XDG_CACHE_HOME/lab``, else ``~/.cache/lab``."""
+    return _home("XDG_CACHE_HOME", "~/.cache") / "lab"
+
+
+def candidates() -> list[Path]:
+    """Where a config is looked for without --config: ``$LAB_CONFIG``, ./lab.yaml, ``$XDG_CONFIG_HOME/lab/lab.yaml``."""
+    if os.environ.get("LAB_CONFIG"):
+        return [Path(os.environ["LAB_CONFIG"])]
+    return [Path(DEFAULT_CONFIG), _home("XDG_CONFIG_HOME", "~/.config") / "lab" / DEFAULT_CONFIG]
+
+
+def find() -> Path:
+    looked = candidates()
+    for c in looked:
+        if c.exists():
+            return c
+    raise UserError(
+        "no config file: looked at " + ", ".join(str(c) for c in looked),
+        f"pass --config FILE, set LAB_CONFIG, or copy lab.yaml to {looked[-1]}",
+    )
+
+
 def load(path: Path | str | None = None) -> Config:
-    """Load and validate a config file (default: ``$LAB_CONFIG`` or ./lab.yaml)."""
-    file = Path(path or os.environ.get("LAB_CONFIG") or DEFAULT_CONFIG).resolve()
+    """Load and validate a config file (default: the first of :func:`candidates` that exists)."""
+    file = Path(path or find()).resolve()
     try:
         raw = yaml.safe_load(file.read_text())
     except FileNotFoundError:
@@ -230,7 +258,7 @@ def parse(raw: object, file: Path) -> Config:
     t.finish()
 
     p = top.section("paths")
-    cache = p.text("cache", "~/.cache/lab")
+    cache = p.text("cache", str(default_cache()))
     cache_dir = _path(base, os.environ.get("LAB_CACHE") or cache)
     results_dir = _path(base, p.text("results", "results"))
     p.finish()

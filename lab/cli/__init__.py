@@ -22,6 +22,8 @@ import traceback
 from collections.abc import Sequence
 from types import FrameType
 
+import shtab
+
 from lab import __version__, config
 from lab.cli import baselines, guests, payloads, runs
 from lab.cli.common import Handler, Parser
@@ -56,6 +58,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers: dict[str, Handler] = {}
     for group in GROUPS:
         handlers.update(group.add_parsers(sub))
+    comp = sub.add_parser("completion", help='print a shell completion script: eval "$(lab completion bash)"')
+    comp.add_argument("shell", choices=("bash", "zsh"))
     return p, handlers
 
 
@@ -73,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser, handlers = build_parser()
         args = parser.parse_args(argv)
         _setup_logging(args.verbose, args.quiet)
+        if args.command == "completion":  # needs no config
+            print(shtab.complete(parser, shell=args.shell))
+            return 0
         cfg = config.load(args.config)
         return handlers[args.command](args, cfg)
     except LabError as exc:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from lab import api, arches, config
@@ -27,13 +29,16 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     save = bsub.add_parser("save", help="keep a run's distributions and environments as baseline NAME")
     save.add_argument("name")
     save.add_argument("--run", help="run id or prefix (default: the latest complete run)")
-    bsub.add_parser("list", help="every baseline: name, source run, created")
+    bsub.add_parser("list", help="every baseline: name, source run, created").add_argument("--json", action="store_true")
     for verb, text in (
         ("show", "a baseline's cells and entry medians"),
         ("export", "print a baseline as YAML (to keep in git)"),
         ("delete", "delete a baseline"),
     ):
-        bsub.add_parser(verb, help=text).add_argument("name")
+        sp = bsub.add_parser(verb, help=text)
+        sp.add_argument("name")
+        if verb == "show":
+            sp.add_argument("--json", action="store_true", help="every cell with its environment and per-stage counts")
     imp = bsub.add_parser("import", help="load a baseline YAML file (from lab baseline export)")
     imp.add_argument("file")
     imp.add_argument("--replace", action="store_true", help="overwrite a baseline of the same name")
@@ -54,6 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     h.add_argument("--stage", default="entry")
     h.add_argument("--size", help="buffer size (default: every size)")
     h.add_argument("--last", type=int, default=20)
+    h.add_argument("--json", action="store_true", help="every run's counts as JSON")
     return {"baseline": cmd_baseline, "compare": cmd_compare, "nightly": cmd_nightly, "history": cmd_history}
 
 
@@ -73,10 +79,16 @@ def cmd_baseline(args: argparse.Namespace, cfg: config.Config) -> int:
             run_id, count = baselines.save(store, args.name, args.run)
             print(f"baseline {args.name}: {count} cell(s) from run {run_id}")
         elif verb == "list":
+            if args.json:
+                print(json.dumps([{"name": n, "source_run": src, "created": t} for n, t, src in store.baselines()], indent=2))
+                return 0
             listed = [(n, src, time.strftime("%Y-%m-%d %H:%M", time.localtime(t))) for n, t, src in store.baselines()]
             print(text_table(listed, ("name", "source run", "created")) if listed else f"no baselines in {cfg.run.store}")
         elif verb == "show":
             source, cells = baselines.load(store, args.name)
+            if args.json:
+                print(json.dumps({"name": args.name, "source_run": source, "cells": [asdict(c) for c in cells]}, indent=2, default=dict))
+                return 0
             rows = [
                 (
                     c.arch,
@@ -112,8 +124,22 @@ def cmd_compare(args: argparse.Namespace, cfg: config.Config) -> int:
 def cmd_nightly(args: argparse.Namespace, cfg: config.Config) -> int:
     req = api.NightlyRequest(run_request(args), args.baseline, args.tolerance_faults, args.tolerance_percent)
     selected = api.plan(cfg, req.run)
-    progress = Progress.for_stream([a.name for a in selected.arches], quiet=args.quiet or args.run_quiet or args.json)
-    result = api.nightly(cfg, req, progress.update, ["lab", *sys.argv[1:]])
+    quiet = args.quiet or args.run_quiet
+    with Progress.for_stream([a.name for a in selected.arches], quiet=quiet or args.json) as progress:
+        result = api.nightly(cfg, req, progress.update, ["lab", *sys.argv[1:]])
+    if args.json:
+        doc = {
+            "run": api.summary_dict(result.run),
+            "comparison": json.loads(compare_mod.to_json(result.comparison)),
+            "out_dir": str(result.out_dir),
+            "files": [str(p) for p in result.files],
+            "pruned": [str(p) for p in result.pruned],
+            "exit_code": result.exit_code,
+        }
+        print(json.dumps(doc, indent=2))
+        return result.exit_code
+    if quiet:  # -q: the exit code and the nightly directory say it all
+        return result.exit_code
     print_summary(args, result.run)
     sys.stdout.write(compare_mod.table(result.comparison))
     pruned = len(result.pruned)
@@ -125,6 +151,9 @@ def cmd_nightly(args: argparse.Namespace, cfg: config.Config) -> int:
 def cmd_history(args: argparse.Namespace, cfg: config.Config) -> int:
     arch, v = arches.get(args.arch), variant(args.variant)
     rows = api.history(cfg, arch.name, v.name, args.stage, size(args.size) if args.size else None, args.last)
+    if args.json:
+        print(json.dumps({"arch": arch.name, "variant": v.name, "stage": args.stage, "runs": [asdict(r) for r in rows]}, indent=2))
+        return 0
     table = [
         (r.run_id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)), r.status, size_text(r.buffer_size),
          f"{statistics.median(r.minflt):g}", f"{min(r.minflt)}-{max(r.minflt)}", f"{statistics.median(r.majflt):g}")

@@ -7,17 +7,21 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from lab import api, config
 from lab.cli.common import Handler, Parser, output, run_options, run_request
+from lab.files import write_atomic
 from lab.progress import Progress
-from lab.results import report
+from lab.results import junit, report
 from lab.results.store import Store
 from lab.text import text_table
 
 
 def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
-    run_options(sub.add_parser("run", help="the matrix: every arch x variant x size, --repeat times, into the store and a report"))
+    run = sub.add_parser("run", help="the matrix: every arch x variant x size, --repeat times, into the store and a report")
+    run_options(run)
+    run.add_argument("--junit", help="also write JUnit XML (one testcase per cell) to this file")
 
     runs = sub.add_parser("runs", help="runs in the results store")
     rsub = runs.add_subparsers(dest="runs_command", required=True, parser_class=Parser)
@@ -25,6 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     rl.add_argument("--json", action="store_true")
     rs = rsub.add_parser("show", help="one run's facts and its start-up matrix")
     rs.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
+    rs.add_argument("--json", action="store_true", help="the run's report data (as lab report --format json)")
 
     ex = sub.add_parser("export", help="every sample of a run as JSON or CSV")
     ex.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
@@ -42,8 +47,8 @@ def execute_run(args: argparse.Namespace, cfg: config.Config, reports: bool = Tr
     """lab run's progress display and summary around :func:`lab.api.run` (lab nightly shares it)."""
     req = run_request(args)
     selected = api.plan(cfg, req)  # usage errors before the progress display appears
-    progress = Progress.for_stream([a.name for a in selected.arches], quiet=args.quiet or args.run_quiet or args.json)
-    return api.run(cfg, req, progress.update, ["lab", *sys.argv[1:]], reports=reports)
+    with Progress.for_stream([a.name for a in selected.arches], quiet=args.quiet or args.run_quiet or args.json) as progress:
+        return api.run(cfg, req, progress.update, ["lab", *sys.argv[1:]], reports=reports)
 
 
 def print_summary(args: argparse.Namespace, result: api.RunResult) -> None:
@@ -60,6 +65,9 @@ def print_summary(args: argparse.Namespace, result: api.RunResult) -> None:
 
 def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     result = execute_run(args, cfg)
+    if args.junit:
+        with Store(result.store, readonly=True) as store:
+            write_atomic(Path(args.junit), junit.run_to_junit(report.build(store, result.summary.run_id)))
     print_summary(args, result)
     return 0 if result.summary.status == "complete" else 1
 
@@ -81,6 +89,9 @@ def cmd_runs(args: argparse.Namespace, cfg: config.Config) -> int:
                 )
             return 0
         r = report.build(store, args.run)
+        if args.json:
+            sys.stdout.write(report.render(r, "json"))
+            return 0
         run = r.run
         print(f"run {run.id}: {run.status}; {len(r.cells)} cell(s), {len(r.errors)} error(s); repeat {run.repeat}")
         print(f"host {run.host}, lab {run.lab_version} at {run.git_revision}; run directory {run.run_dir}")

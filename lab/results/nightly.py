@@ -40,11 +40,11 @@ def prune_runs(store: Store, runs_dir: Path, keep: int) -> list[Path]:
     return doomed
 
 
-def write_nightly(out_dir: Path, c: Comparison, report_html: str, report_md: str) -> list[Path]:
+def write_nightly(out_dir: Path, c: Comparison, report_html: str, report_md: str, seconds: float = 0.0) -> list[Path]:
     files = {
         "report.html": report_html,
         "report.md": report_md,
-        "junit.xml": junit.to_junit(c),
+        "junit.xml": junit.to_junit(c, seconds),
         "compare.json": to_json(c),
         "compare.txt": table(c),
     }

@@ -26,6 +26,7 @@ from lab.text import size_text
 
 STAGE_COLOURS = ("#4e79a7", "#bab0ac", "#f28e2b", "#59a14f", "#76b7b2", "#edc948", "#e15759")
 FORMATS = ("html", "md", "json")
+SCHEMA, SCHEMA_VERSION = "lab.report", 1  # of the JSON form: bump the version when a field changes meaning or goes
 TREND_RUNS = 20
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -224,6 +225,8 @@ def _env(autoescape: bool) -> jinja2.Environment:
 
 def to_json(report: Report, comparison: Comparison | None = None) -> str:
     data: dict[str, object] = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
         "run": asdict(report.run),
         "cells": [
             {

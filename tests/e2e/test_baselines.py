@@ -72,11 +72,11 @@ def test_a_heavier_startup_is_a_regression(
     cases = junit_cases(junit)
     failed = {k for k, c in cases.items() if c.find("failure") is not None}
     assert failed == {
-        f"{arch}.{v}.1048576:entry"
+        f"{arch}.{v}:entry[1M]"
         for arch in ("x86_64", "arm64", "riscv64")
         for v in ("glibc-dynamic", "glibc-static", "musl-dynamic", "musl-static")
     }
-    failure = cases["arm64.musl-static.1048576:entry"].find("failure")
+    failure = cases["arm64.musl-static:entry[1M]"].find("failure")
     assert failure is not None and "arm64/musl-static/1048576 entry regressed: minflt median" in (failure.get("message") or "")
 
 

@@ -7,12 +7,14 @@ import html.parser
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -187,3 +189,29 @@ def test_reproduce_sh_reruns_the_same_cells_from_anywhere(cfg: config.Config, tm
         assert identity and identity == [
             (c.arch, c.variant, c.buffer_size, c.libc, c.linkage, c.accel, c.payload_digest) for _, c in s.cells(new["run_id"])
         ]
+
+
+def test_the_live_display_owns_the_terminal(cli_config: Path, tmp_path: Path) -> None:
+    """Regression (issue 10.18): in tmux a 3-arch run left stale status lines ("booting 0.0s", "done" twice) as log lines
+    interleaved with the redraw. One owner of the terminal: exactly one final status line per arch."""
+    session = f"lab-e2e-{os.getpid()}"
+    done = tmp_path / "done"
+    command = shlex.join([*LAB, "--config", str(cli_config), "run", "--arch", "all", "--variant", "musl-static", "--repeat", "1"])
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "50", f"{command}; echo $? > {done}; sleep 600"], check=True
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert done.exists() and done.read_text().strip() == "0"
+        screen = subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session, "-S", "-200"], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    status = [line.split() for line in screen.splitlines() if line.split()[:1] in (["x86_64"], ["arm64"], ["riscv64"])]
+    assert [s[0] for s in status] == ["x86_64", "arm64", "riscv64"], screen
+    assert all(s[1] == "done" for s in status), screen
+    assert not any(line.startswith("lab: x86_64:") for line in screen.splitlines()), screen  # no plain progress lines on a terminal
+    assert "run " in screen and ": complete, 3 cell(s)" in screen

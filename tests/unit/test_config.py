@@ -138,3 +138,31 @@ def test_a_config_that_is_a_directory_or_binary_is_a_usage_error(tmp_path: Path)
     junk.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(UserError, match="not a text file"):
         config.load(junk)
+
+
+def test_config_is_found_in_xdg_config_home_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (issue 10.22): lab runs list from another directory failed with 'config file not found'."""
+    xdg = tmp_path / "xdg"
+    (xdg / "lab").mkdir(parents=True)
+    (xdg / "lab" / "lab.yaml").write_text(f"recipe: {REPO / 'images' / 'tiny.yaml'}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("LAB_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("LAB_CACHE", raising=False)
+    cfg = config.load()
+    assert cfg.path == xdg / "lab" / "lab.yaml" and cfg.cache_dir == tmp_path / "cache" / "lab"
+    (xdg / "lab" / "lab.yaml").unlink()
+    with pytest.raises(UserError, match=re.escape(f"no config file: looked at lab.yaml, {xdg / 'lab' / 'lab.yaml'}")):
+        config.load()
+
+
+def test_shell_completion_scripts_come_from_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    from lab import cli
+
+    assert cli.main(["completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    assert "complete" in script and "baseline" in script and "nightly" in script and "--variant" in script
+    assert cli.main(["completion", "zsh"]) == 0 and "#compdef lab" in capsys.readouterr().out

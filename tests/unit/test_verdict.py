@@ -112,12 +112,22 @@ def test_junit_has_one_testcase_per_cell_and_stage_and_names_failures() -> None:
     [suite] = root.findall("testsuite")
     cases = suite.findall("testcase")
     assert {(t.get("classname"), t.get("name")) for t in cases} == {
-        ("a.musl-static.1048576", "entry"),
-        ("a.musl-static.1048576", "touch1"),
-        ("m.musl-static.1048576", "cell"),
+        ("a.musl-static", "entry[1M]"),
+        ("a.musl-static", "touch1[1M]"),
+        ("m.musl-static", "cell[1M]"),
     }
     assert suite.get("tests") == "3" and suite.get("failures") == "1" and suite.get("errors") == "1"
-    failure = next(t for t in cases if t.get("name") == "entry").find("failure")
+    # Stable from night to night (issue 10.20): run ids live in properties, never in the suite name.
+    assert suite.get("name") == "lab compare" and suite.get("time") is not None
+    assert {p.get("name"): p.get("value") for p in suite.iter("property") if p.get("name") in ("baseline", "run")} == {
+        "baseline": "nightly",
+        "run": "r2",
+    }
+    entry = next(t for t in cases if t.get("name") == "entry[1M]")
+    props = {p.get("name"): p.get("value") for p in entry.iter("property")}
+    assert props["minflt.baseline_median"] == "4" and props["minflt.current_median"] == "30"
+    assert all(t.get("time") == "0" for t in cases)
+    failure = entry.find("failure")
     assert failure is not None and failure.get("type") == "regressed"
     assert "a/musl-static/1048576 entry regressed: minflt median 4 -> 30" in (failure.get("message") or "")
     assert next(t for t in cases if t.get("classname", "").startswith("m.")).find("error") is not None
