@@ -140,3 +140,32 @@ def test_history_options_are_checked(capsys: pytest.CaptureFixture[str], tmp_pat
     make_store(tmp_path / "s.db").close()
     code, _, err = run(capsys, "--config", str(write_config(tmp_path, run={"store": str(tmp_path / "s.db")})), *argv)
     assert code == 3 and message in err
+
+
+@pytest.mark.parametrize("problem", ["readable", "corrupt", "empty-config"])
+def test_user_errors_in_lab_run_are_found_before_anything_boots(capsys: pytest.CaptureFixture[str], tmp_path: Path, problem: str) -> None:
+    """Regression (issue 10.9, 10.13): config and key problems became 'image' cell errors with exit 1, or an sshd
+    problem after 30 s and 146 attempts. They are usage errors, before a run row or a guest exists."""
+    from lab.guests.keys import client_key
+    from lab.results.store import Store
+
+    cache = tmp_path / "cache"
+    conf = write_config(tmp_path, paths={"cache": str(cache), "results": str(tmp_path / "results")})
+    key = client_key(cache / "keys").private
+    expected = {
+        "readable": f"{key} is readable by others",
+        "corrupt": f"{key}: not a usable OpenSSH private key",
+        "empty-config": "recipe",
+    }[problem]
+    if problem == "readable":
+        key.chmod(0o644)
+    elif problem == "corrupt":
+        key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nbm90IGEga2V5\n-----END OPENSSH PRIVATE KEY-----\n")
+    else:
+        conf.write_text("")
+    code, _, err = run(capsys, "--config", str(conf), "run", "--arch", "x86_64")
+    assert code == 3 and err.startswith("lab: error: ") and expected in err and len(err.strip().splitlines()) == 1, err
+    store = tmp_path / "results" / "lab.sqlite"
+    if store.exists():
+        with Store(store, readonly=True) as s:
+            assert s.runs() == []
