@@ -92,6 +92,7 @@ class BuildCache:
     def __init__(self, root: Path, lock_seconds: float, kind: str, mode: int = 0o755) -> None:
         """``mode`` is each entry directory's: 0o700 where an entry holds key material."""
         self.root, self.lock_seconds, self.kind, self.mode = root, lock_seconds, kind, mode
+        self._held: set[str] = set()  # entries whose lock this object holds (sweep may clean their temp dirs)
 
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         return file_lock(self.root / f".{name}.lock", f"the {self.kind} build lock of {name}", self.lock_seconds)
@@ -100,24 +101,50 @@ class BuildCache:
         """The verified entry ``name``, built by ``build(work_dir)`` if missing or corrupt."""
         final = self.root / name
         with self.lock(name):
-            if final.exists():
-                problem = verify(final)
-                if problem is None:
-                    return Entry(final, built=False)
-                log.warning("%s %s is corrupt (%s): rebuilding", self.kind, name, problem)
-                shutil.rmtree(final)
-            for stale in self.root.glob(f".{name}-*"):
-                shutil.rmtree(stale, ignore_errors=True)  # left by a killed builder: we hold the lock
+            self._held.add(name)
             try:
-                with build_dir(final, self.mode) as work:
-                    build(work)
-            except OSError as exc:  # a full disk, or the cache removed under us: one line, nothing half-built left
-                where = f" ({exc.filename})" if exc.filename else ""
-                raise InfraError(
-                    f"building {self.kind} {name} failed: {exc.strerror or exc}{where}",
-                    f"free disk space in {self.root} and check it still exists",
-                ) from None
-            return Entry(final, built=True)
+                return self._ensure_locked(name, final, build, verify)
+            finally:
+                self._held.discard(name)
+
+    def _ensure_locked(self, name: str, final: Path, build: Callable[[Path], None], verify: Callable[[Path], str | None]) -> Entry:
+        if final.exists():
+            problem = verify(final)
+            if problem is None:
+                return Entry(final, built=False)
+            log.warning("%s %s is corrupt (%s): rebuilding", self.kind, name, problem)
+            shutil.rmtree(final)
+        self.sweep()
+        try:
+            with build_dir(final, self.mode) as work:
+                build(work)
+        except OSError as exc:  # a full disk, or the cache removed under us: one line, nothing half-built left
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise InfraError(
+                f"building {self.kind} {name} failed: {exc.strerror or exc}{where}",
+                f"free disk space in {self.root} and check it still exists",
+            ) from None
+        return Entry(final, built=True)
+
+    def sweep(self) -> list[Path]:
+        """Remove temp build directories whose builder is gone (its entry lock is free): a SIGKILLed build's leftovers."""
+        removed = []
+        for tmp in self.root.glob(".*-*"):
+            if not tmp.is_dir():
+                continue
+            name = tmp.name[1:].rsplit("-", 1)[0]
+            fd = os.open(self.root / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if name not in self._held:
+                        continue  # a live builder's work in progress
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+            finally:
+                os.close(fd)  # closing our own descriptor releases only a lock taken through it
+        return removed
 
     def entries(self) -> list[Path]:
         """Every entry directory (temp and lock files excluded)."""

@@ -83,6 +83,19 @@ def test_a_killed_builders_temp_dir_is_removed_by_the_next_build(store: PayloadS
     assert not stale.exists()
 
 
+def test_sweep_removes_dead_builders_temp_dirs_of_any_entry_but_not_live_ones(tmp_path: Path) -> None:
+    """Regression (issue 10.15): a SIGKILLed image build left a 55 MB dot-directory until lab images prune."""
+    cache = BuildCache(tmp_path, lock_seconds=1, kind="image")
+    dead, live = tmp_path / ".x86_64-aaaa-k1w2e3r4", tmp_path / ".arm64-bbbb-q9w8e7r6"
+    dead.mkdir()
+    live.mkdir()
+    with file_lock(tmp_path / ".arm64-bbbb.lock", "a live builder", 1):
+        assert cache.sweep() == [dead]
+    assert live.exists() and not dead.exists()
+    cache.ensure("other", lambda work: None, lambda d: None)  # any later build sweeps too
+    assert not live.exists()
+
+
 def test_a_held_lock_gives_up_at_its_deadline_naming_the_holder(tmp_path: Path) -> None:
     cache = BuildCache(tmp_path, lock_seconds=0.3, kind="payload")
     with file_lock(tmp_path / ".x.lock", "test", 1), pytest.raises(InfraError) as err:
