@@ -123,7 +123,8 @@ def test_prune_keeps_current_images_only(store: ImageStore, images: dict[str, Im
     abandoned = store.root / ".x86_64-abandoned"
     abandoned.mkdir()
     deleted = store.prune()
-    assert set(deleted) == {stale, abandoned}
+    # The cache is shared: entries of older builder versions are stale too and go with ours; current ones never.
+    assert {stale, abandoned} <= set(deleted) and not {img.dir for img in images.values()} & set(deleted)
     assert all(verify(img.dir) is None for img in images.values())
 
 
