@@ -1,10 +1,10 @@
-"""Payload build times per toolchain and arch, cold (empty zig cache) and warm, side by side in one run.
+"""Payload build times per variant and arch, cold and warm, side by side in one run.
 
 Usage: .venv/bin/python bench/payloads.py
 
-Cold: a throwaway cache directory, so zig builds its musl libc for each target first.
-Warm: the same cache with the payload outputs deleted, so only the probe is compiled.
-The lab's own cache is never touched.
+Cold: a throwaway cache directory, so the guest suite's sysroot is downloaded and unpacked per arch
+(apt lists and the .deb pool too) before the probe is compiled. Warm: the same cache with the payload
+outputs deleted, so only the probe is compiled. The lab's own cache is never touched.
 """
 
 from __future__ import annotations

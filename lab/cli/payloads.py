@@ -37,7 +37,9 @@ def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
         for arch in arches.select(args.arch if args.arch is not None else cfg.arches):
             for v in select_variants(args.variant):
                 p = store.ensure(arch, v)
-                print(f"{arch.name:<8} {v.name:<14} {p.info['toolchain']} {p.info['toolchain_version']:<8} {p.binary}")
+                print(
+                    f"{arch.name:<8} {v.name:<14} {v.libc} {p.info.get('libc_version', '?'):<6} {p.info['toolchain_version']}  {p.binary}"
+                )
         return 0
     rows = store.cached()
     if args.json:
@@ -55,7 +57,7 @@ def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
             (
                 r["arch"],
                 r["variant"],
-                f"{r['toolchain']} {r['toolchain_version']}",
+                r["toolchain_version"],
                 elf["sizes"]["file"],
                 elf["interpreter"] or "-",
                 pie,

@@ -144,7 +144,7 @@ class Apt:
             if not path.exists() or path.read_text() != text:
                 write_atomic(path, text)
 
-    def _run(self, argv: list[str], cwd: Path | None = None, timeout: float = 900) -> str:
+    def _run(self, argv: list[str], cwd: Path | None = None, timeout: float = 900, ok_missing: bool = False) -> str:
         env = dict(os.environ, APT_CONFIG=str(self.conf), LC_ALL="C")
         log.debug("running %s", " ".join(argv))
         try:
@@ -153,7 +153,7 @@ class Apt:
             raise UserError(f"{argv[0]} not found", "lab needs a Debian/Ubuntu host with apt (./setup.sh)") from None
         except subprocess.TimeoutExpired:
             raise ImageError(f"{' '.join(argv[:2])} timed out after {timeout:.0f}s", "check the network and the mirror") from None
-        if proc.returncode != 0:
+        if proc.returncode != 0 and not (ok_missing and "No packages found" in proc.stderr):
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise ImageError(
                 f"{' '.join(argv[:3])} failed (exit {proc.returncode}): {' | '.join(tail)}",
@@ -224,6 +224,10 @@ class Apt:
 
     def _resolve(self, wanted: list[str], arch: str) -> list[Package]:
         out = self._run(["apt-cache", "show", "--no-all-versions", *(f"{n}:{arch}" for n in wanted)])
+        named = {s["Package"] for s in parse_deb822(out)}
+        rest = [n for n in wanted if n not in named]
+        if rest:  # Architecture: all packages (linux-libc-dev) answer only to :all
+            out += "\n" + self._run(["apt-cache", "show", "--no-all-versions", *(f"{n}:all" for n in rest)], ok_missing=True)
         found = {}
         for s in parse_deb822(out):
             found[s["Package"]] = Package(

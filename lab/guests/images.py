@@ -119,13 +119,13 @@ class ImageStore:
         key = image_key(self.recipe.canonical(), arch, [kernel_pkg, *packages], client.public, hostk.public)
         return key, kernel_pkg, packages, client, hostk
 
-    def _apt_lock(self) -> AbstractContextManager[None]:
+    def apt_lock(self) -> AbstractContextManager[None]:
         """One apt refresh and resolution at a time per cache (the lists are shared)."""
         return file_lock(self.cfg.cache_dir / "build.lock", "the apt lock", self.cfg.timeouts.scaled("lock"))
 
     def ensure(self, arch: Arch, refresh: bool = False) -> Image:
         """Return the image for ``arch``, building it if missing or corrupt."""
-        with self._apt_lock():
+        with self.apt_lock():
             self.apt.update(0 if refresh else self.cfg.apt.refresh_hours)
             key, kernel_pkg, packages, client, hostk = self._inputs(arch)
             entry = self.cache.ensure(
@@ -135,7 +135,7 @@ class ImageStore:
 
     def prune(self) -> list[Path]:
         """Delete cached images that are not the current one for any arch, and abandoned build dirs."""
-        with self._apt_lock():
+        with self.apt_lock():
             keep = {f"{a.name}-{self._inputs(a)[0][:16]}" for a in ARCHES}
             doomed = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keep] if self.root.exists() else []
             for d in doomed:

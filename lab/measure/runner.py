@@ -35,7 +35,7 @@ from lab.guests.boot import Booted, boot
 from lab.guests.images import Image, ImageStore
 from lab.guests.keys import client_key
 from lab.guests.qemu import shutdown_all
-from lab.measure import engine, rundir
+from lab.measure import engine, libc, rundir
 from lab.measure.plan import Plan
 from lab.payloads.build import Payload, PayloadStore
 from lab.payloads.probe import SCHEMA_VERSION, ProbeResult
@@ -79,8 +79,22 @@ def _thp(text: str) -> str:
     return text[text.index("[") + 1 : text.index("]")] if "[" in text and "]" in text else text
 
 
-def _cell(arch: Arch, v: Variant, size: int, image: Image, payload: Payload, b: Booted, results: list[ProbeResult], attempts: int) -> Cell:
+def _cell(
+    arch: Arch,
+    v: Variant,
+    size: int,
+    image: Image,
+    payload: Payload,
+    b: Booted,
+    results: list[ProbeResult],
+    attempts: int,
+    musl: str | None,
+) -> Cell:
     f = results[0].facts
+    run = libc.run_version(v, f.libc_version_run, f.libc_version_build, musl)
+    problem = libc.mismatch(v.libc, f.libc_version_build, run, libc.image_versions(image.manifest))
+    if problem:
+        log.warning("%s %s is not one libc: %s", arch.name, v.name, problem)
     return Cell(
         arch=arch.name,
         variant=v.name,
@@ -88,7 +102,7 @@ def _cell(arch: Arch, v: Variant, size: int, image: Image, payload: Payload, b: 
         linkage=v.linkage,
         buffer_size=size,
         libc_version_build=f.libc_version_build,
-        libc_version_run=f.libc_version_run,
+        libc_version_run=run,
         toolchain=f.toolchain,
         flags=f.flags,
         image_key=image.key,
@@ -182,6 +196,7 @@ class Runner:
 
     def _run_cells(self, arch: Arch, image: Image, payloads: dict[str, Payload], b: Booted, outcome: ArchOutcome, attempts: int) -> None:
         remotes = engine.install(b.guest, list(payloads.values()))
+        musl = libc.guest_musl_version(b.guest) if any(v.libc == "musl" for v in self.plan.variants) else None
         raw_dir = self.run_dir / "raw" / arch.name
 
         def keep_raw(raw: engine.RawRun) -> None:
@@ -204,7 +219,7 @@ class Runner:
         failed = 0
         for (name, size), runs in cells.items():
             if runs.results:  # a failed cell's finished runs are kept too (evidence; reports and verdicts skip errored cells)
-                cell = _cell(arch, variants[name], size, image, payloads[name], b, runs.results, attempts)
+                cell = _cell(arch, variants[name], size, image, payloads[name], b, runs.results, attempts, musl)
                 samples = [
                     Sample(i, s.name, s.minflt, s.majflt, s.delta_minflt, s.delta_majflt, s.ns)
                     for i, one in enumerate(runs.results)

@@ -1,10 +1,10 @@
 """Payload builds: the fault probe for every arch × variant, content-addressed and cached.
 
 A build lives in ``<cache>/payloads/<arch>-<variant>-<key>/`` holding the
-binary, its ``build_info.h`` and ``build.json`` (argv, toolchain version,
-warnings, ELF facts, SHA256). The key hashes the sources, the generated
-header, the compile argv and the toolchain's version, so a rebuild with
-unchanged inputs is a no-op. zig's own cache lives under ``<cache>/zig``.
+binary, its ``build_info.h`` and ``build.json`` (argv, toolchain and linker
+versions, the sysroot's packages, warnings, ELF facts, SHA256). The key hashes
+the sources, the generated header, the compile argv, the toolchain's version
+and the sysroot's key, so a rebuild with unchanged inputs is a no-op.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from lab.errors import CacheError, ImageError
 from lab.files import sha256_file, sha256_text
 from lab.guests import elf
 from lab.payloads import toolchains
+from lab.payloads.sysroot import Sysroot, SysrootStore
 from lab.payloads.variants import Variant, toolchain
 
 log = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "payloads"
 SOURCES = ("fault_probe.c",)
-BUILDER_VERSION = "2"  # bump when build.json or the build procedure changes for equal inputs
+BUILDER_VERSION = "3"  # bump when build.json or the build procedure changes for equal inputs
 BINARY = "fault-probe"
 
 
@@ -60,33 +61,39 @@ class Payload:
 
 
 class PayloadStore:
-    def __init__(self, cfg: Config, source_dir: Path = SOURCE_DIR, extra_defines: tuple[str, ...] = ()) -> None:
+    def __init__(self, cfg: Config, source_dir: Path = SOURCE_DIR, extra_defines: tuple[str, ...] = (), root: Path | None = None) -> None:
         """``extra_defines`` are for tests only: they change the binary (and its cache key) but not the
-        flags the probe reports, so a deliberately different build keeps its cell identity."""
+        flags the probe reports, so a deliberately different build keeps its cell identity. ``root`` moves
+        the payload entries only (sysroots and apt stay in the cache)."""
         self.cfg = cfg
-        self.root = cfg.cache_dir / "payloads"
+        self.root = root or cfg.cache_dir / "payloads"
         self.cache = BuildCache(self.root, cfg.timeouts.scaled("lock"), "payload")
         self.source_dir = source_dir
         self.extra = tuple(f"-D{d}" for d in extra_defines)
-        self._versions: dict[tuple[str, str], str] = {}
+        self._sysroots: dict[str, Sysroot] = {}
+        self._sysroot_store: SysrootStore | None = None
 
     def _env(self) -> dict[str, str]:
         zig_cache = str(self.cfg.cache_dir / "zig")
         return dict(os.environ, ZIG_GLOBAL_CACHE_DIR=zig_cache, ZIG_LOCAL_CACHE_DIR=zig_cache, LC_ALL="C")
 
     def toolchain_version(self, arch: Arch, v: Variant) -> str:
-        tc = toolchain(v)
-        if (tc.name, arch.name) not in self._versions:
-            self._versions[(tc.name, arch.name)] = toolchains.version(tc, arch, self._env())
-        return self._versions[(tc.name, arch.name)]
+        return toolchains.version(toolchain(v))
 
-    def _inputs(self, arch: Arch, v: Variant) -> tuple[str, str]:
-        header = toolchains.build_info_h(arch, v, self.toolchain_version(arch, v))
-        # Paths in argv are placeholders for the key: the real build runs in a temp dir.
+    def sysroot(self, arch: Arch) -> Sysroot:
+        if arch.name not in self._sysroots:
+            self._sysroot_store = self._sysroot_store or SysrootStore(self.cfg)
+            self._sysroots[arch.name] = self._sysroot_store.ensure(arch)
+        return self._sysroots[arch.name]
+
+    def _inputs(self, arch: Arch, v: Variant) -> tuple[str, str, Sysroot]:
+        sysroot = self.sysroot(arch)
+        header = toolchains.build_info_h(arch, v, self.toolchain_version(arch, v), sysroot.libc_version(v.libc))
+        # Paths in argv are placeholders for the key: the real build runs in a temp dir against the cached sysroot.
         argv = toolchains.compile_argv(arch, v, Path("/src") / SOURCES[0], Path("/inc"), Path("/out") / BINARY) + list(self.extra)
         sources = [(self.source_dir / s).read_text() for s in SOURCES]
-        key = sha256_text(BUILDER_VERSION, *sources, header, "\0".join(argv), self.toolchain_version(arch, v))
-        return key, header
+        key = sha256_text(BUILDER_VERSION, *sources, header, "\0".join(argv), self.toolchain_version(arch, v), sysroot.key)
+        return key, header, sysroot
 
     def entry_name(self, arch: Arch, v: Variant) -> str:
         """The cache entry's directory name: arch, variant and the input key."""
@@ -94,17 +101,20 @@ class PayloadStore:
 
     def ensure(self, arch: Arch, v: Variant) -> Payload:
         """The cached build of ``v`` for ``arch``: built (once, under a lock) if missing or corrupt."""
-        key, header = self._inputs(arch, v)
-        entry = self.cache.ensure(self.entry_name(arch, v), lambda work: self._build(arch, v, key, header, work), verify)
+        key, header, sysroot = self._inputs(arch, v)
+        entry = self.cache.ensure(self.entry_name(arch, v), lambda work: self._build(arch, v, key, header, sysroot, work), verify)
         return Payload(arch, v, key, entry.path, _read_info(entry.path), entry.built)
 
-    def _build(self, arch: Arch, v: Variant, key: str, header: str, work: Path) -> None:
+    def _build(self, arch: Arch, v: Variant, key: str, header: str, sysroot: Sysroot, work: Path) -> None:
         src = work / "src"
         src.mkdir()
         for s in SOURCES:
             shutil.copy(self.source_dir / s, src / s)
         (work / "build_info.h").write_text(header)
-        argv = toolchains.compile_argv(arch, v, src / SOURCES[0], work, work / BINARY) + list(self.extra)
+        tools = toolchains.ToolPaths(
+            sysroot.dir, toolchains.linker(self.cfg.cache_dir / "tools"), toolchains.resource_dir(), sysroot.gcc_lib
+        )
+        argv = toolchains.compile_argv(arch, v, src / SOURCES[0], work, work / BINARY, tools) + list(self.extra)
         log.debug("compiling: %s", " ".join(argv))
         started = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, text=True, env=self._env(), cwd=work, check=False)
@@ -123,6 +133,8 @@ class PayloadStore:
             "linkage": v.linkage,
             "toolchain": v.toolchain,
             "toolchain_version": self.toolchain_version(arch, v),
+            "libc_version": sysroot.libc_version(v.libc),
+            "sysroot": sysroot.facts(),
             "argv": argv,
             "warnings": [ln for ln in proc.stderr.splitlines() if "warning:" in ln],
             "build_seconds": round(seconds, 3),

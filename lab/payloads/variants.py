@@ -1,10 +1,16 @@
 """The payload variant and toolchain tables: the one source of libc names, linkages, toolchains and flags.
 
-A variant is a (libc, linkage) pair built by one toolchain: musl by zig (the
-``ziglang`` wheel: every arch from one download), glibc by Debian's gcc for the
-arch's triplet (zig refuses static glibc, and one toolchain per libc keeps
-static and dynamic comparable). Each toolchain has a flags entry per linkage;
-an unknown linkage is an error, never a silent default.
+A variant is a (libc, linkage) pair built by one toolchain row. Every row
+compiles with Debian's clang (one compiler for every target) against a sysroot
+of the guest suite's own packages (:mod:`lab.payloads.sysroot`), and links with
+the LLD that the pinned ``ziglang`` wheel carries (LLVM 20: bookworm's lld 16
+cannot link trixie's riscv64 libc.a). So a cell's libc is the guest's, for both
+linkages. Each toolchain has a flags entry per linkage; an unknown linkage is
+an error, never a silent default.
+
+Placeholders in a row's arguments: ``{triplet}``, ``{uname}``, ``{debian}``
+(from the arch row), ``{sysroot}``, ``{ld}``, ``{resource}`` (clang's own
+headers) and ``{gcc_lib}`` (the sysroot's libgcc directory).
 
 Config validation, the CLI's choices, the report's comparison pairs and
 doctor's checks are derived from these rows through the functions below, read
@@ -13,7 +19,6 @@ at call time: adding a libc or a linkage is adding rows.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,12 +29,13 @@ from lab.errors import UserError
 class Toolchain:
     name: str
     libc: str
-    cc: tuple[str, ...]  # {triplet}, {uname} and {debian} are filled from the arch row
-    target: tuple[str, ...]  # target-selection arguments
+    cc: tuple[str, ...]  # the compiler driver and its target/sysroot/linker arguments
     linkage_flags: Mapping[str, tuple[str, ...]]  # linkage -> its extra flags
     version_argv: tuple[str, ...]
     host_packages: str  # what to install when it is missing (for errors and doctor)
-    musl_version: str = ""  # musl is built into the toolchain and cannot be asked at run time
+    sysroot_packages: tuple[str, ...] = ()  # the suite's packages this toolchain builds against ({gcc}: its gcc major)
+    pre: tuple[str, ...] = ()  # objects before the sources (start files, where the driver does not add them)
+    post: tuple[str, ...] = ()  # after the sources (libraries, end files)
 
     def flags_for(self, linkage: str) -> tuple[str, ...]:
         try:
@@ -49,42 +55,63 @@ class Variant:
     toolchain: str
 
 
-ZIG_VERSION = "0.15.2"  # pinned in pyproject.toml: it decides the musl version below
+CLANG = "clang-16"  # Debian 12's newest clang; the host package list installs it
+ZIG_VERSION = "0.15.2"  # pinned in pyproject.toml: its LLD links every variant
+_MUSL = "{sysroot}/usr/lib/{uname}-linux-musl"
 TOOLCHAINS: dict[str, Toolchain] = {
-    "zig": Toolchain(
-        name="zig",
-        libc="musl",
-        cc=(sys.executable, "-m", "ziglang", "cc"),
-        target=("-target", "{uname}-linux-musl"),
-        linkage_flags={"static": ("-static",), "dynamic": ("-dynamic",)},
-        version_argv=(sys.executable, "-m", "ziglang", "version"),
-        host_packages="pip install ziglang (./setup.sh does)",
-        musl_version="1.2.5",
-    ),
-    "gcc": Toolchain(
-        name="gcc",
+    "clang": Toolchain(
+        name="clang",
         libc="glibc",
-        cc=("{triplet}-gcc",),
-        target=(),
-        linkage_flags={"static": ("-static",), "dynamic": ()},
-        version_argv=("{triplet}-gcc", "-dumpfullversion"),
-        host_packages="apt-get install gcc-{triplet} libc6-dev-{debian}-cross (native: gcc libc6-dev)",
+        cc=(CLANG, "--target={triplet}", "--sysroot={sysroot}", "--ld-path={ld}"),
+        linkage_flags={"static": ("-static",), "dynamic": ("-no-pie",)},
+        version_argv=(CLANG, "-dumpversion"),
+        host_packages="apt-get install clang-16 (./setup.sh does)",
+        sysroot_packages=("libc6", "libc6-dev", "linux-libc-dev", "libgcc-{gcc}-dev", "libgcc-s1"),
+    ),
+    # musl the way Debian's musl-gcc.specs does it: musl's own headers, start files and libc, gcc's libgcc.
+    "clang-musl": Toolchain(
+        name="clang",
+        libc="musl",
+        cc=(
+            CLANG,
+            "--target={uname}-linux-musl",
+            "--ld-path={ld}",
+            "-nostdinc",
+            "-isystem",
+            "{resource}/include",
+            "-isystem",
+            "{sysroot}/usr/include/{uname}-linux-musl",
+            "-nostdlib",
+        ),
+        linkage_flags={"static": ("-static",), "dynamic": ("-no-pie", "-Wl,-dynamic-linker,/lib/ld-musl-{uname}.so.1")},
+        version_argv=(CLANG, "-dumpversion"),
+        host_packages="apt-get install clang-16 (./setup.sh does)",
+        sysroot_packages=("musl", "musl-dev", "linux-libc-dev", "libgcc-{gcc}-dev"),
+        pre=(f"{_MUSL}/crt1.o", f"{_MUSL}/crti.o"),
+        post=(f"-L{_MUSL}", "-lc", "{gcc_lib}/libgcc.a", f"{_MUSL}/crtn.o"),
     ),
 }
 
 VARIANTS: list[Variant] = [
-    Variant("glibc-dynamic", "glibc", "dynamic", "gcc"),
-    Variant("glibc-static", "glibc", "static", "gcc"),
-    Variant("musl-dynamic", "musl", "dynamic", "zig"),
-    Variant("musl-static", "musl", "static", "zig"),
+    Variant("glibc-dynamic", "glibc", "dynamic", "clang"),
+    Variant("glibc-static", "glibc", "static", "clang"),
+    Variant("musl-dynamic", "musl", "dynamic", "clang-musl"),
+    Variant("musl-static", "musl", "static", "clang-musl"),
 ]
 
 # One policy for every variant. -g0 and the prefix map keep builds byte-identical across checkouts.
 FLAGS: tuple[str, ...] = (
-    "-std=gnu11", "-O2", "-g0", "-Wall", "-Wextra",
-    "-fno-pie", "-no-pie", "-fno-stack-protector", "-U_FORTIFY_SOURCE",
-    "-Wl,-z,now", "-Wl,-z,relro",
-)  # fmt: skip
+    "-std=gnu11",
+    "-O2",
+    "-g0",
+    "-Wall",
+    "-Wextra",
+    "-fno-pie",
+    "-fno-stack-protector",
+    "-U_FORTIFY_SOURCE",
+    "-Wl,-z,now",
+    "-Wl,-z,relro",
+)
 
 
 def libcs() -> tuple[str, ...]:
@@ -106,7 +133,7 @@ def toolchain(v: Variant) -> Toolchain:
 
 
 def toolchains() -> list[Toolchain]:
-    """The toolchains the variants use, once each (what doctor checks per arch)."""
+    """The toolchain rows the variants use, once each."""
     return [TOOLCHAINS[name] for name in dict.fromkeys(v.toolchain for v in VARIANTS)]
 
 

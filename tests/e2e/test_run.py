@@ -86,6 +86,19 @@ def test_run_fills_the_store_with_12_cells_times_repeats(full_run: dict[str, obj
     assert {p.name for p in (run_dir / "manifests").iterdir()} == {"x86_64.json", "arm64.json", "riscv64.json"}
 
 
+def test_every_cell_is_one_libc_the_guests_own(full_run: dict[str, object]) -> None:
+    """Issue 11 acceptance: libc_version_build == libc_version_run == the image manifest's libc package, in every cell."""
+    from lab.measure.libc import image_versions
+
+    run_dir = Path(str(full_run["run_dir"]))
+    with Store(Path(str(full_run["store"])), readonly=True) as s:
+        cells = [c for _, c in s.cells(str(full_run["run_id"]))]
+    assert len(cells) == 12
+    for c in cells:
+        shipped = image_versions(json.loads((run_dir / "manifests" / f"{c.arch}.json").read_text()))[c.libc]
+        assert (c.libc_version_build, c.libc_version_run) == (shipped, shipped), c
+
+
 def test_reports_equal_the_store(full_run: dict[str, object], cli_config: Path) -> None:
     run_dir = Path(str(full_run["run_dir"]))
     medians = store_medians(Path(str(full_run["store"])), str(full_run["run_id"]))

@@ -292,7 +292,7 @@ def test_an_infrastructure_failure_retried_into_a_pass_is_a_pass_with_the_retry_
 def test_names_and_paths_reach_the_guest_as_data(cfg: config.Config, images: dict[str, Image]) -> None:
     arch = arches.get("riscv64")
     real = PayloadStore(cfg).ensure(arch, variant("musl-static"))
-    evil = replace(real, variant=Variant("x'; touch pwned; echo \"$(id)\" 'y z", "musl", "static", "zig"))
+    evil = replace(real, variant=Variant("x'; touch pwned; echo \"$(id)\" 'y z", "musl", "static", "clang-musl"))
     with boot(cfg, images["riscv64"], "tcg") as b:
         remotes = measure.install(b.guest, [evil])
         [remote] = remotes.values()

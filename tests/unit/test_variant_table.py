@@ -19,10 +19,10 @@ BIONIC = Toolchain(
     name="ndk",
     libc="bionic",
     cc=("{triplet}-clang",),
-    target=(),
     linkage_flags={"static": ("-static",), "dynamic": ()},
     version_argv=("true",),
     host_packages="apt-get install ndk",
+    sysroot_packages=("libbionic-dev",),
 )
 
 
@@ -47,6 +47,9 @@ def test_a_new_libc_row_reaches_config_cli_plan_report_pairs_and_doctor(tmp_path
     assert ("bionic vs glibc, static", "glibc-static", "bionic-static") in variants.comparison_pairs()
     assert not any("bionic" in what and "dynamic" in what for what, _, _ in variants.comparison_pairs())  # no bionic-dynamic row
     assert "ndk" in [tc.name for tc in variants.toolchains()]
+    from lab.payloads.sysroot import package_names
+
+    assert package_names("14")[-1] == "libbionic-dev"  # its sysroot packages join the suite sysroot
     argv = toolchains.compile_argv(arches.get("arm64"), variants.variant("bionic-static"), Path("/s/p.c"), Path("/i"), Path("/o/p"))
     assert argv[:2] == ["aarch64-linux-gnu-clang", "-std=gnu11"] and "-static" in argv
 
@@ -66,7 +69,7 @@ def test_an_unknown_libc_in_config_lists_the_table(tmp_path: Path) -> None:
 
 
 def test_a_linkage_without_flags_is_an_error_not_the_dynamic_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(variants, "VARIANTS", [*variants.VARIANTS, Variant("glibc-pie", "glibc", "pie", "gcc")])
+    monkeypatch.setattr(variants, "VARIANTS", [*variants.VARIANTS, Variant("glibc-pie", "glibc", "pie", "clang")])
     assert variants.linkages() == ("dynamic", "static", "pie")
-    with pytest.raises(UserError, match="toolchain gcc has no flags for linkage 'pie'"):
+    with pytest.raises(UserError, match="toolchain clang has no flags for linkage 'pie'"):
         toolchains.compile_argv(arches.get("x86_64"), variants.variant("glibc-pie"), Path("/s/p.c"), Path("/i"), Path("/o/p"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,11 @@ NATIVE = next(a for a in ARCHES if host_can_kvm(a))
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = replace(config.load(REPO / "lab.yaml"), cache_dir=tmp_path_factory.mktemp("cache"))
-    return PayloadStore(cfg).ensure(NATIVE, variant("glibc-static")).binary
+    return (
+        PayloadStore(config.load(REPO / "lab.yaml"), root=tmp_path_factory.mktemp("payloads"))
+        .ensure(NATIVE, variant("glibc-static"))
+        .binary
+    )
 
 
 def run(probe: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

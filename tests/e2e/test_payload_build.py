@@ -16,7 +16,7 @@ NATIVE = next(a for a in ARCHES if host_can_kvm(a))
 
 @pytest.fixture
 def store(tmp_path: Path) -> PayloadStore:
-    return PayloadStore(replace(config.load(REPO / "lab.yaml"), cache_dir=tmp_path))
+    return PayloadStore(config.load(REPO / "lab.yaml"), root=tmp_path / "payloads")
 
 
 def test_glibc_dynamic_build_facts_and_cache(store: PayloadStore) -> None:
@@ -49,3 +49,25 @@ def test_rebuilds_in_another_cache_are_byte_identical(store: PayloadStore, tmp_p
     a = store.ensure(NATIVE, variant("glibc-dynamic"))
     b = other.ensure(NATIVE, variant("glibc-dynamic"))
     assert a.dir != b.dir.parent and a.digest == b.digest
+
+
+def test_every_variant_is_built_against_the_guest_suites_own_libc(store: PayloadStore) -> None:
+    """Issue 11: never the host's cross libc. The version is checked in the built binary, not trusted from the flags."""
+    import json
+    import subprocess
+
+    from lab.payloads.sysroot import upstream
+    from lab.payloads.variants import VARIANTS
+
+    for v in VARIANTS:
+        p = store.ensure(NATIVE, v)
+        packages = p.info["sysroot"]["packages"]
+        assert p.info["sysroot"]["suite"] == "trixie"
+        assert p.info["libc_version"] == upstream(packages["libc6" if v.libc == "glibc" else "musl"])
+        if v.linkage == "static":  # runs on this host as it is: the version it carries is the one it reports
+            facts = json.loads(subprocess.run([str(p.binary), "--size", "4096"], capture_output=True, text=True, check=True).stdout)[
+                "facts"
+            ]
+            assert facts["libc_version_build"] == p.info["libc_version"]
+            if v.libc == "glibc":
+                assert facts["libc_version_run"] == p.info["libc_version"]
