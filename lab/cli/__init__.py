@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -92,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated):
         print("lab: interrupted; guests were shut down", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lab ... | head`: the reader left; say nothing, like any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # the host refused something lab did not expect to fail: still one line, exit 4
         where = f"{exc.filename}: " if exc.filename else ""
         return _unexpected(f"{where}{exc.strerror or exc}", "check free space, permissions and the paths in lab.yaml", exc)

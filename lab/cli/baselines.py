@@ -74,6 +74,9 @@ def _verdict_options(p: argparse.ArgumentParser, formats: bool = True) -> None:
 
 def cmd_baseline(args: argparse.Namespace, cfg: config.Config) -> int:
     verb = args.baseline_command
+    if verb == "list" and not cfg.run.store.exists():  # nothing saved yet: an empty list, not an error
+        print("[]" if args.json else f"no baselines in {cfg.run.store}")
+        return 0
     with Store(cfg.run.store, readonly=verb in ("list", "show", "export")) as store:
         if verb == "save":
             run_id, count = baselines.save(store, args.name, args.run)

@@ -73,6 +73,9 @@ def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, cfg: config.Config) -> int:
+    if args.runs_command == "list" and not cfg.run.store.exists():  # nothing run yet: an empty list, not an error
+        print("[]" if args.json else f"no runs in {cfg.run.store}")
+        return 0
     with Store(cfg.run.store, readonly=True) as store:
         if args.runs_command == "list":
             rows = [(r, len(store.cells(r.id)), len(store.errors(r.id))) for r in store.runs()]

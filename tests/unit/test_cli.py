@@ -86,7 +86,7 @@ def write_config(tmp_path: Path, **sections: dict[str, str]) -> Path:
             "/proc/lab-nope",
         ),
         ({"paths": {"cache": "/proc/lab-nope/cache"}}, ["run", "--arch", "x86_64"], 4, "/proc/lab-nope"),
-        ({"run": {"store": "/proc/lab-nope/lab.sqlite"}}, ["runs", "list"], 3, "no results store yet"),
+        ({"run": {"store": "/proc/lab-nope/lab.sqlite"}}, ["runs", "show"], 3, "no results store yet"),
         ({"run": {"store": "/proc/lab-nope/lab.sqlite"}}, ["baseline", "save", "x"], 4, "cannot create /proc/lab-nope"),
     ],
 )
@@ -169,3 +169,20 @@ def test_user_errors_in_lab_run_are_found_before_anything_boots(capsys: pytest.C
     if store.exists():
         with Store(store, readonly=True) as s:
             assert s.runs() == []
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
+    """`lab payloads list | head -1` printed "lab: error: Broken pipe" and exited 4."""
+    conf = write_config(tmp_path)
+    proc = subprocess.run(
+        f"{sys.executable} -m lab --config {conf} completion bash | head -c 10 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.stderr == "" and proc.stdout.strip() in ("0", "141")
+
+
+def test_listing_an_empty_store_is_an_empty_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    conf = write_config(tmp_path, run={"store": str(tmp_path / "none.sqlite")})
+    assert run(capsys, "--config", str(conf), "runs", "list")[:2] == (0, f"no runs in {tmp_path / 'none.sqlite'}\n")
+    assert run(capsys, "--config", str(conf), "baseline", "list", "--json")[:2] == (0, "[]\n")
+    assert not (tmp_path / "none.sqlite").exists()
