@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import secrets
 import socket
@@ -28,6 +29,8 @@ from typing import Any
 
 from lab.errors import InfraError, UserError
 from lab.results.schema import MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class Store:
             raise _db_error(path, exc, "cannot open the results store") from None
         try:
             if not readonly:
-                self.db.execute("PRAGMA busy_timeout=30000")
+                self.db.execute("PRAGMA busy_timeout=1000")  # then _begin says it is waiting, and waits on
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA foreign_keys=ON")
                 self._migrate()
@@ -176,10 +179,25 @@ class Store:
             self._release(run_id)
         self.db.close()
 
+    def _begin(self) -> None:
+        """Take the write lock; when another lab process holds it, say so, then wait up to 30 s in all."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        log.info("waiting for another lab process to finish writing %s", self.path)
+        self.db.execute("PRAGMA busy_timeout=29000")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        finally:
+            self.db.execute("PRAGMA busy_timeout=1000")
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 yield self.db
             except BaseException:

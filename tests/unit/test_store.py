@@ -226,3 +226,30 @@ def test_a_missing_store_is_a_usage_error_for_readers(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no results store yet"):
         Store(tmp_path / "none.db", readonly=True)
     assert not (tmp_path / "none.db").exists()
+
+
+def test_a_writer_waiting_for_another_says_so_then_writes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression (issue 10.11): waiting behind a writer was silent, then blamed the disk."""
+    import logging
+    import threading
+
+    db = tmp_path / "s.db"
+    Store(db).close()
+    locked = threading.Event()
+
+    def hold() -> None:  # another writer, holding the write lock for two seconds
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(2)
+        con.execute("COMMIT")
+        con.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(10)
+    with caplog.at_level(logging.INFO, logger="lab.results.store"), Store(db) as waiter:
+        waiter.begin_run(meta("after-wait"))
+        assert [r.id for r in waiter.runs()] == ["after-wait"]
+    holder.join()
+    assert any("waiting for another lab process to finish writing" in r.getMessage() for r in caplog.records)
