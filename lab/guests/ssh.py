@@ -102,6 +102,7 @@ class Guest:
             conn = self._connection(deadline)
             try:
                 conn.open()
+                conn.client.get_transport().channel_timeout = self.command_timeout  # fabric's runs open channels too
                 self.conn = conn
                 log.debug("%s: SSH up after %d attempt(s)", self.name, attempt)
                 return time.monotonic() - started
@@ -153,12 +154,11 @@ class Guest:
         """Run ``command``, reading its output as it comes; give up when no line containing ``progress`` arrives
         for ``stall_seconds`` (a frozen guest), keeping everything read so far. Exit status None when given up."""
         try:
-            chan = self._require().client.get_transport().open_session()
+            # A frozen guest never answers a channel open: paramiko would wait an hour without the timeout.
+            chan = self._require().client.get_transport().open_session(timeout=stall_seconds)
             chan.exec_command(command)
         except (paramiko.SSHException, EOFError, OSError, AttributeError) as exc:
-            raise GuestError(
-                f"{self.name}: SSH failed starting {command[:60]!r}: {exc}", "see the console log; the guest may have crashed"
-            ) from None
+            return Streamed("", "", None, f"no session within {stall_seconds:.0f}s (guest frozen or SSH lost: {exc or type(exc).__name__})")
         out, err = bytearray(), bytearray()
         deadline = Deadline(stall_seconds)
         seen = 0

@@ -57,3 +57,30 @@ def test_a_frozen_guest_keeps_finished_runs_and_stops() -> None:
     a = cells[("a", SIZE)].failure
     assert a is not None  # it did not get its third run either
     assert engine.stall_seconds(120) == 150 and engine.stall_seconds(5) == 15
+
+
+def test_a_guest_that_never_opens_a_session_is_a_stall_not_a_hang() -> None:
+    """Regression: a frozen guest never answered the channel open, and paramiko waited an hour (found by the frozen-guest test)."""
+    from pathlib import Path
+
+    import paramiko
+
+    from lab.guests.keys import KeyPair
+    from lab.guests.ssh import Guest
+
+    class Frozen:
+        def open_session(self, timeout: float | None = None) -> None:
+            assert timeout is not None  # never wait unbounded
+            raise paramiko.SSHException("Unable to open channel.")
+
+    class Client:
+        def get_transport(self) -> Frozen:
+            return Frozen()
+
+    class Conn:
+        client = Client()
+
+    g = Guest("arm64", 1, KeyPair(Path("/k"), "ssh-ed25519 AAAA"), KeyPair(Path("/h"), "ssh-ed25519 AAAA"), 5)
+    g.conn = Conn()  # type: ignore[assignment]
+    done = g.stream("true", 3, "@@")
+    assert done.exited is None and done.stalled is not None and "no session within 3s" in done.stalled
