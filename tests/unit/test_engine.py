@@ -81,6 +81,6 @@ def test_a_guest_that_never_opens_a_session_is_a_stall_not_a_hang() -> None:
         client = Client()
 
     g = Guest("arm64", 1, KeyPair(Path("/k"), "ssh-ed25519 AAAA"), KeyPair(Path("/h"), "ssh-ed25519 AAAA"), 5)
-    g.conn = Conn()  # type: ignore[assignment]
+    g.conn = Conn()
     done = g.stream("true", 3, "@@")
     assert done.exited is None and done.stalled is not None and "no session within 3s" in done.stalled
