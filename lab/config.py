@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from lab import axes
 from lab.arches import select as select_arches
 from lab.errors import UserError
 from lab.payloads import variants
@@ -69,6 +70,7 @@ class RunConfig:
     jobs: int  # 0: chosen from cores and memory
     tcg_tb_size_mib: int  # TCG translation cache per guest when several run at once
     store: Path
+    axes: dict[str, tuple[str, ...]]  # axis -> values (lab.axes); absent axes take their default
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,21 @@ class Section:
                 f"{self.file}: {key}: unknown key",
                 "allowed here: " + ", ".join(sorted(self.seen)),
             )
+
+
+def _axes(sec: Section) -> dict[str, tuple[str, ...]]:
+    """``run.axes``: {thp: [never, always], suite: [trixie, forky]}; every name and value checked against lab.axes."""
+    out = {}
+    for name in list(sec.data):
+        try:
+            values = sec.strings(name, ())
+            out[name] = tuple(axes.check(name, v) for v in values)
+        except UserError as exc:
+            raise UserError(f"{sec.file}: run.axes.{name}: {exc.message}", exc.remedy) from None
+        if not values:
+            raise UserError(f"{sec.file}: run.axes.{name}: [] is not valid", "list at least one value, or leave the axis out")
+    sec.finish()
+    return out
 
 
 def _path(base: Path, text: str) -> Path:
@@ -277,6 +294,7 @@ def parse(raw: object, file: Path) -> Config:
         jobs=r.integer("jobs", 0, 0, 64),
         tcg_tb_size_mib=r.integer("tcg_tb_size_mib", 256, 32, 4096),
         store=_path(base, r.text("store", str(results_dir / "lab.sqlite"))),
+        axes=_axes(r.section("axes")),
     )
     r.finish()
 

@@ -25,9 +25,10 @@ from typing import Any
 import jinja2
 
 from lab.arches import ARCHES, Arch
+from lab.axes import SUITES
 from lab.cache import BuildCache, check_files, file_lock, read_record
 from lab.config import Config
-from lab.errors import CacheError, ImageError
+from lab.errors import CacheError, ImageError, UserError
 from lab.files import sha256_file, sha256_text
 from lab.guests import elf, kernel
 from lab.guests.apt import Apt, Package, first_dependency
@@ -93,22 +94,37 @@ def render_init(recipe: Recipe, arch: Arch, modules: list[str]) -> str:
 class ImageStore:
     """Builds and finds images under ``<cache>/images`` for one config."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, suite: str | None = None) -> None:
+        """Images of the recipe for ``suite`` (default: the recipe's); the kernel comes from the recipe's suite
+        unless the recipe says ``kernel.from: suite``."""
         self.cfg = cfg
         self.recipe = load_recipe(cfg.recipe)
+        self.suite = suite or self.recipe.suite
         self.root = cfg.cache_dir / "images"
         # 0700: the initramfs holds the guest's private host key (pinning means nothing if others can read it).
         self.cache = BuildCache(self.root, cfg.timeouts.scaled("lock"), "image", mode=0o700)
         self.keys_dir = cfg.cache_dir / "keys"
-        arches = tuple(a.debian for a in ARCHES)
-        self.apt = Apt(cfg.cache_dir / "apt" / self.recipe.suite, self.recipe.suite, self.recipe.components, arches, cfg.apt.mirror)
+        self.apt = self._apt(self.suite)
+        same = self.recipe.kernel_from == "suite" or self.suite == self.recipe.suite
+        self.kernel_apt = self.apt if same else self._apt(self.recipe.suite)
+
+    def _apt(self, suite: str) -> Apt:
+        known = {s.name: s.debian for s in SUITES}
+        shipped = tuple(a.debian for a in ARCHES if a.debian in known.get(suite, (a.debian,)))
+        return Apt(self.cfg.cache_dir / "apt" / suite, suite, self.recipe.components, shipped, self.cfg.apt.mirror)
+
+    def ships(self, arch: Arch) -> bool:
+        """Whether this store's suite has ``arch`` at all (bookworm has no riscv64)."""
+        return arch.debian in self.apt.arches
 
     def _resolve(self, arch: Arch) -> tuple[Package, list[Package]]:
         """The versioned kernel package plus the recipe's packages, resolved in the lab's apt lists."""
-        named = self.apt.resolve([self.recipe.kernel_for(arch)], arch.debian)[0]
+        if not self.ships(arch):
+            raise UserError(f"Debian {self.suite} does not ship {arch.name}", f"drop {self.suite} for {arch.name} (lab run skips such cells)")
+        named = self.kernel_apt.resolve([self.recipe.kernel_for(arch)], arch.debian)[0]
         # A metapackage depends on the versioned linux-image package; a versioned one does not.
         real = first_dependency(named.depends, "linux-image-")
-        pkg = self.apt.resolve([real], arch.debian)[0] if real else named
+        pkg = self.kernel_apt.resolve([real], arch.debian)[0] if real else named
         return pkg, self.apt.resolve(self.recipe.packages, arch.debian)
 
     def _inputs(self, arch: Arch) -> tuple[str, Package, list[Package], KeyPair, KeyPair]:
@@ -116,7 +132,7 @@ class ImageStore:
         kernel_pkg, packages = self._resolve(arch)
         client = client_key(self.keys_dir)
         hostk = host_key(self.keys_dir, arch.name)
-        key = image_key(self.recipe.canonical(), arch, [kernel_pkg, *packages], client.public, hostk.public)
+        key = image_key(self.recipe.canonical() + self.suite, arch, [kernel_pkg, *packages], client.public, hostk.public)
         return key, kernel_pkg, packages, client, hostk
 
     def apt_lock(self) -> AbstractContextManager[None]:
@@ -126,7 +142,8 @@ class ImageStore:
     def ensure(self, arch: Arch, refresh: bool = False) -> Image:
         """Return the image for ``arch``, building it if missing or corrupt."""
         with self.apt_lock():
-            self.apt.update(0 if refresh else self.cfg.apt.refresh_hours)
+            for apt in dict.fromkeys((self.apt, self.kernel_apt)):
+                apt.update(0 if refresh else self.cfg.apt.refresh_hours)
             key, kernel_pkg, packages, client, hostk = self._inputs(arch)
             entry = self.cache.ensure(
                 f"{arch.name}-{key[:16]}", lambda work: self._build(arch, key, work, kernel_pkg, packages, client, hostk), verify
@@ -134,9 +151,12 @@ class ImageStore:
         return Image(arch, key, entry.path, _read_manifest(entry.path), hostk)
 
     def prune(self) -> list[Path]:
-        """Delete cached images that are not the current one for any arch, and abandoned build dirs."""
+        """Delete cached images that are current for no arch of the recipe's suite nor of ``run.axes`` suites,
+        and abandoned build dirs."""
+        suites = dict.fromkeys((self.recipe.suite, *self.cfg.run.axes.get("suite", ())))
+        stores = [self if suite == self.suite else ImageStore(self.cfg, suite) for suite in suites]
         with self.apt_lock():
-            keep = {f"{a.name}-{self._inputs(a)[0][:16]}" for a in ARCHES}
+            keep = {f"{a.name}-{store._inputs(a)[0][:16]}" for store in stores for a in ARCHES if store.ships(a)}
             doomed = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keep] if self.root.exists() else []
             for d in doomed:
                 shutil.rmtree(d)
@@ -146,7 +166,8 @@ class ImageStore:
         self, arch: Arch, key: str, work: Path, kernel_pkg: Package, packages: list[Package], client: KeyPair, hostk: KeyPair
     ) -> None:
         started = time.monotonic()
-        debs = self.apt.download([kernel_pkg, *packages], self.cfg.cache_dir / "debs")
+        pool = self.cfg.cache_dir / "debs"
+        debs = {**self.kernel_apt.download([kernel_pkg], pool), **self.apt.download(packages, pool)}
         tree = Tree()
         for pkg in packages:
             with deb_tar(debs[pkg.name]) as tar:
@@ -167,7 +188,8 @@ class ImageStore:
             "arch": arch.name,
             "key": key,
             "recipe": self.recipe.name,
-            "suite": self.recipe.suite,
+            "suite": self.suite,
+            "kernel_suite": self.kernel_apt.suite,
             "mirror": self.apt.mirror,
             "kernel_release": kernel_release,
             "kernel_package": {"name": kernel_pkg.name, "version": kernel_pkg.version},

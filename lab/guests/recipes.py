@@ -20,6 +20,7 @@ class Recipe:
     suite: str
     components: tuple[str, ...]
     kernel_package: str  # may contain {debian}
+    kernel_from: str  # recipe: one kernel (the recipe suite's) for every suite; suite: each suite's own
     modules: tuple[str, ...]
     packages: tuple[str, ...]
     check: tuple[str, ...]
@@ -52,6 +53,7 @@ def load_recipe(path: Path) -> Recipe:
     components = top.strings("components", ("main",))
     k = top.section("kernel")
     kernel_package = k.text("package", "linux-image-{debian}")
+    kernel_from = k.text("from", "recipe", ("recipe", "suite"))
     modules = k.strings("modules", ())
     k.finish()
     packages = top.strings("packages", ())
@@ -72,4 +74,4 @@ def load_recipe(path: Path) -> Recipe:
     for field, value in (("packages", packages), ("components", components)):
         if not value:
             raise UserError(f"{path}: {field}: must not be empty", "list at least one")
-    return Recipe(path, name, suite, components, kernel_package, modules, packages, check, exclude, init, scratch_size, test_file)
+    return Recipe(path, name, suite, components, kernel_package, kernel_from, modules, packages, check, exclude, init, scratch_size, test_file)

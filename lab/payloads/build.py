@@ -27,6 +27,7 @@ from lab.errors import CacheError, ImageError
 from lab.files import sha256_file, sha256_text
 from lab.guests import elf
 from lab.payloads import toolchains
+from lab.guests.images import ImageStore
 from lab.payloads.sysroot import Sysroot, SysrootStore
 from lab.payloads.variants import Variant, toolchain
 
@@ -61,7 +62,9 @@ class Payload:
 
 
 class PayloadStore:
-    def __init__(self, cfg: Config, source_dir: Path = SOURCE_DIR, extra_defines: tuple[str, ...] = (), root: Path | None = None) -> None:
+    def __init__(
+        self, cfg: Config, source_dir: Path = SOURCE_DIR, extra_defines: tuple[str, ...] = (), root: Path | None = None, suite: str | None = None
+    ) -> None:
         """``extra_defines`` are for tests only: they change the binary (and its cache key) but not the
         flags the probe reports, so a deliberately different build keeps its cell identity. ``root`` moves
         the payload entries only (sysroots and apt stay in the cache)."""
@@ -70,6 +73,7 @@ class PayloadStore:
         self.cache = BuildCache(self.root, cfg.timeouts.scaled("lock"), "payload")
         self.source_dir = source_dir
         self.extra = tuple(f"-D{d}" for d in extra_defines)
+        self.suite = suite  # whose libc the builds link against (default: the recipe's suite)
         self._sysroots: dict[str, Sysroot] = {}
         self._sysroot_store: SysrootStore | None = None
 
@@ -82,7 +86,7 @@ class PayloadStore:
 
     def sysroot(self, arch: Arch) -> Sysroot:
         if arch.name not in self._sysroots:
-            self._sysroot_store = self._sysroot_store or SysrootStore(self.cfg)
+            self._sysroot_store = self._sysroot_store or SysrootStore(self.cfg, ImageStore(self.cfg, self.suite))
             self._sysroots[arch.name] = self._sysroot_store.ensure(arch)
         return self._sysroots[arch.name]
 

@@ -64,6 +64,7 @@ class ProbeResult:
     facts: Facts
     file: FileInfo | None
     stages: tuple[Stage, ...]
+    file_cache: str | None = None  # cold (evicted first) | warm (read in first); None without --file
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
@@ -161,4 +162,5 @@ def parse(text: str) -> ProbeResult:
         facts=facts,
         file=file,
         stages=tuple(stages),
+        file_cache=str(mode["file_cache"]) if isinstance(mode.get("file_cache"), str) else None,
     )

@@ -67,12 +67,12 @@ def package_names(gcc_major: str) -> list[str]:
 
 
 class SysrootStore:
-    """Sysroots for the recipe's suite, under ``<cache>/sysroots``, built once per (arch, package versions)."""
+    """Sysroots for one suite (that of ``images``), under ``<cache>/sysroots``, built once per (arch, package versions)."""
 
     def __init__(self, cfg: Config, images: ImageStore | None = None) -> None:
         self.cfg = cfg
         self.images = images or ImageStore(cfg)
-        self.suite = self.images.recipe.suite
+        self.suite = self.images.suite
         self.cache = BuildCache(cfg.cache_dir / "sysroots", cfg.timeouts.scaled("lock"), "sysroot")
 
     def _resolve(self, arch: Arch) -> list[Package]:

@@ -1,0 +1,97 @@
+"""The measurement axes: the table of what a cell can vary besides arch, variant and buffer size.
+
+Each axis value is part of a cell's identity (``Cell.axes``, e.g. ``suite=forky,thp=always``:
+the axes whose value is not the default, in table order), so baselines never
+compare across knob values. ``boot`` axes need a guest of their own (another
+image); ``run`` axes are applied to each probe run in the same guest.
+Adding an axis is adding a row here and teaching the engine (run axes) or the
+image builder (boot axes) what it means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    values: tuple[str, ...]  # allowed values; () means free-form
+    where: str  # boot | run
+    help: str
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A Debian suite lab can build guests from, and the Debian architectures it ships."""
+
+    name: str
+    debian: tuple[str, ...]
+
+
+SUITES: tuple[Suite, ...] = (
+    Suite("bookworm", ("amd64", "arm64")),  # Debian 12 ships no riscv64
+    Suite("trixie", ("amd64", "arm64", "riscv64")),
+    Suite("forky", ("amd64", "arm64", "riscv64")),
+)
+
+AXES: tuple[Axis, ...] = (
+    Axis("suite", tuple(s.name for s in SUITES), "boot", "the Debian suite of the guest's userland and libc (the kernel stays the recipe's)"),
+    Axis("thp", ("never", "madvise", "always"), "run", "transparent huge pages, set in the guest before each run"),
+    Axis("cache", ("cold", "warm"), "run", "the test file's page-cache state for the file stages: evicted, or read in first"),
+    Axis("order", ("random", "seq"), "run", "the order file_read visits the test file's pages"),
+    Axis("tunables", (), "run", "GLIBC_TUNABLES for the probe, e.g. glibc.malloc.mmap_threshold=65536"),
+)
+Point = Mapping[str, str]  # axis name -> value, for every axis
+
+
+def get(name: str) -> Axis:
+    for a in AXES:
+        if a.name == name:
+            return a
+    raise UserError(f"unknown axis {name!r}", "axes: " + ", ".join(a.name for a in AXES))
+
+
+def suite(name: str) -> Suite:
+    for s in SUITES:
+        if s.name == name:
+            return s
+    raise UserError(f"unknown suite {name!r}", "suites: " + ", ".join(s.name for s in SUITES))
+
+
+def check(name: str, value: str) -> str:
+    axis = get(name)
+    if axis.values and value not in axis.values:
+        raise UserError(f"axis {name}: {value!r} is not valid", "values: " + ", ".join(axis.values))
+    forbidden = ", \n\t'\"" + ("" if name == "tunables" else "=")
+    if any(c in value for c in forbidden):
+        raise UserError(f"axis {name}: {value!r} is not valid", "a value may not contain spaces, quotes or ','" + ("" if name == "tunables" else " or '='"))
+    return value
+
+
+def parse(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """``["thp=never,always", "cache=warm"]`` -> {"thp": ("never", "always"), "cache": ("warm",)}; errors name the spec.
+
+    ``tunables`` takes one value per ``--axis`` (a GLIBC_TUNABLES string has ``=`` and ``:`` in it); repeat the
+    option for several, e.g. ``--axis tunables=glibc.malloc.mmap_threshold=65536 --axis tunables=``.
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or (not values and name.strip() != "tunables"):
+            raise UserError(f"--axis {spec!r} is not valid", "use NAME=VALUE[,VALUE...], e.g. --axis thp=never,always")
+        name = name.strip()
+        get(name)
+        parts = (values,) if name == "tunables" else tuple(v for v in values.split(",") if v)
+        if not parts and name != "tunables":
+            raise UserError(f"--axis {spec!r} names no value", "e.g. --axis thp=never,always")
+        out[name] = tuple(dict.fromkeys((*out.get(name, ()), *(check(name, v.strip()) for v in parts))))
+    return out
+
+
+def identity(point: Point, defaults: Point) -> str:
+    """A cell's axes as part of its identity: the non-default values, in table order (``""`` for all defaults)."""
+    return ",".join(f"{a.name}={point[a.name]}" for a in AXES if point.get(a.name, defaults[a.name]) != defaults[a.name])
