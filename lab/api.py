@@ -27,6 +27,7 @@ from lab.errors import InfraError, UserError
 from lab.guests import doctor as doctor_mod
 from lab.measure.plan import Plan, make_plan, with_out
 from lab.measure.plan import RunRequest as RunRequest  # re-exported: part of the API
+from lab.measure.rundir import raw_stem
 from lab.measure.runner import Runner, Summary
 from lab.payloads import toolchains
 from lab.payloads.probe import ProbeResult
@@ -103,7 +104,7 @@ def probe(cfg: Config, req: RunRequest) -> tuple[list[ProbeRun], dict[str, dict[
             for cell_id, cell in store.cells(summary.run_id):
                 samples = store.samples(cell_id)
                 for i in sorted({s.repeat for s in samples}):
-                    raw = summary.run_dir / "raw" / cell.arch / f"{cell.variant}-{cell.buffer_size}-r{i}.json"
+                    raw = summary.run_dir / "raw" / cell.arch / f"{raw_stem(cell.variant, cell.buffer_size, cell.axes, i)}.json"
                     runs.append(ProbeRun(cell.arch, cell.variant, i, cell.accel, parse_probe(raw.read_text())))
                 per_stage: dict[str, dict[str, list[int]]] = {}
                 for s in samples:
@@ -195,14 +196,16 @@ class HistoryRow:
     majflt: tuple[int, ...]
 
 
-def history(cfg: Config, arch: str, variant: str, stage: str = "entry", size: int | None = None, last: int = 20) -> list[HistoryRow]:
+def history(
+    cfg: Config, arch: str, variant: str, stage: str = "entry", size: int | None = None, last: int = 20, axes: str = ""
+) -> list[HistoryRow]:
     """``lab history``: one cell's stage across runs, oldest first."""
     if stage not in STAGES:
         raise UserError(f"--stage {stage!r} is not valid", "stages: " + ", ".join(STAGES))
     if last < 1:
         raise UserError(f"--last {last} is not valid", "use 1 or more")
     with Store(cfg.run.store, readonly=True) as store:
-        rows = store.history(arch, variant, stage, size, last)
+        rows = store.history(arch, variant, stage, size, last, axes)
         statuses = {r.id: r.status for r in store.runs()}
     return [HistoryRow(r, started, statuses.get(r, "?"), sz, tuple(mins), tuple(majs)) for r, started, sz, mins, majs in rows]
 

@@ -39,7 +39,9 @@ SUITES: tuple[Suite, ...] = (
 )
 
 AXES: tuple[Axis, ...] = (
-    Axis("suite", tuple(s.name for s in SUITES), "boot", "the Debian suite of the guest's userland and libc (the kernel stays the recipe's)"),
+    Axis(
+        "suite", tuple(s.name for s in SUITES), "boot", "the Debian suite of the guest's userland and libc (the kernel stays the recipe's)"
+    ),
     Axis("thp", ("never", "madvise", "always"), "run", "transparent huge pages, set in the guest before each run"),
     Axis("cache", ("cold", "warm"), "run", "the test file's page-cache state for the file stages: evicted, or read in first"),
     Axis("order", ("random", "seq"), "run", "the order file_read visits the test file's pages"),
@@ -68,7 +70,10 @@ def check(name: str, value: str) -> str:
         raise UserError(f"axis {name}: {value!r} is not valid", "values: " + ", ".join(axis.values))
     forbidden = ", \n\t'\"" + ("" if name == "tunables" else "=")
     if any(c in value for c in forbidden):
-        raise UserError(f"axis {name}: {value!r} is not valid", "a value may not contain spaces, quotes or ','" + ("" if name == "tunables" else " or '='"))
+        raise UserError(
+            f"axis {name}: {value!r} is not valid",
+            "a value may not contain spaces, quotes or ','" + ("" if name == "tunables" else " or '='"),
+        )
     return value
 
 

@@ -59,6 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     h.add_argument("--stage", default="entry")
     h.add_argument("--size", help="buffer size (default: every size)")
     h.add_argument("--last", type=int, default=20)
+    h.add_argument("--axes", default="", help="the cell's axes, as shown in reports (default: none, e.g. thp=always)")
     h.add_argument("--json", action="store_true", help="every run's counts as JSON")
     return {"baseline": cmd_baseline, "compare": cmd_compare, "nightly": cmd_nightly, "history": cmd_history}
 
@@ -128,7 +129,7 @@ def cmd_nightly(args: argparse.Namespace, cfg: config.Config) -> int:
     req = api.NightlyRequest(run_request(args), args.baseline, args.tolerance_faults, args.tolerance_percent)
     selected = api.plan(cfg, req.run)
     quiet = args.quiet or args.run_quiet
-    with Progress.for_stream([a.name for a in selected.arches], quiet=quiet or args.json) as progress:
+    with Progress.for_stream(selected.labels(), quiet=quiet or args.json) as progress:
         result = api.nightly(cfg, req, progress.update, ["lab", *sys.argv[1:]])
     if args.json:
         doc = {
@@ -153,7 +154,7 @@ def cmd_nightly(args: argparse.Namespace, cfg: config.Config) -> int:
 
 def cmd_history(args: argparse.Namespace, cfg: config.Config) -> int:
     arch, v = arches.get(args.arch), variant(args.variant)
-    rows = api.history(cfg, arch.name, v.name, args.stage, size(args.size) if args.size else None, args.last)
+    rows = api.history(cfg, arch.name, v.name, args.stage, size(args.size) if args.size else None, args.last, args.axes)
     if args.json:
         print(json.dumps({"arch": arch.name, "variant": v.name, "stage": args.stage, "runs": [asdict(r) for r in rows]}, indent=2))
         return 0

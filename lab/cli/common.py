@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from lab import arches, config
+from lab import arches, axes, config
 from lab.errors import UserError
 from lab.files import write_atomic
 from lab.measure.plan import RunRequest
@@ -41,6 +41,8 @@ def run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, help="runs per variant (default: run.repeat)")
     p.add_argument("--jobs", type=int, help="guests at once (default: from cores and memory)")
     p.add_argument("--size", help="buffer sizes, e.g. 1M,8M (default: run.sizes)")
+    p.add_argument("--axis", action="append", default=[], metavar="NAME=V1,V2",
+                   help="measure along an axis (repeatable): " + ", ".join(f"{a.name}" for a in axes.AXES) + "; e.g. thp=never,always")  # fmt: skip
     p.add_argument("--out", help="results directory for the run directory (default: paths.results)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.add_argument("--quiet", dest="run_quiet", action="store_true", help="no progress display (same as lab -q)")
@@ -57,6 +59,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         size=args.size,
         accel=args.accel,
         out=Path(args.out) if getattr(args, "out", None) else None,
+        axis=tuple(getattr(args, "axis", None) or ()),
     )
 
 

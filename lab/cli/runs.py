@@ -47,7 +47,7 @@ def execute_run(args: argparse.Namespace, cfg: config.Config, reports: bool = Tr
     """lab run's progress display and summary around :func:`lab.api.run` (lab nightly shares it)."""
     req = run_request(args)
     selected = api.plan(cfg, req)  # usage errors before the progress display appears
-    with Progress.for_stream([a.name for a in selected.arches], quiet=args.quiet or args.run_quiet or args.json) as progress:
+    with Progress.for_stream(selected.labels(), quiet=args.quiet or args.run_quiet or args.json) as progress:
         return api.run(cfg, req, progress.update, ["lab", *sys.argv[1:]], reports=reports)
 
 

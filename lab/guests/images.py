@@ -120,7 +120,9 @@ class ImageStore:
     def _resolve(self, arch: Arch) -> tuple[Package, list[Package]]:
         """The versioned kernel package plus the recipe's packages, resolved in the lab's apt lists."""
         if not self.ships(arch):
-            raise UserError(f"Debian {self.suite} does not ship {arch.name}", f"drop {self.suite} for {arch.name} (lab run skips such cells)")
+            raise UserError(
+                f"Debian {self.suite} does not ship {arch.name}", f"drop {self.suite} for {arch.name} (lab run skips such cells)"
+            )
         named = self.kernel_apt.resolve([self.recipe.kernel_for(arch)], arch.debian)[0]
         # A metapackage depends on the versioned linux-image package; a versioned one does not.
         real = first_dependency(named.depends, "linux-image-")

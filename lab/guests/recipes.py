@@ -74,4 +74,6 @@ def load_recipe(path: Path) -> Recipe:
     for field, value in (("packages", packages), ("components", components)):
         if not value:
             raise UserError(f"{path}: {field}: must not be empty", "list at least one")
-    return Recipe(path, name, suite, components, kernel_package, kernel_from, modules, packages, check, exclude, init, scratch_size, test_file)
+    return Recipe(
+        path, name, suite, components, kernel_package, kernel_from, modules, packages, check, exclude, init, scratch_size, test_file
+    )

@@ -17,7 +17,7 @@ own execve and do not depend on the SSH server's shell.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lab.guests.protocol import TEST_FILE_PATH
@@ -28,6 +28,7 @@ from lab.payloads.probe import ProbeOutputError, ProbeResult
 from lab.payloads.probe import parse as parse_probe
 
 REMOTE_DIR = "/tmp/lab-payloads"
+THP_CONTROL = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 def stall_seconds(per_run_seconds: int) -> int:
@@ -35,11 +36,17 @@ def stall_seconds(per_run_seconds: int) -> int:
     return per_run_seconds + max(10, per_run_seconds // 4)
 
 
-CellKey = tuple[str, int]  # (variant name, buffer size)
+CellKey = tuple[str, int, int]  # (variant name, buffer size, index of the run-axes point)
 
 
 def probe_command(
-    remote: str, size: int, file: str | None = TEST_FILE_PATH, order: str = "random", reexec: bool = True, file_bytes: int = 0
+    remote: str,
+    size: int,
+    file: str | None = TEST_FILE_PATH,
+    order: str = "random",
+    reexec: bool = True,
+    file_bytes: int = 0,
+    warm: bool = False,
 ) -> str:
     """The guest shell command for one probe run. Pure."""
     argv = [remote, "--size", str(size)]
@@ -47,9 +54,20 @@ def probe_command(
         argv += ["--file", file, "--order", order]
         if file_bytes:
             argv += ["--file-bytes", str(file_bytes)]
+        if warm:
+            argv.append("--warm")
     if not reexec:
         argv.append("--no-reexec")
     return shlex.join(argv)
+
+
+def point_command(remote: str, size: int, file_bytes: int, point: Mapping[str, str], set_thp: bool) -> str:
+    """One probe run at a point of the run axes (lab.axes): THP set in the guest first when the run varies it,
+    the page-cache state and read order as probe flags, glibc tunables in the environment. Pure."""
+    probe = probe_command(remote, size, order=point.get("order", "random"), file_bytes=file_bytes, warm=point.get("cache") == "warm")
+    env = f"GLIBC_TUNABLES={shlex.quote(point['tunables'])} " if point.get("tunables") else ""
+    thp = f"echo {shlex.quote(point['thp'])} > {THP_CONTROL} && " if set_thp else ""
+    return f"{thp}{env}exec {probe}"
 
 
 def install(guest: Guest, payloads: list[Payload]) -> dict[str, str]:
@@ -86,6 +104,7 @@ class RawRun:
     size: int
     repeat: int
     outcome: batch.Outcome
+    point: int = 0  # index of the run-axes point
 
 
 def _judge(name: str, job: batch.Job, out: batch.Outcome, size: int, file_bytes: int) -> ProbeResult | Failure:
@@ -115,37 +134,40 @@ def measure(
     file_bytes: int = 0,
     on_round: Callable[[int], None] = lambda r: None,
     on_raw: Callable[[RawRun], None] = lambda raw: None,
+    points: Sequence[Mapping[str, str]] = ({},),
+    set_thp: bool = False,
 ) -> dict[CellKey, CellRuns]:
-    """Every variant in ``remotes`` × ``sizes``, ``repeat`` times; see the module docstring."""
-    cells = {(name, size): CellRuns() for size in sizes for name in remotes}
+    """Every variant in ``remotes`` × ``sizes`` × run-axes ``points``, ``repeat`` times; see the module docstring."""
+    cells = {(name, size, pi): CellRuns() for pi in range(len(points)) for size in sizes for name in remotes}
     for r in range(repeat):
         on_round(r)
         jobs = [
-            batch.Job(f"{name}:{size}:{r}", probe_command(remotes[name], size, file_bytes=file_bytes))
+            batch.Job(f"{name}:{size}:{pi}:{r}", point_command(remotes[name], size, file_bytes, point, set_thp))
+            for pi, point in enumerate(points)
             for size in sizes
             for name in remotes
-            if cells[(name, size)].failure is None
+            if cells[(name, size, pi)].failure is None
         ]
         if not jobs:
             break
         script = f"sh -c {shlex.quote(batch.script(jobs, per_run_seconds))}"
         done = guest.stream(script, stall_seconds(per_run_seconds), f"{batch.MARK}-END")
         for job, out in zip(jobs, batch.parse(done.stdout, jobs), strict=True):
-            name, size_text, _ = job.key.split(":")
-            cell = cells[(name, int(size_text))]
+            name, size_text, pi, _ = job.key.split(":")
+            cell = cells[(name, int(size_text), int(pi))]
             if out.status == -1 and done.stalled:
                 cell.failure = Failure(
                     "payload", f"{guest.name} {name}: guest stopped answering: {done.stalled}", f"command: {job.command}"
                 )
                 continue
-            on_raw(RawRun(name, int(size_text), r, out))
+            on_raw(RawRun(name, int(size_text), r, out, int(pi)))
             judged = _judge(f"{guest.name} {name}", job, out, int(size_text), file_bytes)
             if isinstance(judged, Failure):
                 cell.failure = judged
             else:
                 cell.results.append(judged)
         if done.stalled:  # the guest is gone: what finished is kept, nothing more is tried
-            for (name, _), cell in cells.items():
+            for (name, _, _), cell in cells.items():
                 if cell.failure is None:
                     why = f"guest stopped answering after {len(cell.results)} of {repeat} runs: {done.stalled}"
                     cell.failure = Failure("payload", f"{guest.name} {name}: {why}", "")

@@ -7,14 +7,17 @@ option and the allowed values, raised before anything is built or booted.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lab import arches
+from lab import axes as axes_mod
 from lab.arches import Arch
 from lab.config import Config
 from lab.errors import UserError
+from lab.guests.recipes import load_recipe
 from lab.payloads import variants
 from lab.payloads.variants import Variant
 from lab.text import parse_size
@@ -33,6 +36,7 @@ class RunRequest:
     size: str | None = None  # "1M,8M"
     accel: str | None = None  # auto | kvm | tcg
     out: Path | None = None  # results directory for the run directory
+    axis: tuple[str, ...] = ()  # "thp=never,always", "suite=trixie,forky" (lab.axes); replaces run.axes per axis
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,36 @@ class Plan:
     jobs: int
     file_bytes: int
     accel: str | None = None
+    axes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # every axis with its values in this run, table order
+    defaults: tuple[tuple[str, str], ...] = ()  # every axis's default (the identity of a cell leaves these out)
+
+    def values(self, name: str) -> tuple[str, ...]:
+        return dict(self.axes).get(name) or (dict(self.defaults)[name],)
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        return self.values("suite")
+
+    def labels(self) -> list[str]:
+        """One progress label per guest: the arch, or arch/suite when the run spans suites."""
+        several = len(self.suites) > 1
+        return [f"{a.name}/{s}" if several else a.name for a, s in self.groups()]
+
+    def groups(self) -> list[tuple[Arch, str]]:
+        """(arch, suite) pairs that get a guest: those the suite ships (bookworm has no riscv64)."""
+        return [(a, s) for s in self.suites for a in self.arches if a.debian in axes_mod.suite(s).debian]
+
+    def skipped(self) -> list[str]:
+        return [f"Debian {s} does not ship {a.name}: its cells are skipped" for s in self.suites for a in self.arches
+                if a.debian not in axes_mod.suite(s).debian]  # fmt: skip
+
+    def run_points(self) -> list[dict[str, str]]:
+        """Every combination of the run axes' values (everything but the suite), in table order."""
+        names = [a.name for a in axes_mod.AXES if a.where == "run"]
+        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.values(n) for n in names))]
+
+    def identity(self, suite: str, point: dict[str, str]) -> str:
+        return axes_mod.identity({"suite": suite, **point}, dict(self.defaults))
 
 
 def default_jobs(arch_count: int) -> int:
@@ -94,7 +128,22 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
     file_bytes = size(cfg.run.file_bytes, "run.file_bytes")
     if not chosen:
         raise UserError("no variant matches --libc/--linkage", "variants: " + ", ".join(variants.names()))
-    return Plan(tuple(selected), tuple(chosen), tuple(dict.fromkeys(sizes)), repeat, jobs, file_bytes, req.accel)
+    defaults = {
+        "suite": load_recipe(cfg.recipe).suite,
+        "thp": cfg.guest.transparent_hugepage,
+        "cache": "cold",
+        "order": "random",
+        "tunables": "",
+    }
+    chosen_axes = {**cfg.run.axes, **axes_mod.parse(req.axis)}
+    for name in chosen_axes.get("suite", ()):
+        axes_mod.suite(name)
+    ordered = tuple((a.name, chosen_axes[a.name]) for a in axes_mod.AXES if a.name in chosen_axes)
+    plan = Plan(tuple(selected), tuple(chosen), tuple(dict.fromkeys(sizes)), repeat, jobs, file_bytes, req.accel, ordered,
+                tuple(defaults.items()))  # fmt: skip
+    if not plan.groups():
+        raise UserError("no arch of this run is shipped by its suites: " + "; ".join(plan.skipped()), "pick other arches or suites")
+    return plan
 
 
 def with_out(cfg: Config, out: Path | None) -> Config:

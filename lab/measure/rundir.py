@@ -50,6 +50,9 @@ def reproduce_argv(run_dir: Path, plan: Plan) -> list[str]:
     argv = [sys.executable, "-m", "lab", "--config", str(run_dir / "lab.yaml"), "run"]
     argv += ["--arch", ",".join(a.name for a in plan.arches), "--variant", ",".join(v.name for v in plan.variants)]
     argv += ["--size", ",".join(str(s) for s in plan.sizes), "--repeat", str(plan.repeat), "--jobs", str(plan.jobs)]
+    for name, values in plan.axes:
+        specs = [f"{name}={v}" for v in values] if name == "tunables" else [f"{name}={','.join(values)}"]
+        argv += [x for spec in specs for x in ("--axis", spec)]
     return argv + (["--accel", plan.accel] if plan.accel else [])
 
 
@@ -60,3 +63,8 @@ def write(run_dir: Path, run_id: str, cfg: Config, plan: Plan) -> None:
     write_atomic(run_dir / "resolved-config.json", json.dumps(resolved, indent=2, default=str) + "\n")
     script = f"#!/bin/sh\n# lab {__version__} at {git_revision()}: the cells of run {run_id}, as a new run\n"
     write_atomic(run_dir / "reproduce.sh", script + "exec " + shlex.join(reproduce_argv(run_dir, plan)) + ' "$@"\n', 0o755)
+
+
+def raw_stem(variant: str, size: int, axes: str, repeat: int) -> str:
+    """The file name (without suffix) of one run's raw output under ``raw/<arch>/``."""
+    return f"{variant}-{size}" + (f"-{axes}" if axes else "") + f"-r{repeat}"

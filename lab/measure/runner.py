@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab import __version__
@@ -43,6 +43,23 @@ from lab.payloads.variants import Variant
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The cells one guest measures: an arch's image of one suite."""
+
+    arch: Arch
+    suite: str
+    label: str  # for progress lines: the arch, or arch/suite when a run spans suites
+
+    @property
+    def slug(self) -> str:
+        return self.label.replace("/", "-")
+
+
+def groups(plan: Plan) -> list[Group]:
+    return [Group(a, s, label) for (a, s), label in zip(plan.groups(), plan.labels(), strict=True)]
 
 
 @dataclass
@@ -137,52 +154,54 @@ class Runner:
             for v in self.plan.variants:
                 payloads.toolchain_version(arch, v)
 
-    def _prepare(self, arch: Arch, outcome: ArchOutcome) -> tuple[Image, dict[str, Payload]] | None:
-        """Image and payloads for ``arch``; if either cannot be made, every cell of the arch becomes an error.
+    def _prepare(self, g: Group, outcome: ArchOutcome) -> tuple[Image, dict[str, Payload]] | None:
+        """Image and payloads for a group (arch, suite); if either cannot be made, every cell of it becomes an error.
 
         Failing to write the run directory is not a cell's problem: it aborts the run.
         """
         try:
-            self.progress(arch.name, "building image")
-            image = ImageStore(self.cfg).ensure(arch)
+            self.progress(g.label, "building image")
+            image = ImageStore(self.cfg, g.suite).ensure(g.arch)
         except UserError:
             raise  # not a cell's problem: the run stops with the user's error
         except LabError as exc:
-            self._fail_arch(arch, outcome, "image", exc, 1)
+            self._fail_group(g, outcome, "image", exc, 1)
             return None
         try:
-            self.progress(arch.name, "building payloads")
-            store = PayloadStore(self.cfg)
-            payloads = {v.name: store.ensure(arch, v) for v in self.plan.variants}
+            self.progress(g.label, "building payloads")
+            store = PayloadStore(self.cfg, suite=g.suite)
+            payloads = {v.name: store.ensure(g.arch, v) for v in self.plan.variants}
         except UserError:
             raise
         except LabError as exc:
-            self._fail_arch(arch, outcome, "build", exc, 1)
+            self._fail_group(g, outcome, "build", exc, 1)
             return None
-        write_atomic(self.run_dir / "manifests" / f"{arch.name}.json", json.dumps(image.manifest, indent=2) + "\n")
+        write_atomic(self.run_dir / "manifests" / f"{g.slug}.json", json.dumps(image.manifest, indent=2) + "\n")
         for name, p in payloads.items():
-            write_atomic(self.run_dir / "payloads" / f"{arch.name}-{name}.json", json.dumps(p.info, indent=2) + "\n")
-        self.progress(arch.name, "waiting for a guest slot")
+            write_atomic(self.run_dir / "payloads" / f"{g.slug}-{name}.json", json.dumps(p.info, indent=2) + "\n")
+        self.progress(g.label, "waiting for a guest slot")
         return image, payloads
 
-    def _fail_arch(self, arch: Arch, outcome: ArchOutcome, stage: str, exc: LabError, attempts: int) -> None:
+    def _fail_group(self, g: Group, outcome: ArchOutcome, stage: str, exc: LabError, attempts: int) -> None:
         evidence = "\n".join(x for x in (exc.details, *(f"log: {p}" for p in exc.logs)) if x)
-        for v in self.plan.variants:
-            for size in self.plan.sizes:
-                outcome.errors.append(CellError(arch.name, v.name, size, stage, str(exc), evidence, attempts))
-        self.progress(arch.name, f"failed ({stage})")
+        for point in self.plan.run_points():
+            for v in self.plan.variants:
+                for size in self.plan.sizes:
+                    axes = self.plan.identity(g.suite, point)
+                    outcome.errors.append(CellError(g.arch.name, v.name, size, stage, str(exc), evidence, attempts, axes))
+        self.progress(g.label, f"failed ({stage})")
 
     # -- measuring ---------------------------------------------------------------------------
 
-    def _measure(self, arch: Arch, image: Image, payloads: dict[str, Payload], outcome: ArchOutcome) -> None:
+    def _measure(self, g: Group, image: Image, payloads: dict[str, Payload], outcome: ArchOutcome) -> None:
         tb = self.cfg.run.tcg_tb_size_mib if self.plan.jobs > 1 else None
         for attempt in (1, 2):
             stage = "boot"
             try:
-                self.progress(arch.name, "booting" if attempt == 1 else "booting (retry)")
-                with boot(self.cfg, image, self.plan.accel, self.run_dir / "logs" / arch.name, tb) as b:
+                self.progress(g.label, "booting" if attempt == 1 else "booting (retry)")
+                with boot(self.cfg, image, self.plan.accel, self.run_dir / "logs" / g.slug, tb) as b:
                     stage = "payload"
-                    self._run_cells(arch, image, payloads, b, outcome, attempt)
+                    self._run_cells(g, image, payloads, b, outcome, attempt)
                 return
             except (BootError, GuestError) as exc:
                 if self.cancel.is_set():
@@ -190,17 +209,19 @@ class Runner:
                 if stage == "boot" and isinstance(exc, GuestError):
                     stage = "ssh"
                 if stage == "payload" or attempt == 2:
-                    self._fail_arch(arch, outcome, stage, exc, attempt)
+                    self._fail_group(g, outcome, stage, exc, attempt)
                     return
-                log.warning("%s: %s failed (%s); retrying once", arch.name, stage, exc.message)
+                log.warning("%s: %s failed (%s); retrying once", g.label, stage, exc.message)
 
-    def _run_cells(self, arch: Arch, image: Image, payloads: dict[str, Payload], b: Booted, outcome: ArchOutcome, attempts: int) -> None:
+    def _run_cells(self, g: Group, image: Image, payloads: dict[str, Payload], b: Booted, outcome: ArchOutcome, attempts: int) -> None:
         remotes = engine.install(b.guest, list(payloads.values()))
         musl = libc.guest_musl_version(b.guest) if any(v.libc == "musl" for v in self.plan.variants) else None
-        raw_dir = self.run_dir / "raw" / arch.name
+        raw_dir = self.run_dir / "raw" / g.arch.name
+        points = self.plan.run_points()
+        identity = [self.plan.identity(g.suite, point) for point in points]
 
         def keep_raw(raw: engine.RawRun) -> None:
-            stem = f"{raw.variant}-{raw.size}-r{raw.repeat}"
+            stem = rundir.raw_stem(raw.variant, raw.size, identity[raw.point], raw.repeat)
             write_atomic(raw_dir / f"{stem}.json", raw.outcome.stdout + "\n")
             if raw.outcome.stderr:
                 write_atomic(raw_dir / f"{stem}.stderr", raw.outcome.stderr + "\n")
@@ -212,30 +233,33 @@ class Runner:
             self.plan.repeat,
             max(5, int(self.cfg.timeouts.scaled("command"))),
             self.plan.file_bytes,
-            on_round=lambda r: self.progress(arch.name, f"running {r + 1}/{self.plan.repeat}"),
+            on_round=lambda r: self.progress(g.label, f"running {r + 1}/{self.plan.repeat}"),
             on_raw=keep_raw,
+            points=points,
+            set_thp=self.plan.values("thp") != (dict(self.plan.defaults)["thp"],),
         )
         variants = {v.name: v for v in self.plan.variants}
         failed = 0
-        for (name, size), runs in cells.items():
+        for (name, size, pi), runs in cells.items():
             if runs.results:  # a failed cell's finished runs are kept too (evidence; reports and verdicts skip errored cells)
-                cell = _cell(arch, variants[name], size, image, payloads[name], b, runs.results, attempts, musl)
+                cell = _cell(g.arch, variants[name], size, image, payloads[name], b, runs.results, attempts, musl)
                 samples = [
                     Sample(i, s.name, s.minflt, s.majflt, s.delta_minflt, s.delta_majflt, s.ns)
                     for i, one in enumerate(runs.results)
                     for s in one.stages
                 ]
-                outcome.cells.append((cell, samples))
+                outcome.cells.append((replace(cell, axes=identity[pi]), samples))
             if runs.failure is not None:
                 f = runs.failure
                 kept = f"\n{len(runs.results)} of {self.plan.repeat} runs finished before this and are kept" if runs.results else ""
-                outcome.errors.append(CellError(arch.name, name, size, f.stage, f.message, f.evidence + kept, attempts))
+                err = CellError(g.arch.name, name, size, f.stage, f.message, f.evidence + kept, attempts, identity[pi])
+                outcome.errors.append(err)
                 failed += 1
-        self.progress(arch.name, "done" if not failed else f"done ({failed} cell(s) failed)")
+        self.progress(g.label, "done" if not failed else f"done ({failed} cell(s) failed)")
 
-    def _arch(self, arch: Arch, outcome: ArchOutcome, prepared: tuple[Image, dict[str, Payload]] | None) -> ArchOutcome:
+    def _arch(self, g: Group, outcome: ArchOutcome, prepared: tuple[Image, dict[str, Payload]] | None) -> ArchOutcome:
         if prepared and not self.cancel.is_set():
-            self._measure(arch, *prepared, outcome)
+            self._measure(g, *prepared, outcome)
         return outcome
 
     def _commit(self, outcome: ArchOutcome) -> None:
@@ -272,9 +296,9 @@ class Runner:
             rundir.write(self.run_dir, self.run_id, self.cfg, self.plan)
             # Builds first, one at a time in this thread (they share caches and both cores); then guests in parallel.
             prepared = []
-            for arch in self.plan.arches:
-                outcome = ArchOutcome(arch.name)
-                prepared.append((arch, outcome, self._prepare(arch, outcome)))
+            for g in groups(self.plan):
+                outcome = ArchOutcome(g.label)
+                prepared.append((g, outcome, self._prepare(g, outcome)))
             with ThreadPoolExecutor(max_workers=self.plan.jobs, thread_name_prefix="lab-arch") as pool:
                 futures = [pool.submit(self._arch, *item) for item in prepared]
                 try:

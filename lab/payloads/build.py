@@ -26,8 +26,8 @@ from lab.config import Config
 from lab.errors import CacheError, ImageError
 from lab.files import sha256_file, sha256_text
 from lab.guests import elf
-from lab.payloads import toolchains
 from lab.guests.images import ImageStore
+from lab.payloads import toolchains
 from lab.payloads.sysroot import Sysroot, SysrootStore
 from lab.payloads.variants import Variant, toolchain
 
@@ -63,7 +63,12 @@ class Payload:
 
 class PayloadStore:
     def __init__(
-        self, cfg: Config, source_dir: Path = SOURCE_DIR, extra_defines: tuple[str, ...] = (), root: Path | None = None, suite: str | None = None
+        self,
+        cfg: Config,
+        source_dir: Path = SOURCE_DIR,
+        extra_defines: tuple[str, ...] = (),
+        root: Path | None = None,
+        suite: str | None = None,
     ) -> None:
         """``extra_defines`` are for tests only: they change the binary (and its cache key) but not the
         flags the probe reports, so a deliberately different build keeps its cell identity. ``root`` moves

@@ -18,17 +18,18 @@ from lab.results.store import Store
 from lab.results.verdict import COUNTERS, ENV_FIELDS, CellData
 
 SCHEMA = "lab.baseline"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: cells may carry "axes"; v1 documents (no axes) are read as all-default cells
+READABLE = (1, 2)
 
 
-def run_cells(store: Store, run_id: str) -> tuple[list[CellData], set[tuple[str, str, int]]]:
+def run_cells(store: Store, run_id: str) -> tuple[list[CellData], set[tuple[str, str, int, str]]]:
     """A run's measured cells as distributions, and the keys of the cells that errored."""
     cells = []
     for cell, per_stage in store.measured(run_id):
         stages = {stage: {"minflt": minor, "majflt": major} for stage, (minor, major) in per_stage.items()}
         env = {k: v for k, v in asdict(cell).items() if k in ENV_FIELDS}
-        cells.append(CellData(cell.arch, cell.variant, cell.buffer_size, env, stages))
-    errored = {(e.arch, e.variant, e.buffer_size) for e in store.errors(run_id)}
+        cells.append(CellData(cell.arch, cell.variant, cell.buffer_size, env, stages, cell.axes))
+    errored = {(e.arch, e.variant, e.buffer_size, e.axes) for e in store.errors(run_id)}
     return cells, errored
 
 
@@ -53,6 +54,7 @@ def document(name: str, run_id: str, cells: list[CellData]) -> str:
                 "arch": c.arch,
                 "variant": c.variant,
                 "buffer_size": c.buffer_size,
+                **({"axes": c.axes} if c.axes else {}),
                 "env": dict(c.env),
                 "stages": {stage: {k: list(v) for k, v in counters.items()} for stage, counters in c.stages.items()},
             }
@@ -75,9 +77,9 @@ def parse(text: str, source: str) -> tuple[str, str, list[CellData]]:
         raise _bad(source, f"line {mark.line + 1}" if mark else "document", "not valid YAML") from None
     if not isinstance(doc, dict):
         raise _bad(source, "document", "not a mapping")
-    if doc.get("schema") != SCHEMA or doc.get("schema_version") != SCHEMA_VERSION:
+    if doc.get("schema") != SCHEMA or doc.get("schema_version") not in READABLE:
         raise UserError(
-            f"{source}: schema {doc.get('schema')!r} v{doc.get('schema_version')!r} is not {SCHEMA} v{SCHEMA_VERSION}",
+            f"{source}: schema {doc.get('schema')!r} v{doc.get('schema_version')!r} is not {SCHEMA} v{'/'.join(map(str, READABLE))}",
             "re-create the baseline with this lab (lab baseline save), or use the lab version that wrote it",
         )
     name, run = doc.get("name"), doc.get("source_run")
@@ -107,7 +109,10 @@ def parse(text: str, source: str) -> tuple[str, str, list[CellData]]:
             )
             if not ok:
                 raise _bad(source, f"{where}.stages.{stage}", "needs minflt and majflt as non-empty lists of integers")
-        cells.append(CellData(c["arch"], c["variant"], c["buffer_size"], env, stages))
+        axes = c.get("axes", "")
+        if not isinstance(axes, str):
+            raise _bad(source, f"{where}.axes", "not text")
+        cells.append(CellData(c["arch"], c["variant"], c["buffer_size"], env, stages, axes))
     return name, run, cells
 
 

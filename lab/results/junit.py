@@ -20,9 +20,13 @@ from lab.text import size_text
 
 
 def _split(cell: str) -> tuple[str, str]:
-    """``arch/variant/size`` -> (classname ``arch.variant``, size text)."""
-    arch, variant, size = cell.split("/")
-    return f"{arch}.{variant}", size_text(int(size))
+    """``arch/variant/size[/axes]`` -> (classname ``arch.variant``, the test-name suffix ``[1M]`` or ``[1M][thp=always]``)."""
+    arch, variant, size, *axes = cell.split("/", 3)
+    return f"{arch}.{variant}", f"[{size_text(int(size))}]" + "".join(f"[{a}]" for a in axes)
+
+
+def _suffix(size: int, axes: str) -> str:
+    return f"[{size_text(size)}]" + (f"[{axes}]" if axes else "")
 
 
 def _properties(parent: ET.Element, values: Iterable[tuple[str, object]]) -> None:
@@ -52,8 +56,8 @@ def to_junit(c: Comparison, seconds: float = 0.0) -> str:
         cases.setdefault((f.cell, f.stage), []).append(f)
     holder = ET.Element("holder")
     for (cell, stage), fs in sorted(cases.items()):
-        classname, size = _split(cell)
-        case = ET.SubElement(holder, "testcase", classname=classname, name=f"{stage if stage != '*' else 'cell'}[{size}]", time="0")
+        classname, suffix = _split(cell)
+        case = ET.SubElement(holder, "testcase", classname=classname, name=f"{stage if stage != '*' else 'cell'}{suffix}", time="0")
         _properties(case, [(f"{f.counter}.{k}", v) for f in fs if f.base_median is not None
                            for k, v in (("baseline_median", f.base_median), ("current_median", f.cur_median))])  # fmt: skip
         regressed = [f for f in fs if f.verdict == "regressed"]
@@ -79,12 +83,16 @@ def run_to_junit(report: Report) -> str:
     holder = ET.Element("holder")
     for v in report.cells:
         case = ET.SubElement(
-            holder, "testcase", classname=f"{v.cell.arch}.{v.cell.variant}", name=f"cell[{size_text(v.cell.buffer_size)}]", time="0"
+            holder,
+            "testcase",
+            classname=f"{v.cell.arch}.{v.cell.variant}",
+            name=f"cell{_suffix(v.cell.buffer_size, v.cell.axes)}",
+            time="0",
         )
         _properties(case, [(f"{stage}.minflt_median", s.median) for stage, s in v.minor.items()]
                     + [(f"{stage}.majflt_median", s.median) for stage, s in v.major.items()])  # fmt: skip
     for e in report.errors:
-        case = ET.SubElement(holder, "testcase", classname=f"{e.arch}.{e.variant}", name=f"cell[{size_text(e.buffer_size)}]", time="0")
+        case = ET.SubElement(holder, "testcase", classname=f"{e.arch}.{e.variant}", name=f"cell{_suffix(e.buffer_size, e.axes)}", time="0")
         ET.SubElement(case, "error", type=e.stage, message=e.message).text = e.evidence
     run = report.run
     seconds = (run.ended - run.started) if run.ended else 0.0

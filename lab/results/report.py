@@ -47,6 +47,11 @@ class Stat:
         return self.max - self.min
 
 
+def row_of(cell: Cell | CellError) -> str:
+    """A report row: the arch, and the cell's non-default axes when it has any (``arm64 [suite=forky]``)."""
+    return f"{cell.arch} [{cell.axes}]" if cell.axes else cell.arch
+
+
 @dataclass(frozen=True)
 class CellView:
     cell: Cell
@@ -54,8 +59,12 @@ class CellView:
     major: dict[str, Stat]
 
     @property
+    def row(self) -> str:
+        return row_of(self.cell)
+
+    @property
     def name(self) -> str:
-        return f"{self.cell.arch} {self.cell.variant}"
+        return f"{self.row} {self.cell.variant}"
 
     @property
     def pages(self) -> int:
@@ -91,7 +100,8 @@ class Report:
 
     @property
     def arches(self) -> list[str]:
-        return list(dict.fromkeys([c.cell.arch for c in self.cells] + [e.arch for e in self.errors]))
+        """The report's rows: each arch, once per axes combination it was measured at."""
+        return list(dict.fromkeys([c.row for c in self.cells] + [row_of(e) for e in self.errors]))
 
     @property
     def variants(self) -> list[str]:
@@ -107,15 +117,15 @@ class Report:
         seen = {s for c in self.cells for s in c.minor}
         return [s for s in STAGES if s in seen]
 
-    def find(self, arch: str, variant: str, size: int) -> CellView | None:
+    def find(self, row: str, variant: str, size: int) -> CellView | None:
         for c in self.cells:
-            if (c.cell.arch, c.cell.variant, c.cell.buffer_size) == (arch, variant, size):
+            if (c.row, c.cell.variant, c.cell.buffer_size) == (row, variant, size):
                 return c
         return None
 
-    def error(self, arch: str, variant: str, size: int) -> CellError | None:
+    def error(self, row: str, variant: str, size: int) -> CellError | None:
         for e in self.errors:
-            if (e.arch, e.variant, e.buffer_size) == (arch, variant, size):
+            if (row_of(e), e.variant, e.buffer_size) == (row, variant, size):
                 return e
         return None
 
@@ -142,7 +152,8 @@ def build(store: Store, run_ref: str | None = None) -> Report:
         views.append(CellView(cell, {s: Stat.of(stages[s][0]) for s in order}, {s: Stat.of(stages[s][1]) for s in order}))
     trends = {}
     for v in views:
-        rows = [r for r in store.history(v.cell.arch, v.cell.variant, "entry", v.cell.buffer_size, last=TREND_RUNS) if r[1] <= run.started]
+        history = store.history(v.cell.arch, v.cell.variant, "entry", v.cell.buffer_size, last=TREND_RUNS, axes=v.cell.axes)
+        rows = [r for r in history if r[1] <= run.started]
         trends[f"{v.name} {v.cell.buffer_size}"] = [float(statistics.median(r[3])) for r in rows]
     return Report(run, views, store.errors(run.id), trends)
 

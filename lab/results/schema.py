@@ -89,5 +89,41 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # v3: a cell's axes (lab.axes: suite, THP, page cache, read order, tunables) are part of its identity.
+    # SQLite cannot change a UNIQUE constraint in place: the cells table is rebuilt (foreign keys are off
+    # while migrating; samples keep pointing at the same cell ids).
+    (
+        """
+        CREATE TABLE cells_v3 (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        arch TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        libc TEXT NOT NULL,
+        linkage TEXT NOT NULL,
+        buffer_size INTEGER NOT NULL,
+        libc_version_build TEXT NOT NULL,
+        libc_version_run TEXT,
+        toolchain TEXT NOT NULL,
+        flags TEXT NOT NULL,
+        image_key TEXT NOT NULL,
+        payload_digest TEXT NOT NULL,
+        kernel_release TEXT NOT NULL,
+        page_size INTEGER NOT NULL,
+        thp TEXT NOT NULL,
+        qemu_version TEXT NOT NULL,
+        accel TEXT NOT NULL,
+        probe_schema INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        axes TEXT NOT NULL DEFAULT '',
+        UNIQUE (run_id, arch, variant, buffer_size, axes)
+        )
+        """,
+        "INSERT INTO cells_v3 SELECT *, '' FROM cells",
+        "DROP TABLE cells",
+        "ALTER TABLE cells_v3 RENAME TO cells",
+        "CREATE INDEX cells_run ON cells(run_id)",
+        "ALTER TABLE errors ADD COLUMN axes TEXT NOT NULL DEFAULT ''",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -69,6 +69,7 @@ class Cell:
     accel: str
     probe_schema: int
     attempts: int
+    axes: str = ""  # the non-default axis values (lab.axes), part of the cell's identity
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class CellError:
     message: str
     evidence: str
     attempts: int
+    axes: str = ""
 
 
 def new_run_id() -> str:
@@ -140,8 +142,8 @@ class Store:
             if not readonly:
                 self.db.execute("PRAGMA busy_timeout=1000")  # then _begin says it is waiting, and waits on
                 self.db.execute("PRAGMA journal_mode=WAL")
+                self._migrate()  # foreign keys off: a migration may rebuild a referenced table
                 self.db.execute("PRAGMA foreign_keys=ON")
-                self._migrate()
             version = self.schema_version
         except (sqlite3.Error, InfraError) as exc:
             self.db.close()  # nothing of ours stays open (a read-only mount can then be unmounted)
@@ -310,19 +312,19 @@ class Store:
             db.execute("DELETE FROM baselines WHERE name = ?", (name,))
 
     def history(
-        self, arch: str, variant: str, stage: str, buffer_size: int | None = None, last: int = 20
+        self, arch: str, variant: str, stage: str, buffer_size: int | None = None, last: int = 20, axes: str = ""
     ) -> list[tuple[str, float, int, list[int], list[int]]]:
         """(run id, started, buffer size, minflt deltas, majflt deltas) per run that measured the cell, oldest first."""
         q = (
             "SELECT runs.id, runs.started, cells.buffer_size, samples.delta_minflt, samples.delta_majflt FROM samples "
             "JOIN cells ON cells.id = samples.cell_id JOIN runs ON runs.id = cells.run_id "
-            "WHERE cells.arch = ? AND cells.variant = ? AND samples.stage = ? AND (? IS NULL OR cells.buffer_size = ?) "
+            "WHERE cells.arch = ? AND cells.variant = ? AND samples.stage = ? AND (? IS NULL OR cells.buffer_size = ?) AND cells.axes = ? "
             "AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.run_id = cells.run_id AND e.arch = cells.arch "
-            "AND e.variant = cells.variant AND e.buffer_size = cells.buffer_size) "
+            "AND e.variant = cells.variant AND e.buffer_size = cells.buffer_size AND e.axes = cells.axes) "
             "ORDER BY runs.started, runs.id, samples.repeat"
         )
         by: dict[tuple[str, int], tuple[str, float, int, list[int], list[int]]] = {}
-        for run_id, started, size, minflt, majflt in self.db.execute(q, (arch, variant, stage, buffer_size, buffer_size)):
+        for run_id, started, size, minflt, majflt in self.db.execute(q, (arch, variant, stage, buffer_size, buffer_size, axes)):
             row = by.setdefault((run_id, size), (run_id, started, size, [], []))
             row[3].append(minflt)
             row[4].append(majflt)
@@ -364,10 +366,10 @@ class Store:
 
         A cell that errored part-way keeps its finished samples in the store (``lab export``), but is not a measurement.
         """
-        errored = {(e.arch, e.variant, e.buffer_size) for e in self.errors(run_id)}
+        errored = {(e.arch, e.variant, e.buffer_size, e.axes) for e in self.errors(run_id)}
         out = []
         for cell_id, cell in self.cells(run_id):
-            if (cell.arch, cell.variant, cell.buffer_size) in errored:
+            if (cell.arch, cell.variant, cell.buffer_size, cell.axes) in errored:
                 continue
             stages: dict[str, tuple[list[int], list[int]]] = {}
             for s in self.samples(cell_id):

@@ -47,19 +47,20 @@ class CellData:
     buffer_size: int
     env: Mapping[str, object]
     stages: Mapping[str, Mapping[str, list[int]]]  # stage -> counter -> values
+    axes: str = ""  # non-default axis values (lab.axes): part of the identity
 
     @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.arch, self.variant, self.buffer_size)
+    def key(self) -> tuple[str, str, int, str]:
+        return (self.arch, self.variant, self.buffer_size, self.axes)
 
     @property
     def name(self) -> str:
-        return f"{self.arch}/{self.variant}/{self.buffer_size}"
+        return f"{self.arch}/{self.variant}/{self.buffer_size}" + (f"/{self.axes}" if self.axes else "")
 
 
 @dataclass(frozen=True)
 class Finding:
-    cell: str  # arch/variant/buffer_size
+    cell: str  # arch/variant/buffer_size[/axes]
     stage: str  # "*" for whole-cell verdicts
     counter: str  # minflt | majflt | "*"
     verdict: str
@@ -109,7 +110,7 @@ def env_differences(base: Mapping[str, object], cur: Mapping[str, object]) -> li
 def compare(
     baseline: list[CellData],
     current: list[CellData],
-    errored: set[tuple[str, str, int]],
+    errored: set[tuple[str, str, int, str]],
     tolerance: Mapping[str, Tolerance],
     default: Tolerance,
 ) -> list[Finding]:

@@ -34,9 +34,9 @@ class FakeGuest:
 def test_a_probe_that_measured_another_buffer_is_refused() -> None:
     """Regression (issue 10.17): the runner never checked facts.buffer_size against what it asked for."""
     wrong = json.dumps({**GOLDEN, "facts": {**GOLDEN["facts"], "buffer_size": SIZE // 2}})
-    guest = FakeGuest([(block(f"v:{SIZE}:0", wrong), None)])
+    guest = FakeGuest([(block(f"v:{SIZE}:0:0", wrong), None)])
     cells = engine.measure(guest, {"v": "/p/v"}, (SIZE,), repeat=1, per_run_seconds=5)  # type: ignore[arg-type]
-    failure = cells[("v", SIZE)].failure
+    failure = cells[("v", SIZE, 0)].failure
     assert failure is not None and failure.stage == "parse" and f"measured a {SIZE // 2}-byte buffer, not {SIZE}" in failure.message
 
 
@@ -44,17 +44,17 @@ def test_a_frozen_guest_keeps_finished_runs_and_stops() -> None:
     """Regression (issue 10.7): a frozen guest threw away the rounds that had finished."""
     good = json.dumps(GOLDEN)
     rounds = [
-        (block(f"a:{SIZE}:0", good) + block(f"b:{SIZE}:0", good), None),
-        (block(f"a:{SIZE}:1", good), "no progress for 40s (guest frozen or SSH lost)"),  # b never came back
+        (block(f"a:{SIZE}:0:0", good) + block(f"b:{SIZE}:0:0", good), None),
+        (block(f"a:{SIZE}:0:1", good), "no progress for 40s (guest frozen or SSH lost)"),  # b never came back
         ("", None),
     ]
     guest = FakeGuest(rounds)
     cells = engine.measure(guest, {"a": "/p/a", "b": "/p/b"}, (SIZE,), repeat=3, per_run_seconds=30)  # type: ignore[arg-type]
     assert guest.calls == 2  # nothing more is tried on a frozen guest
-    assert len(cells[("a", SIZE)].results) == 2 and len(cells[("b", SIZE)].results) == 1
-    b = cells[("b", SIZE)].failure
+    assert len(cells[("a", SIZE, 0)].results) == 2 and len(cells[("b", SIZE, 0)].results) == 1
+    b = cells[("b", SIZE, 0)].failure
     assert b is not None and "guest stopped answering: no progress for 40s" in b.message
-    a = cells[("a", SIZE)].failure
+    a = cells[("a", SIZE, 0)].failure
     assert a is not None  # it did not get its third run either
     assert engine.stall_seconds(120) == 150 and engine.stall_seconds(5) == 15
 
@@ -84,3 +84,14 @@ def test_a_guest_that_never_opens_a_session_is_a_stall_not_a_hang() -> None:
     g.conn = Conn()
     done = g.stream("true", 3, "@@")
     assert done.exited is None and done.stalled is not None and "no session within 3s" in done.stalled
+
+
+def test_run_axes_become_guest_commands() -> None:
+    """Issue 11: THP is set in the guest before each run when the run varies it; cache and order are probe flags; tunables env."""
+    point = {"thp": "always", "cache": "warm", "order": "seq", "tunables": "glibc.malloc.mmap_threshold=65536"}
+    assert engine.point_command("/p/v", 8 << 20, 1 << 20, point, set_thp=True) == (
+        "echo always > /sys/kernel/mm/transparent_hugepage/enabled && GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536 "
+        "exec /p/v --size 8388608 --file /scratch/probe.dat --order seq --file-bytes 1048576 --warm"
+    )
+    plain = {"thp": "never", "cache": "cold", "order": "random", "tunables": ""}
+    assert engine.point_command("/p/v", 4096, 0, plain, set_thp=False) == "exec /p/v --size 4096 --file /scratch/probe.dat --order random"

@@ -11,6 +11,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,27 @@ def test_a_writer_waiting_for_another_says_so_then_writes(tmp_path: Path, caplog
         assert [r.id for r in waiter.runs()] == ["after-wait"]
     holder.join()
     assert any("waiting for another lab process to finish writing" in r.getMessage() for r in caplog.records)
+
+
+def test_a_v2_store_migrates_to_axes_keeping_every_sample(tmp_path: Path) -> None:
+    """Issue 11: cells gain axes in their identity; the cells table is rebuilt and samples keep their cells."""
+    from lab.results.schema import MIGRATIONS
+
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    for migration in MIGRATIONS[:2]:
+        for statement in migration:
+            con.execute(statement)
+    con.execute("PRAGMA user_version = 2")
+    con.execute("INSERT INTO runs VALUES ('r', 1, 2, 'complete', 'h', 1, '0.1', 'g', 'c', 'lab run', 3, '/r')")
+    old = cell()
+    con.execute(f"INSERT INTO cells VALUES (7, 'r', {', '.join('?' * 18)})", tuple(asdict(old).values())[:18])
+    con.executemany("INSERT INTO samples VALUES (7, ?, ?, ?, ?, ?, ?, ?)", [tuple(asdict(x).values()) for x in samples()])
+    con.close()
+    with Store(db) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        [(cell_id, migrated)] = s.cells("r")
+        assert cell_id == 7 and migrated.axes == "" and len(s.samples(7)) == len(samples())
+        s.add_cell("r", replace(old, axes="thp=always"), samples())  # same arch/variant/size, another axes: a new cell
+        assert [c.axes for _, c in s.cells("r")] == ["", "thp=always"]
+        assert s.db.execute("PRAGMA foreign_key_check").fetchall() == [] and s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -58,7 +58,7 @@ def test_compare_covers_every_verdict_worst_first() -> None:
         cell("f", [1, 1]),
         cell("e", [1, 1]),
     ]
-    findings = run_compare(base, cur, errored={("d", "musl-static", 1 << 20)}, tolerance={}, default=TOL)
+    findings = run_compare(base, cur, errored={("d", "musl-static", 1 << 20, "")}, tolerance={}, default=TOL)
     verdicts = [(f.cell.split("/")[0], f.stage, f.counter, f.verdict) for f in findings if f.verdict != "unchanged"]
     assert verdicts == [
         ("b", "entry", "minflt", "regressed"),
@@ -93,7 +93,7 @@ def test_a_comparison_where_every_cell_is_incomparable_is_not_a_pass() -> None:
 
 
 def test_an_errored_cell_with_partial_samples_is_missing_not_compared() -> None:
-    findings = run_compare([cell("a", [4, 4, 4])], [cell("a", [4])], {("a", "musl-static", 1 << 20)}, {}, TOL)
+    findings = run_compare([cell("a", [4, 4, 4])], [cell("a", [4])], {("a", "musl-static", 1 << 20, "")}, {}, TOL)
     assert [(f.verdict, f.detail) for f in findings] == [("missing", "errored in this run")]
     assert exit_code(findings) == 2
 
@@ -164,7 +164,7 @@ def test_baseline_yaml_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda t: t.replace("schema_version: 1", "schema_version: 2"), "is not lab.baseline v1"),
+        (lambda t: t.replace("schema_version: 2", "schema_version: 3"), "is not lab.baseline v1/2"),
         (lambda t: t.replace("minflt: [10, 11, 12]", "minflt: [10, x, 12]"), r"cells\[0\].stages.entry"),
         (lambda t: t.replace("  env:\n", "  env:\n    extra: 1\n"), r"cells\[0\].env: must hold exactly"),
         (lambda t: t + "  - [unclosed\n", "not valid YAML"),
@@ -227,3 +227,17 @@ def test_baseline_names_are_checked_on_save_and_import(tmp_path: Path, name: str
     (tmp_path / "b.yaml").write_text(text)
     with Store(tmp_path / "t.db") as t, pytest.raises(UserError, match=r"name(/source_run: missing| .* is not valid)"):
         baselines.import_file(t, tmp_path / "b.yaml")
+
+
+def test_baselines_keep_axes_and_read_v1_documents(tmp_path: Path) -> None:
+    """Issue 11: a cell's axes are part of its identity in baselines; documents written before axes still load."""
+    with store_with_run(tmp_path) as s:
+        baselines.save(s, "n", None)
+        text = s.baseline_document("n")
+    assert "schema_version: 2" in text and "axes:" not in text  # default cells carry no axes
+    v1 = text.replace("schema_version: 2", "schema_version: 1")
+    name, run, cells = baselines.parse(v1, "v1.yaml")
+    assert (name, run) == ("n", "r1") and [c.axes for c in cells] == [""]
+    with_axes = text.replace("  buffer_size: 1048576\n", "  buffer_size: 1048576\n  axes: thp=always\n")
+    [c] = baselines.parse(with_axes, "v2.yaml")[2]
+    assert c.axes == "thp=always" and c.name.endswith("/1048576/thp=always") and c.key[-1] == "thp=always"
