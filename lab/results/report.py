@@ -92,6 +92,26 @@ class Diff:
 
 
 @dataclass(frozen=True)
+class VersionRow:
+    """One cell measured at several libc versions (suites), everything else equal: entry medians and deltas."""
+
+    arch: str
+    variant: str
+    buffer_size: int
+    axes: str  # the other axes (not the suite)
+    entry: dict[str, float]  # libc version -> entry median, oldest first
+
+    @property
+    def deltas(self) -> list[tuple[str, str, float]]:
+        versions = list(self.entry)
+        return [(a, b, self.entry[b] - self.entry[a]) for a, b in zip(versions, versions[1:], strict=False)]
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split(".") if x.isdigit())
+
+
+@dataclass(frozen=True)
 class Report:
     run: RunMeta
     cells: list[CellView]
@@ -128,6 +148,21 @@ class Report:
             if (row_of(e), e.variant, e.buffer_size) == (row, variant, size):
                 return e
         return None
+
+    def libc_versions(self) -> list[VersionRow]:
+        """The libc-version view: cells that differ only in suite, by the libc version they ran (when the run spans suites)."""
+        groups: dict[tuple[str, str, int, str], dict[str, float]] = {}
+        for c in self.cells:
+            rest = ",".join(a for a in c.cell.axes.split(",") if a and not a.startswith("suite="))
+            if "entry" in c.minor and c.cell.libc_version_run:
+                groups.setdefault((c.cell.arch, c.cell.variant, c.cell.buffer_size, rest), {})[c.cell.libc_version_run] = c.minor[
+                    "entry"
+                ].median
+        return [
+            VersionRow(arch, variant, size, rest, dict(sorted(entry.items(), key=lambda kv: _version_key(kv[0]))))
+            for (arch, variant, size, rest), entry in groups.items()
+            if len(entry) > 1
+        ]
 
     def diffs(self) -> list[Diff]:
         """The variant table's one-thing-at-a-time pairs (libc per linkage, linkage per libc), per arch, size and stage."""

@@ -47,7 +47,7 @@ def arch_runs(request: pytest.FixtureRequest, cfg: config.Config, images: dict[s
             remotes = measure.install(g, payloads[name])
             cells = measure.measure(g, remotes, (SIZE,), repeat=2, per_run_seconds=int(cfg.timeouts.scaled("command")))
             assert all(c.failure is None for c in cells.values()), {k: c.failure for k, c in cells.items()}
-            by_variant = {name: c.results for (name, _), c in cells.items()}
+            by_variant = {name: c.results for (name, _, _), c in cells.items()}
             direct, heavy = {}, {}
             for mode, reexec in (("reexec", True), ("no-reexec", False)):
                 cmd = measure.probe_command(remotes["musl-static"], SIZE, file=None, reexec=reexec)

@@ -114,3 +114,20 @@ def test_diffs_pair_libcs_and_linkages(rep: report.Report) -> None:
     assert d[("x86_64", "static vs dynamic, musl", "entry")].delta == -20
     assert d[("x86_64", "musl vs glibc, static", "touch1")].delta == -1
     assert not any(arch == "arm64" for arch, _, _ in d)  # arm64 has no complete pair in this run
+
+
+def test_the_libc_version_view_lines_up_suites_by_version(tmp_path: Path) -> None:
+    """Issue 11: the same cell at two suites' libcs, side by side with the delta; other cells stay out of the view."""
+    from dataclasses import replace
+
+    with make_store(tmp_path / "s.db") as s:
+        [(base_id, base)] = [(i, c) for i, c in s.cells("20261127-120000-00001") if (c.arch, c.variant) == ("x86_64", "glibc-dynamic")]
+        newer = replace(base, axes="suite=forky", libc_version_build="2.43", libc_version_run="2.43")
+        moved = [replace(x, minflt=x.minflt + 3, delta_minflt=x.delta_minflt + 3) if x.stage == "entry" else x for x in s.samples(base_id)]
+        s.add_cell("20261127-120000-00001", newer, moved)
+        rep = report.build(s)
+    [row] = rep.libc_versions()
+    assert (row.arch, row.variant, row.axes) == ("x86_64", "glibc-dynamic", "") and row.entry == {"2.41": 54.0, "2.43": 57.0}
+    assert row.deltas == [("2.41", "2.43", 3.0)]
+    assert "x86_64 [suite=forky]" in rep.arches and "2.41→2.43 +3" in report.render(rep, "md")
+    assert "2.41: 54 · 2.43: 57" in report.render(rep, "html")
