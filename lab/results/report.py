@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import statistics
 from dataclasses import asdict, dataclass, fields
@@ -104,7 +105,7 @@ class VersionRow:
     @property
     def deltas(self) -> list[tuple[str, str, float]]:
         versions = list(self.entry)
-        return [(a, b, self.entry[b] - self.entry[a]) for a, b in zip(versions, versions[1:], strict=False)]
+        return [(a, b, self.entry[b] - self.entry[a]) for a, b in itertools.pairwise(versions)]
 
 
 def _version_key(version: str) -> tuple[int, ...]:
