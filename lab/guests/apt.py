@@ -132,6 +132,8 @@ class Apt:
             f'APT::Architecture "{self.arches[0]}";',
             f"APT::Architectures {{ {arch_list} }};",
             'Acquire::Languages "none";',
+            # Testing suites (forky) carry a Valid-Until a mirror snapshot can outlive; signatures are still checked.
+            'Acquire::Check-Valid-Until "false";',
             'Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled "false";',
         ]
         if sandbox:  # downloads into a root-owned cache: do not drop to _apt

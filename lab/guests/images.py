@@ -203,7 +203,7 @@ class ImageStore:
             "build_seconds": round(time.monotonic() - started, 2),
         }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        log.info("built %s image %s in %.1fs", arch.name, work.name, manifest["build_seconds"])
+        log.info("built %s %s image %s-%s in %.1fs", self.suite, arch.name, arch.name, key[:16], manifest["build_seconds"])
 
     def _add_kernel(self, tree: Tree, deb: Path, kernel_out: Path, arch: Arch) -> tuple[str, list[str]]:
         """Write the kernel image to ``kernel_out``; put the recipe's modules (and deps) in the tree."""

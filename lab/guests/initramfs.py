@@ -33,6 +33,15 @@ def _norm(path: str) -> str:
     return "" if path == "." else path.strip("/")
 
 
+MERGED = ("bin", "sbin", "lib", "lib64")  # usr-merge: /bin is a link to usr/bin (older suites ship /bin files)
+
+
+def _usrmerge(path: str) -> str:
+    """``bin/busybox`` -> ``usr/bin/busybox`` (bookworm's packages predate the usr-merged layout)."""
+    top = path.split("/", 1)[0]
+    return f"usr/{path}" if top in MERGED else path
+
+
 class Tree:
     """A path → :class:`Entry` map; parents are created implicitly on write."""
 
@@ -111,7 +120,7 @@ class Tree:
         """Copy a tar's members in (hard links become copies), skipping ``exclude`` globs."""
         patterns = tuple(exclude)
         for member in tar:
-            path = _norm(member.name)
+            path = _usrmerge(_norm(member.name))
             if not path or any(fnmatch.fnmatch(path, p) for p in patterns):
                 continue
             perm = member.mode & 0o7777

@@ -273,6 +273,8 @@ class Runner:
     def run(self) -> Summary:
         started = time.monotonic()
         self.preflight()
+        for note in self.plan.skipped():
+            log.warning("%s", note)
         meta = RunMeta(
             id=self.run_id,
             started=time.time(),

@@ -66,3 +66,21 @@ def test_add_tar_excludes_and_copies_hardlinks() -> None:
     assert t.read("usr/bin/prog2") == b"prog"
     assert not t.exists("usr/share/doc/prog/README")
     assert t.size() == 8
+
+
+def test_packages_from_before_the_usr_merge_land_in_usr() -> None:
+    """Issue 11: bookworm's busybox-static ships ./bin/busybox; the image links bin -> usr/bin."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("./bin/busybox", "./lib/x86_64-linux-gnu/libc.so.6", "./usr/bin/other"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"x\n"))
+    buf.seek(0)
+    tree = Tree()
+    with tarfile.open(fileobj=buf, mode="r") as tar:
+        tree.add_tar(tar)
+    assert {p for p, _ in tree.files()} == {"usr/bin/busybox", "usr/lib/x86_64-linux-gnu/libc.so.6", "usr/bin/other"}
