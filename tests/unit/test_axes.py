@@ -1,0 +1,58 @@
+"""The axes table: parsing, identity, the plan's points and guests, config validation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lab import axes, config
+from lab.errors import UserError
+from lab.measure.plan import RunRequest, make_plan
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_specs_parse_into_values_in_order() -> None:
+    assert axes.parse(["thp=never,always", "cache=warm", "thp=always"]) == {"thp": ("never", "always"), "cache": ("warm",)}
+    assert axes.parse(["tunables=glibc.malloc.mmap_threshold=65536", "tunables="]) == {
+        "tunables": ("glibc.malloc.mmap_threshold=65536", "")
+    }
+
+
+def test_identity_lists_non_default_values_in_table_order() -> None:
+    defaults = {"suite": "trixie", "thp": "never", "cache": "cold", "order": "random", "tunables": ""}
+    assert axes.identity(defaults, defaults) == ""
+    assert axes.identity({**defaults, "cache": "warm", "suite": "forky"}, defaults) == "suite=forky,cache=warm"
+
+
+def test_the_plan_makes_one_guest_per_shipped_arch_and_suite_and_every_run_point() -> None:
+    cfg = config.load(REPO / "lab.yaml")
+    plan = make_plan(cfg, RunRequest(arch="all", axis=("suite=bookworm,trixie", "thp=never,always", "cache=cold,warm")))
+    assert [(a.name, s) for a, s in plan.groups()] == [("x86_64", "bookworm"), ("arm64", "bookworm"), ("x86_64", "trixie"),
+                                                         ("arm64", "trixie"), ("riscv64", "trixie")]  # fmt: skip
+    assert plan.skipped() == ["Debian bookworm does not ship riscv64: its cells are skipped"]
+    assert plan.labels()[0] == "x86_64/bookworm" and len(plan.run_points()) == 4
+    assert [plan.identity("trixie", p) for p in plan.run_points()] == ["", "cache=warm", "thp=always", "thp=always,cache=warm"]
+    assert make_plan(cfg, RunRequest(arch="x86_64")).labels() == ["x86_64"]  # one suite: labels are arches
+
+
+def test_a_run_whose_suites_ship_none_of_its_arches_is_a_usage_error() -> None:
+    with pytest.raises(UserError, match="no arch of this run is shipped by its suites"):
+        make_plan(config.load(REPO / "lab.yaml"), RunRequest(arch="riscv64", axis=("suite=bookworm",)))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("run:\n  axes:\n    thp: [sometimes]\n", "run.axes.thp: axis thp: 'sometimes' is not valid"),
+        ("run:\n  axes:\n    colour: [red]\n", "run.axes.colour: unknown axis 'colour'"),
+        ("run:\n  axes:\n    suite: []\n", "run.axes.suite: [] is not valid"),
+    ],
+)
+def test_run_axes_in_lab_yaml_are_checked(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "lab.yaml"
+    f.write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)):
+        config.load(f)
