@@ -160,6 +160,7 @@ class Guest:
         except (paramiko.SSHException, EOFError, OSError, AttributeError) as exc:
             return Streamed("", "", None, f"no session within {stall_seconds:.0f}s (guest frozen or SSH lost: {exc or type(exc).__name__})")
         out, err = bytearray(), bytearray()
+        why = ""
         deadline = Deadline(stall_seconds)
         seen = 0
         try:
@@ -176,17 +177,16 @@ class Guest:
                     status: int | None = chan.recv_exit_status()
                     break
                 if deadline.expired:
-                    status = None
+                    status, why = None, f"no progress for {stall_seconds:.0f}s (guest frozen?)"
                     break
                 if not ready and chan.closed:
-                    status = None
+                    status, why = None, "the SSH connection was lost (guest or QEMU gone?)"
                     break
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            log.warning("%s: SSH failed while streaming: %s", self.name, exc)
-            status = None
+            status, why = None, f"the SSH connection was lost ({exc})"
         finally:
             chan.close()
-        stalled = None if status is not None else f"no progress for {stall_seconds:.0f}s (guest frozen or SSH lost)"
+        stalled = None if status is not None else why
         return Streamed(out.decode(errors="replace"), err.decode(errors="replace"), status, stalled)
 
     def put(self, local: Path, remote: str) -> None:
