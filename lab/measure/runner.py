@@ -1,11 +1,14 @@
 """``lab run``: the whole matrix, end to end, into the store and a run directory.
 
-Lifecycle of a run: a ``running`` row and a run directory are created first;
-images and payloads are built (sequentially: builds share the cache); then each
-arch boots **once** and runs all its variants × sizes ``repeat`` times,
-interleaved, guests in parallel up to ``jobs``. Each cell (arch × variant ×
-size) is written with all its samples in one transaction, or recorded as an
-error with its stage and evidence; one failing cell never stops the others.
+Lifecycle of a run: user errors are found first (:meth:`Runner.preflight`);
+then a ``running`` row and a run directory are created; images, sysroots and
+payloads are built (sequentially: builds share the cache); then each group
+(an arch's image of one suite) boots **once** and runs all its variants ×
+sizes × run-axes points ``repeat`` times, interleaved, guests in parallel up
+to ``jobs``. Each cell (arch × variant × size × axes) is written with all its
+samples in one transaction, or recorded as an error with its stage and
+evidence (with the runs that finished before, as evidence); one failing cell
+never stops the others.
 Boot and SSH failures are retried once; a measurement is never retried. The run
 ends ``complete``, ``failed`` (some cell errored) or ``incomplete``
 (interrupted: QEMU is shut down, nothing half-written remains).

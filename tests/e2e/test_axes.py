@@ -88,7 +88,7 @@ def test_thp_and_page_cache_axes_move_the_numbers_they_should(cli_config: Path, 
 @pytest.mark.parametrize(
     ("axis", "message"),
     [
-        ("suite=sid", "unknown suite 'sid'"),
+        ("suite=sid", "axis suite: 'sid' is not valid (values: bookworm, trixie, forky)"),
         ("thp=sometimes", "axis thp: 'sometimes' is not valid (values: never, madvise, always)"),
         ("colour=red", "unknown axis 'colour'"),
         ("thp", "--axis 'thp' is not valid"),
