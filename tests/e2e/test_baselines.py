@@ -61,7 +61,9 @@ def test_a_heavier_startup_is_a_regression(
 ) -> None:
     # The same cells (same toolchain, flags and environment), but the probe touches 16 more pages before main,
     # as a libc that got heavier at start-up would.
-    monkeypatch.setattr("lab.measure.runner.PayloadStore", lambda c, **kw: PayloadStore(c, extra_defines=("PROBE_TEST_EXTRA_PAGES=16",), **kw))
+    monkeypatch.setattr(
+        "lab.measure.runner.PayloadStore", lambda c, **kw: PayloadStore(c, extra_defines=("PROBE_TEST_EXTRA_PAGES=16",), **kw)
+    )
     conf = config.load(cli_config)
     ran = lab_api.run(conf, lab_api.RunRequest(arch="all", repeat=3), reports=False)
     assert ran.summary.status == "complete"
