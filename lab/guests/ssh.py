@@ -153,12 +153,21 @@ class Guest:
     def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
         """Run ``command``, reading its output as it comes; give up when no line containing ``progress`` arrives
         for ``stall_seconds`` (a frozen guest), keeping everything read so far. Exit status None when given up."""
+        lost = "the SSH connection was lost (guest or QEMU gone?)"
+        transport = self._require().client.get_transport()
+        if transport is None or not transport.is_active():
+            return Streamed("", "", None, lost)
         try:
             # A frozen guest never answers a channel open: paramiko would wait an hour without the timeout.
-            chan = self._require().client.get_transport().open_session(timeout=stall_seconds)
+            chan = transport.open_session(timeout=stall_seconds)
             chan.exec_command(command)
-        except (paramiko.SSHException, EOFError, OSError, AttributeError) as exc:
-            return Streamed("", "", None, f"no session within {stall_seconds:.0f}s (guest frozen or SSH lost: {exc or type(exc).__name__})")
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            why = (
+                lost
+                if not transport.is_active()
+                else f"no session within {stall_seconds:.0f}s (guest frozen?): {exc or type(exc).__name__}"
+            )
+            return Streamed("", "", None, why)
         out, err = bytearray(), bytearray()
         why = ""
         deadline = Deadline(stall_seconds)
@@ -180,7 +189,7 @@ class Guest:
                     status, why = None, f"no progress for {stall_seconds:.0f}s (guest frozen?)"
                     break
                 if not ready and chan.closed:
-                    status, why = None, "the SSH connection was lost (guest or QEMU gone?)"
+                    status, why = None, lost
                     break
         except (paramiko.SSHException, EOFError, OSError) as exc:
             status, why = None, f"the SSH connection was lost ({exc})"

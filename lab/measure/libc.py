@@ -15,9 +15,7 @@ from typing import Any
 
 from lab.guests.ssh import Guest
 from lab.payloads.sysroot import upstream
-from lab.payloads.variants import Variant
-
-PACKAGES = {"glibc": "libc6", "musl": "musl"}  # the image package that provides each libc at run time
+from lab.payloads.variants import Variant, libc_packages
 
 
 def guest_musl_version(guest: Guest) -> str | None:
@@ -39,7 +37,7 @@ def run_version(v: Variant, reported: str | None, build: str, guest_musl: str | 
 def image_versions(manifest: dict[str, Any]) -> dict[str, str]:
     """libc -> upstream version of the image's package for it."""
     by_name = {p["name"]: p["version"] for p in manifest.get("packages", [])}
-    return {libc: upstream(by_name[pkg]) for libc, pkg in PACKAGES.items() if pkg in by_name}
+    return {libc: upstream(by_name[pkg]) for libc, pkg in libc_packages().items() if pkg in by_name}
 
 
 def mismatch(libc: str, build: str, run: str | None, image: dict[str, str]) -> str | None:

@@ -27,7 +27,7 @@ from lab.files import sha256_text
 from lab.guests.apt import Package
 from lab.guests.images import ImageStore
 from lab.guests.initramfs import deb_tar
-from lab.payloads.variants import toolchains
+from lab.payloads.variants import libc_packages, toolchains
 
 log = logging.getLogger(__name__)
 BUILDER_VERSION = "1"
@@ -53,8 +53,7 @@ class Sysroot:
 
     def libc_version(self, libc: str) -> str:
         """The upstream version of the libc package the toolchains of ``libc`` link against."""
-        package = {"glibc": "libc6", "musl": "musl"}.get(libc, libc)
-        return upstream(self.packages.get(package, ""))
+        return upstream(self.packages.get(libc_packages().get(libc, libc), ""))
 
     def facts(self) -> dict[str, Any]:
         return {"suite": self.suite, "key": self.key, "packages": dict(sorted(self.packages.items()))}

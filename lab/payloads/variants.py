@@ -34,6 +34,7 @@ class Toolchain:
     version_argv: tuple[str, ...]
     host_packages: str  # what to install when it is missing (for errors and doctor)
     sysroot_packages: tuple[str, ...] = ()  # the suite's packages this toolchain builds against ({gcc}: its gcc major)
+    libc_package: str = ""  # the package that provides this libc at run time (its version is the cell's libc version)
     pre: tuple[str, ...] = ()  # objects before the sources (start files, where the driver does not add them)
     post: tuple[str, ...] = ()  # after the sources (libraries, end files)
 
@@ -67,6 +68,7 @@ TOOLCHAINS: dict[str, Toolchain] = {
         version_argv=(CLANG, "-dumpversion"),
         host_packages="apt-get install clang-16 (./setup.sh does)",
         sysroot_packages=("libc6", "libc6-dev", "linux-libc-dev", "libgcc-{gcc}-dev", "libgcc-s1"),
+        libc_package="libc6",
     ),
     # musl the way Debian's musl-gcc.specs does it: musl's own headers, start files and libc, gcc's libgcc.
     "clang-musl": Toolchain(
@@ -87,6 +89,7 @@ TOOLCHAINS: dict[str, Toolchain] = {
         version_argv=(CLANG, "-dumpversion"),
         host_packages="apt-get install clang-16 (./setup.sh does)",
         sysroot_packages=("musl", "musl-dev", "linux-libc-dev", "libgcc-{gcc}-dev"),
+        libc_package="musl",
         pre=(f"{_MUSL}/crt1.o", f"{_MUSL}/crti.o"),
         post=(f"-L{_MUSL}", "-lc", "{gcc_lib}/libgcc.a", f"{_MUSL}/crtn.o"),
     ),
@@ -135,6 +138,11 @@ def toolchain(v: Variant) -> Toolchain:
 def toolchains() -> list[Toolchain]:
     """The toolchain rows the variants use, once each."""
     return [TOOLCHAINS[name] for name in dict.fromkeys(v.toolchain for v in VARIANTS)]
+
+
+def libc_packages() -> dict[str, str]:
+    """libc -> the package that provides it at run time (in the image and in the sysroot)."""
+    return {tc.libc: tc.libc_package for tc in toolchains() if tc.libc_package}
 
 
 def variant(name: str) -> Variant:

@@ -69,6 +69,9 @@ def test_a_guest_that_never_opens_a_session_is_a_stall_not_a_hang() -> None:
     from lab.guests.ssh import Guest
 
     class Frozen:
+        def is_active(self) -> bool:
+            return True
+
         def open_session(self, timeout: float | None = None) -> None:
             assert timeout is not None  # never wait unbounded
             raise paramiko.SSHException("Unable to open channel.")
@@ -83,7 +86,7 @@ def test_a_guest_that_never_opens_a_session_is_a_stall_not_a_hang() -> None:
     g = Guest("arm64", 1, KeyPair(Path("/k"), "ssh-ed25519 AAAA"), KeyPair(Path("/h"), "ssh-ed25519 AAAA"), 5)
     g.conn = Conn()
     done = g.stream("true", 3, "@@")
-    assert done.exited is None and done.stalled is not None and "no session within 3s" in done.stalled
+    assert done.exited is None and done.stalled is not None and "no session within 3s (guest frozen?)" in done.stalled
 
 
 def test_run_axes_become_guest_commands() -> None:
