@@ -1,4 +1,4 @@
-"""Content-addressed cache entries, one discipline for images and payloads.
+"""Content-addressed cache entries, one discipline for images, sysroots and payloads.
 
 An entry is a directory named by a hash of its inputs. :meth:`BuildCache.ensure`
 guarantees, for one entry name:

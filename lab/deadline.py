@@ -24,7 +24,3 @@ class Deadline:
     @property
     def expired(self) -> bool:
         return time.monotonic() >= self.end
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start

@@ -39,7 +39,6 @@ class Package:
     arch: str
     sha256: str
     size: int
-    filename: str  # pool path on the mirror
     depends: str = ""
 
     @property
@@ -101,6 +100,9 @@ def detect_mirror(sources: Iterable[Path] = HOST_SOURCES) -> str:
             if re.search(r"/debian/?$", uri) and "security" not in uri:
                 return uri.rstrip("/")
     return FALLBACK_MIRROR
+
+
+MEMO_VERSION = "2"  # bump when Package's fields change: older answers in resolved.json are then never read
 
 
 class Apt:
@@ -210,7 +212,7 @@ class Apt:
         if self.lists_age_hours() is None:
             self.update(0)
         stamp = self.root / "lists" / ".lab-updated"
-        memo_key = sha256_text(str(stamp.stat().st_mtime_ns), self._identity(), arch, *wanted)
+        memo_key = sha256_text(MEMO_VERSION, str(stamp.stat().st_mtime_ns), self._identity(), arch, *wanted)
         memo_file = self.root / "resolved.json"
         try:
             memo = json.loads(memo_file.read_text())
@@ -238,7 +240,6 @@ class Apt:
                 arch=s["Architecture"],
                 sha256=s.get("SHA256", ""),
                 size=int(s.get("Size", "0")),
-                filename=s.get("Filename", ""),
                 depends=s.get("Depends", ""),
             )
         missing = [n for n in wanted if n not in found]

@@ -34,7 +34,7 @@ def test_first_dependency() -> None:
 
 
 def test_deb_name_escapes_epochs() -> None:
-    p = Package("libcrypt1", "1:4.4.38-1", "arm64", "x", 1, "pool/x.deb")
+    p = Package("libcrypt1", "1:4.4.38-1", "arm64", "x", 1)
     assert p.deb_name == "libcrypt1_1%3a4.4.38-1_arm64.deb"
     assert p.spec == "libcrypt1:arm64=1:4.4.38-1"
 

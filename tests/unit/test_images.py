@@ -14,7 +14,7 @@ from lab.guests.protocol import READY_MARKER
 from lab.guests.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-PKGS = [Package("busybox-static", "1:1.37.0-6+b9", "amd64", "aa", 1, "p"), Package("libc6", "2.41-12", "amd64", "bb", 2, "p")]
+PKGS = [Package("busybox-static", "1:1.37.0-6+b9", "amd64", "aa", 1), Package("libc6", "2.41-12", "amd64", "bb", 2)]
 
 
 def key(**kw: object) -> str:
