@@ -297,6 +297,14 @@ def parse(raw: object, file: Path) -> Config:
         axes=_axes(r.section("axes")),
     )
     r.finish()
+    suites = top.strings("suites", ())  # the same as run.axes.suite, as a top-level key
+    if suites:
+        if "suite" in run.axes:
+            raise UserError(f"{file}: suites: given twice (also run.axes.suite)", "keep one of them")
+        try:
+            run.axes["suite"] = tuple(axes.check("suite", v) for v in suites)
+        except UserError as exc:
+            raise UserError(f"{file}: suites: {exc.message}", exc.remedy) from None
 
     c = top.section("compare")
     faults, percent = c.number("faults", 2, 0, 1e9), c.number("percent", 5, 0, 1000)

@@ -41,6 +41,7 @@ def run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, help="runs per variant (default: run.repeat)")
     p.add_argument("--jobs", type=int, help="guests at once (default: from cores and memory)")
     p.add_argument("--size", help="buffer sizes, e.g. 1M,8M (default: run.sizes)")
+    p.add_argument("--suite", help="Debian suites of the guests' userland and libc, e.g. trixie,forky (same as --axis suite=...)")
     p.add_argument("--axis", action="append", default=[], metavar="NAME=V1,V2",
                    help="measure along an axis (repeatable): " + ", ".join(f"{a.name}" for a in axes.AXES) + "; e.g. thp=never,always")  # fmt: skip
     p.add_argument("--out", help="results directory for the run directory (default: paths.results)")
@@ -59,7 +60,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         size=args.size,
         accel=args.accel,
         out=Path(args.out) if getattr(args, "out", None) else None,
-        axis=tuple(getattr(args, "axis", None) or ()),
+        axis=tuple(getattr(args, "axis", None) or ()) + ((f"suite={args.suite}",) if getattr(args, "suite", None) is not None else ()),
     )
 
 

@@ -68,6 +68,11 @@ class CellView:
         return f"{self.row} {self.cell.variant}"
 
     @property
+    def mixed_libc(self) -> bool:
+        """Built against one libc version and run on another: the cell is not one libc (flagged in the report)."""
+        return self.cell.libc_version_build != self.cell.libc_version_run
+
+    @property
     def pages(self) -> int:
         return self.cell.buffer_size // self.cell.page_size
 

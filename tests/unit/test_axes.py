@@ -56,3 +56,20 @@ def test_run_axes_in_lab_yaml_are_checked(tmp_path: Path, text: str, message: st
     f.write_text(text)
     with pytest.raises(UserError, match=re.escape(message)):
         config.load(f)
+
+
+def test_suite_shorthands_on_the_command_line_and_in_lab_yaml(tmp_path: Path) -> None:
+    """Issue 11 names `lab run --suite trixie,forky` and `suites:` in lab.yaml: both are the suite axis."""
+    from lab.cli import build_parser
+    from lab.cli.common import run_request
+
+    parser, _ = build_parser()
+    req = run_request(parser.parse_args(["run", "--suite", "trixie,forky", "--axis", "thp=always"]))
+    assert req.axis == ("thp=always", "suite=trixie,forky")
+    assert make_plan(config.load(REPO / "lab.yaml"), req).suites == ("trixie", "forky")
+    f = tmp_path / "lab.yaml"
+    f.write_text(f"recipe: {REPO / 'images' / 'tiny.yaml'}\nsuites: [bookworm, trixie]\n")
+    assert config.load(f).run.axes["suite"] == ("bookworm", "trixie")
+    f.write_text("suites: [sid]\n")
+    with pytest.raises(UserError, match=re.escape("suites: axis suite: 'sid' is not valid")):
+        config.load(f)
