@@ -80,14 +80,14 @@ class Plan:
         return axes_mod.identity({"suite": suite, **point}, dict(self.defaults))
 
 
-def default_jobs(arch_count: int) -> int:
-    """Guests at once: one per core, at most one per 2 GiB of RAM, at most one per arch."""
+def default_jobs(guests: int) -> int:
+    """Guests at once: one per core, at most one per 2 GiB of RAM, at most one per guest of the run."""
     cores = os.cpu_count() or 1
     try:
         mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         mem_gib = 2.0
-    return max(1, min(cores, int(mem_gib // 2), arch_count))
+    return max(1, min(cores, int(mem_gib // 2), guests))
 
 
 def size(text: str, flag: str = "--size") -> int:
@@ -118,9 +118,8 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
     repeat = req.repeat if req.repeat is not None else cfg.run.repeat
     if repeat < 1:
         raise UserError(f"--repeat {repeat} is not valid", "use 1 or more (5 gives a useful median)")
-    jobs = req.jobs if req.jobs is not None else (cfg.run.jobs or default_jobs(len(selected)))
-    if jobs < 1:
-        raise UserError(f"--jobs {jobs} is not valid", "use 1 or more")
+    if req.jobs is not None and req.jobs < 1:
+        raise UserError(f"--jobs {req.jobs} is not valid", "use 1 or more")
     given = [s for s in req.size.split(",") if s.strip()] if req.size is not None else list(cfg.run.sizes)
     if not given:
         raise UserError(f"--size {req.size!r} is not valid", "e.g. --size 1M,8M")
@@ -139,11 +138,13 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
     for name in chosen_axes.get("suite", ()):
         axes_mod.suite(name)
     ordered = tuple((a.name, chosen_axes[a.name]) for a in axes_mod.AXES if a.name in chosen_axes)
-    plan = Plan(tuple(selected), tuple(chosen), tuple(dict.fromkeys(sizes)), repeat, jobs, file_bytes, req.accel, ordered,
+    plan = Plan(tuple(selected), tuple(chosen), tuple(dict.fromkeys(sizes)), repeat, 1, file_bytes, req.accel, ordered,
                 tuple(defaults.items()))  # fmt: skip
     if not plan.groups():
         raise UserError("no arch of this run is shipped by its suites: " + "; ".join(plan.skipped()), "pick other arches or suites")
-    return plan
+    # One guest per (arch, suite): the default parallelism counts guests, not arches.
+    jobs = req.jobs if req.jobs is not None else (cfg.run.jobs or default_jobs(len(plan.groups())))
+    return replace(plan, jobs=jobs)
 
 
 def with_out(cfg: Config, out: Path | None) -> Config:

@@ -30,7 +30,7 @@ from lab.guests.initramfs import deb_tar
 from lab.payloads.variants import libc_packages, toolchains
 
 log = logging.getLogger(__name__)
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: absolute symlinks point inside the sysroot
 MUST_EXIST = ("usr/include/stdio.h",)
 # Extraction filters exist from Python 3.11.4 (Debian 12 ships 3.11.2): use "tar" (no device files, no
 # setuid bits) where it is there; the member checks below hold either way.
@@ -101,6 +101,7 @@ class SysrootStore:
         for link, target in (("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin")):
             if (work / target).is_dir() and not (work / link).exists():
                 os.symlink(target, work / link)
+        _contain_links(work)
         gcc_dirs = sorted((work / "usr/lib/gcc" / arch.triplet).glob("*/libgcc.a"))
         if not gcc_dirs:
             raise ImageError(f"{arch.name} sysroot has no libgcc.a for {arch.triplet}", "check the suite's libgcc-*-dev package")
@@ -114,6 +115,15 @@ class SysrootStore:
         }
         (work / "sysroot.json").write_text(json.dumps(record, indent=2) + "\n")
         log.info("built the %s %s sysroot (%d packages)", self.suite, arch.name, len(packages))
+
+
+def _contain_links(root: Path) -> None:
+    """Absolute symlinks (``libm.so -> /lib/...``) would lead a linker into the host's own libc: point them inside."""
+    for path in root.rglob("*"):
+        if path.is_symlink() and os.readlink(path).startswith("/"):
+            target = root / os.readlink(path).lstrip("/")
+            path.unlink()
+            os.symlink(os.path.relpath(target, path.parent), path)
 
 
 def verify(d: Path) -> str | None:

@@ -73,3 +73,13 @@ def test_suite_shorthands_on_the_command_line_and_in_lab_yaml(tmp_path: Path) ->
     f.write_text("suites: [sid]\n")
     with pytest.raises(UserError, match=re.escape("suites: axis suite: 'sid' is not valid")):
         config.load(f)
+
+
+def test_default_parallelism_counts_guests_not_arches() -> None:
+    from lab.measure.plan import default_jobs
+
+    cfg = config.load(REPO / "lab.yaml")
+    one = make_plan(cfg, RunRequest(arch="x86_64"))
+    three = make_plan(cfg, RunRequest(arch="x86_64", axis=("suite=bookworm,trixie,forky",)))
+    assert one.jobs == 1 and three.jobs == default_jobs(3) and len(three.groups()) == 3
+    assert make_plan(cfg, RunRequest(arch="x86_64", jobs=2)).jobs == 2
