@@ -37,7 +37,6 @@ from lab.results import nightly as nightly_mod
 from lab.results import report
 from lab.results.compare import Comparison
 from lab.results.store import Store
-from lab.results.verdict import Tolerance
 
 Progress = Callable[[str, str], None]
 
@@ -101,18 +100,12 @@ def probe(cfg: Config, req: RunRequest) -> tuple[list[ProbeRun], dict[str, dict[
                 )
             runs: list[ProbeRun] = []
             medians: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
-            for cell_id, cell in store.cells(summary.run_id):
-                samples = store.samples(cell_id)
-                for i in sorted({s.repeat for s in samples}):
+            for cell, stages in store.measured(summary.run_id):
+                for i in range(len(stages["entry"][0])):
                     raw = summary.run_dir / "raw" / cell.arch / f"{raw_stem(cell.variant, cell.buffer_size, cell.axes, i)}.json"
                     runs.append(ProbeRun(cell.arch, cell.variant, i, cell.accel, parse_probe(raw.read_text())))
-                per_stage: dict[str, dict[str, list[int]]] = {}
-                for s in samples:
-                    per_stage.setdefault(s.stage, {"min": [], "maj": []})
-                    per_stage[s.stage]["min"].append(s.delta_minflt)
-                    per_stage[s.stage]["maj"].append(s.delta_majflt)
                 medians.setdefault(cell.arch, {})[cell.variant] = {
-                    stage: (float(statistics.median(v["min"])), float(statistics.median(v["maj"]))) for stage, v in per_stage.items()
+                    stage: (float(statistics.median(minor)), float(statistics.median(major))) for stage, (minor, major) in stages.items()
                 }
         return runs, medians
     finally:
@@ -128,13 +121,9 @@ class CompareRequest:
     tolerance_percent: float | None = None
 
 
-def _tolerance(cfg: Config, faults: float | None, percent: float | None) -> tuple[Tolerance, dict[str, Tolerance]]:
-    return compare_mod.tolerance(cfg, faults, percent)
-
-
 def compare(cfg: Config, req: CompareRequest) -> Comparison:
     """``lab compare``: a run (default: the latest) against a baseline, or run A against run B."""
-    tol = _tolerance(cfg, req.tolerance_faults, req.tolerance_percent)
+    tol = compare_mod.tolerance(cfg, req.tolerance_faults, req.tolerance_percent)
     with Store(cfg.run.store, readonly=True) as store:
         if req.baseline:
             if len(req.runs) > 1:
@@ -174,7 +163,7 @@ def nightly(cfg: Config, req: NightlyRequest, progress: Progress = _quiet, argv:
     ran = run(cfg, req.run, progress, argv, reports=False)
     runs_dir = ran.summary.run_dir.parent  # the run's own results directory (--out), not the configured one
     out_dir = nightly_mod.new_dir(cfg.nightly.dir)
-    tol = _tolerance(cfg, req.tolerance_faults, req.tolerance_percent)
+    tol = compare_mod.tolerance(cfg, req.tolerance_faults, req.tolerance_percent)
     with Store(cfg.run.store) as store:
         result = compare_mod.against_baseline(store, name, ran.summary.run_id, tol)
         rep = report.build(store, ran.summary.run_id)

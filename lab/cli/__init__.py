@@ -52,7 +52,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         prog="lab", description="Cross-architecture QEMU test lab.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--version", action="version", version=f"lab {__version__}")
-    p.add_argument("--config", help="config file (default: $LAB_CONFIG or ./lab.yaml)")
+    p.add_argument("--config", help="config file (default: $LAB_CONFIG, ./lab.yaml, or $XDG_CONFIG_HOME/lab/lab.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging: full command lines")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)

@@ -56,12 +56,13 @@ def reproduce_argv(run_dir: Path, plan: Plan) -> list[str]:
     return argv + (["--accel", plan.accel] if plan.accel else [])
 
 
-def write(run_dir: Path, run_id: str, cfg: Config, plan: Plan) -> None:
-    header = f"# lab {__version__} at {git_revision()}: the config run {run_id} ran with, every path absolute\n"
+def write(run_dir: Path, run_id: str, cfg: Config, plan: Plan, revision: str) -> None:
+    """The run directory's files; ``revision`` is :func:`git_revision`, computed once per run by the caller."""
+    header = f"# lab {__version__} at {revision}: the config run {run_id} ran with, every path absolute\n"
     write_atomic(run_dir / "lab.yaml", header + yaml.safe_dump(portable_config(cfg), sort_keys=False))
     resolved = {"config_file": str(cfg.path), **asdict(cfg), "plan": asdict(plan)}
     write_atomic(run_dir / "resolved-config.json", json.dumps(resolved, indent=2, default=str) + "\n")
-    script = f"#!/bin/sh\n# lab {__version__} at {git_revision()}: the cells of run {run_id}, as a new run\n"
+    script = f"#!/bin/sh\n# lab {__version__} at {revision}: the cells of run {run_id}, as a new run\n"
     write_atomic(run_dir / "reproduce.sh", script + "exec " + shlex.join(reproduce_argv(run_dir, plan)) + ' "$@"\n', 0o755)
 
 

@@ -298,7 +298,7 @@ class Runner:
                 self.run_dir.mkdir(parents=True, exist_ok=False)
             except OSError as exc:
                 raise InfraError(f"cannot create {self.run_dir}: {exc.strerror}", "check paths.results (free space, permissions)") from None
-            rundir.write(self.run_dir, self.run_id, self.cfg, self.plan)
+            rundir.write(self.run_dir, self.run_id, self.cfg, self.plan, meta.git_revision)
             # Builds first, one at a time in this thread (they share caches and both cores); then guests in parallel.
             prepared = []
             for g in groups(self.plan):

@@ -106,12 +106,12 @@ class PayloadStore:
 
     def entry_name(self, arch: Arch, v: Variant) -> str:
         """The cache entry's directory name: arch, variant and the input key."""
-        return f"{arch.name}-{v.name}-{self._inputs(arch, v)[0][:16]}"
+        return _entry_name(arch, v, self._inputs(arch, v)[0])
 
     def ensure(self, arch: Arch, v: Variant) -> Payload:
         """The cached build of ``v`` for ``arch``: built (once, under a lock) if missing or corrupt."""
         key, header, sysroot = self._inputs(arch, v)
-        entry = self.cache.ensure(self.entry_name(arch, v), lambda work: self._build(arch, v, key, header, sysroot, work), verify)
+        entry = self.cache.ensure(_entry_name(arch, v, key), lambda work: self._build(arch, v, key, header, sysroot, work), verify)
         return Payload(arch, v, key, entry.path, _read_info(entry.path), entry.built)
 
     def _build(self, arch: Arch, v: Variant, key: str, header: str, sysroot: Sysroot, work: Path) -> None:
@@ -164,6 +164,10 @@ class PayloadStore:
                 info = _read_info(d)
             rows.append({"dir": d, "status": "ok" if problem is None else f"corrupt: {problem}", **info})
         return rows
+
+
+def _entry_name(arch: Arch, v: Variant, key: str) -> str:
+    return f"{arch.name}-{v.name}-{key[:16]}"
 
 
 def _read_info(d: Path) -> dict[str, Any]:
