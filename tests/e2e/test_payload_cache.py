@@ -46,7 +46,7 @@ def test_two_processes_on_a_cold_cache_build_once_and_share(store: PayloadStore)
         for proc in procs:  # each says it is waiting, naming this process as the holder
             assert proc.stderr is not None
             line = ""
-            while "waiting for" not in line and not deadline.expired:
+            while "waiting for the payload build lock" not in line and not deadline.expired:  # not the apt lock the two share
                 line = proc.stderr.readline()
                 assert line or proc.poll() is None, "builder ended before waiting"
             assert f"held by pid {os.getpid()}" in line
