@@ -4,7 +4,7 @@
  * Grown from the getrusage demonstration (lazy allocation: malloc maps nothing,
  * the first memset faults every page in, the second faults none; a file mapping
  * faults pages in from disk as major faults). Stages, each with cumulative and
- * delta minflt/majflt and elapsed ns:
+ * delta minflt/majflt, elapsed ns and t (CLOCK_MONOTONIC when its counters were read):
  *   entry     first thing in main: the cost of the loader and libc start-up
  *   overhead  a second snapshot right after the first: the probe's own cost
  *   malloc    malloc(size)
@@ -58,6 +58,7 @@
 struct snap {
 	long minflt, majflt;
 	long long ns;
+	long long t; /* CLOCK_MONOTONIC just before the counters were read: the stage's end for fault-trace */
 };
 
 struct stage {
@@ -73,12 +74,18 @@ static struct stage stages[MAX_STAGES];
 static int nstages;
 
 /* Counters first (the raw system call: no libc wrapper state), then the clock. A failed read is fatal:
- * a stage without numbers must never look like a stage with zero faults. */
+ * a stage without numbers must never look like a stage with zero faults. Before the counters, the time
+ * they are read at, through the raw system call too: the vDSO's first use faults, and those faults
+ * belong after this stage's count, where the vDSO clock below puts them. */
 static void snapshot(const char *name)
 {
 	struct rusage ru;
-	struct timespec ts;
+	struct timespec ts, at;
 	long rc;
+	if (syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &at) != 0) {
+		fprintf(stderr, "fault-probe: cannot read the clock at %s: %s\n", name, strerror(errno));
+		exit(2);
+	}
 #ifdef SYS_getrusage
 	rc = syscall(SYS_getrusage, RUSAGE_SELF, &ru);
 #else
@@ -92,6 +99,7 @@ static void snapshot(const char *name)
 	stages[nstages].at.minflt = ru.ru_minflt;
 	stages[nstages].at.majflt = ru.ru_majflt;
 	stages[nstages].at.ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	stages[nstages].at.t = (long long)at.tv_sec * 1000000000LL + at.tv_nsec;
 	nstages++;
 }
 
@@ -409,9 +417,9 @@ int main(int argc, char **argv)
 	printf("\"stages\":[");
 	for (i = 0; i < nstages; i++) {
 		const struct snap *at = &stages[i].at, *prev = i ? &stages[i - 1].at : NULL;
-		printf("%s{\"name\":\"%s\",\"minflt\":%ld,\"majflt\":%ld,\"delta_minflt\":%ld,\"delta_majflt\":%ld,\"ns\":%lld}",
+		printf("%s{\"name\":\"%s\",\"minflt\":%ld,\"majflt\":%ld,\"delta_minflt\":%ld,\"delta_majflt\":%ld,\"ns\":%lld,\"t\":%lld}",
 		       i ? "," : "", stages[i].name, at->minflt, at->majflt, prev ? at->minflt - prev->minflt : at->minflt,
-		       prev ? at->majflt - prev->majflt : at->majflt, prev ? at->ns - prev->ns : 0LL);
+		       prev ? at->majflt - prev->majflt : at->majflt, prev ? at->ns - prev->ns : 0LL, at->t);
 	}
 	printf("],\"sink\":%u,\"complete\":true}\n", (unsigned)sink);
 	free(buf);

@@ -34,9 +34,19 @@ from lab.payloads.variants import Variant, toolchain
 log = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "payloads"
-SOURCES = ("fault_probe.c",)
 BUILDER_VERSION = "3"  # bump when build.json or the build procedure changes for equal inputs
-BINARY = "fault-probe"
+
+
+@dataclass(frozen=True)
+class Program:
+    """A C program lab builds for the guests: its binary's name and its one source file."""
+
+    binary: str
+    source: str
+
+
+PROBE = Program("fault-probe", "fault_probe.c")
+TRACER = Program("fault-trace", "fault_trace.c")  # built as one static variant per arch: it runs in any image
 
 
 class BuildError(ImageError):
@@ -51,10 +61,11 @@ class Payload:
     dir: Path
     info: dict[str, Any]
     built: bool = False  # built by this call (False: a verified cached build was reused)
+    program: Program = PROBE
 
     @property
     def binary(self) -> Path:
-        return self.dir / BINARY
+        return self.dir / self.program.binary
 
     @property
     def digest(self) -> str:
@@ -69,6 +80,7 @@ class PayloadStore:
         extra_defines: tuple[str, ...] = (),
         root: Path | None = None,
         suite: str | None = None,
+        program: Program = PROBE,
     ) -> None:
         """``extra_defines`` are for tests only: they change the binary (and its cache key) but not the
         flags the probe reports, so a deliberately different build keeps its cell identity. ``root`` moves
@@ -77,6 +89,7 @@ class PayloadStore:
         self.root = root or cfg.cache_dir / "payloads"
         self.cache = BuildCache(self.root, cfg.timeouts.scaled("lock"), "payload")
         self.source_dir = source_dir
+        self.program = program
         self.extra = tuple(f"-D{d}" for d in extra_defines)
         self.suite = suite  # whose libc the builds link against (default: the recipe's suite)
         self._sysroots: dict[str, Sysroot] = {}
@@ -99,31 +112,34 @@ class PayloadStore:
         sysroot = self.sysroot(arch)
         header = toolchains.build_info_h(arch, v, self.toolchain_version(arch, v), sysroot.libc_version(v.libc))
         # Paths in argv are placeholders for the key: the real build runs in a temp dir against the cached sysroot.
-        argv = toolchains.compile_argv(arch, v, Path("/src") / SOURCES[0], Path("/inc"), Path("/out") / BINARY) + list(self.extra)
-        sources = [(self.source_dir / s).read_text() for s in SOURCES]
-        key = sha256_text(BUILDER_VERSION, *sources, header, "\0".join(argv), self.toolchain_version(arch, v), sysroot.key)
+        prog = self.program
+        argv = toolchains.compile_argv(arch, v, Path("/src") / prog.source, Path("/inc"), Path("/out") / prog.binary) + list(self.extra)
+        key = sha256_text(BUILDER_VERSION, (self.source_dir / prog.source).read_text(), header, "\0".join(argv), self.toolchain_version(arch, v), sysroot.key)
         return key, header, sysroot
 
     def entry_name(self, arch: Arch, v: Variant) -> str:
         """The cache entry's directory name: arch, variant and the input key."""
-        return _entry_name(arch, v, self._inputs(arch, v)[0])
+        return self._entry_name(arch, v, self._inputs(arch, v)[0])
 
     def ensure(self, arch: Arch, v: Variant) -> Payload:
         """The cached build of ``v`` for ``arch``: built (once, under a lock) if missing or corrupt."""
         key, header, sysroot = self._inputs(arch, v)
-        entry = self.cache.ensure(_entry_name(arch, v, key), lambda work: self._build(arch, v, key, header, sysroot, work), verify)
-        return Payload(arch, v, key, entry.path, _read_info(entry.path), entry.built)
+        entry = self.cache.ensure(self._entry_name(arch, v, key), lambda work: self._build(arch, v, key, header, sysroot, work), verify)
+        return Payload(arch, v, key, entry.path, _read_info(entry.path), entry.built, self.program)
+
+    def _entry_name(self, arch: Arch, v: Variant, key: str) -> str:
+        prefix = "" if self.program == PROBE else f"{self.program.binary}-"
+        return f"{prefix}{arch.name}-{v.name}-{key[:16]}"
 
     def _build(self, arch: Arch, v: Variant, key: str, header: str, sysroot: Sysroot, work: Path) -> None:
-        src = work / "src"
+        src, prog = work / "src", self.program
         src.mkdir()
-        for s in SOURCES:
-            shutil.copy(self.source_dir / s, src / s)
+        shutil.copy(self.source_dir / prog.source, src / prog.source)
         (work / "build_info.h").write_text(header)
         tools = toolchains.ToolPaths(
             sysroot.dir, toolchains.linker(self.cfg.cache_dir / "tools"), toolchains.resource_dir(), sysroot.gcc_lib
         )
-        argv = toolchains.compile_argv(arch, v, src / SOURCES[0], work, work / BINARY, tools) + list(self.extra)
+        argv = toolchains.compile_argv(arch, v, src / prog.source, work, work / prog.binary, tools) + list(self.extra)
         log.debug("compiling: %s", " ".join(argv))
         started = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, text=True, env=self._env(), cwd=work, check=False)
@@ -132,10 +148,11 @@ class PayloadStore:
             first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:300])
             raise BuildError(
                 f"{arch.name} {v.name}: compile failed: {first}",
-                f"run with -v to see the full command; {SOURCES[0]} must build on every toolchain",
+                f"run with -v to see the full command; {prog.source} must build on every toolchain",
             )
         shutil.rmtree(src)
         info = {
+            "program": prog.binary,
             "arch": arch.name,
             "variant": v.name,
             "libc": v.libc,
@@ -147,12 +164,12 @@ class PayloadStore:
             "argv": argv,
             "warnings": [ln for ln in proc.stderr.splitlines() if "warning:" in ln],
             "build_seconds": round(seconds, 3),
-            "sha256": sha256_file(work / BINARY),
-            "elf": elf.facts(str(work / BINARY)),
+            "sha256": sha256_file(work / prog.binary),
+            "elf": elf.facts(str(work / prog.binary)),
             "key": key,
         }
         (work / "build.json").write_text(json.dumps(info, indent=2) + "\n")
-        log.info("built %s %s in %.1fs", arch.name, v.name, seconds)
+        log.info("built %s %s %s in %.1fs", prog.binary, arch.name, v.name, seconds)
 
     def cached(self) -> list[dict[str, Any]]:
         """Every cached build's facts; corrupt entries are listed with their problem."""
@@ -166,10 +183,6 @@ class PayloadStore:
         return rows
 
 
-def _entry_name(arch: Arch, v: Variant, key: str) -> str:
-    return f"{arch.name}-{v.name}-{key[:16]}"
-
-
 def _read_info(d: Path) -> dict[str, Any]:
     return read_record(d / "build.json", "lab payloads build rebuilds it")
 
@@ -180,4 +193,4 @@ def verify(d: Path) -> str | None:
         info = _read_info(d)
     except CacheError as exc:
         return exc.message
-    return check_files(d, {BINARY: {"sha256": info.get("sha256")}})
+    return check_files(d, {str(info.get("program", PROBE.binary)): {"sha256": info.get("sha256")}})

@@ -30,6 +30,7 @@ class Stage:
     delta_minflt: int  # since the previous stage
     delta_majflt: int
     ns: int  # elapsed since the previous stage
+    t: int = 0  # CLOCK_MONOTONIC ns just before the counters were read (0 from probes older than fault-trace)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ def parse(text: str) -> ProbeResult:
             delta_minflt=_field(s, "delta_minflt", int, where),
             delta_majflt=_field(s, "delta_majflt", int, where),
             ns=_field(s, "ns", int, where),
+            t=_field(s, "t", int, where) if "t" in s else 0,
         )
         prev = stages[-1] if stages else Stage("", 0, 0, 0, 0, 0)
         if min(stage.minflt, stage.majflt, stage.delta_minflt, stage.delta_majflt, stage.ns) < 0:

@@ -1,0 +1,464 @@
+/*
+ * fault-trace: every page fault of one process, from its execve to its exit, as JSON.
+ *
+ * Runs a program as its child and records, with perf_event_open on that child (no perf binary needed):
+ *   - one sample per page fault: minor or major, time (CLOCK_MONOTONIC, the clock the fault probe's
+ *     stages are stamped with), instruction pointer, faulting address, thread;
+ *   - the child's mmap/mmap2 records (file, offset, protection), so every address has a mapping;
+ *   - the child's /proc/PID/maps at its exit (ptrace exit stop: the stack, heap, vdso as the kernel names them);
+ *   - the child's own counters: rusage just before execve (what its fork cost) and at its end (wait4).
+ * Counting starts at the exec (enable_on_exec). Faults the kernel takes through get_user_pages while it
+ * builds the new process count in rusage but raise no perf event; lab computes them as the difference.
+ * Kernel instruction pointers are named from /proc/kallsyms here, where the symbols are.
+ *
+ * usage: fault-trace [--pages N] [--out FILE] -- PROGRAM [ARGS...]
+ * The program's stdout is captured and embedded ("stdout"); its stderr is the tracer's.
+ * Exit status: 0 traced (whatever the program's status, which is reported); 2 tracer failure;
+ * 5 perf_event_open refused; 6 the program could not be executed; 64 usage.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/perf_event.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCHEMA "lab.fault-trace"
+#define SCHEMA_VERSION 1
+#define NEVENTS 2 /* minor, major */
+
+struct sample {
+	int major;
+	uint32_t tid;
+	uint64_t time, ip, addr;
+};
+
+struct region {
+	uint64_t time, start, len, pgoff;
+	uint32_t prot, flags;
+	char path[256];
+};
+
+static struct sample *samples;
+static size_t nsamples, capsamples;
+static struct region *regions;
+static size_t nregions, capregions;
+static uint64_t lost;
+
+struct ring {
+	int fd;
+	struct perf_event_mmap_page *meta;
+	unsigned char *data;
+	size_t size; /* data area, a power of two */
+};
+
+static void die(const char *what)
+{
+	fprintf(stderr, "fault-trace: %s: %s\n", what, strerror(errno));
+	exit(2);
+}
+
+static void *grow(void *p, size_t *cap, size_t need, size_t elem)
+{
+	if (need <= *cap)
+		return p;
+	*cap = *cap ? *cap * 2 : 1024;
+	if (*cap < need)
+		*cap = need;
+	p = realloc(p, *cap * elem);
+	if (!p)
+		die("realloc");
+	return p;
+}
+
+static void copy_out(const struct ring *r, uint64_t off, void *dst, size_t len)
+{
+	size_t i;
+	for (i = 0; i < len; i++)
+		((unsigned char *)dst)[i] = r->data[(off + i) & (r->size - 1)];
+}
+
+/* Consume every complete record in the ring (the data between the kernel's head and our tail). */
+static void drain(struct ring *r, int major)
+{
+	uint64_t head = __atomic_load_n(&r->meta->data_head, __ATOMIC_ACQUIRE), tail = r->meta->data_tail;
+	unsigned char rec[4096];
+	while (tail < head) {
+		struct perf_event_header h;
+		copy_out(r, tail, &h, sizeof h);
+		if (h.size < sizeof h || h.size > sizeof rec) {
+			fprintf(stderr, "fault-trace: corrupt ring record (size %u)\n", h.size);
+			exit(2);
+		}
+		copy_out(r, tail, rec, h.size);
+		if (h.type == PERF_RECORD_SAMPLE) {
+			/* sample_type IP | TID | TIME | ADDR, in that order */
+			uint64_t *u = (uint64_t *)(rec + sizeof h);
+			struct sample *s;
+			samples = grow(samples, &capsamples, nsamples + 1, sizeof *samples);
+			s = &samples[nsamples++];
+			s->major = major;
+			s->ip = u[0];
+			s->tid = (uint32_t)(u[1] >> 32);
+			s->time = u[2];
+			s->addr = u[3];
+		} else if (h.type == PERF_RECORD_MMAP2 || h.type == PERF_RECORD_MMAP) {
+			/* pid, tid, addr, len, pgoff, [mmap2: dev/ino/generation, prot, flags], filename; sample_id: pid/tid, time */
+			unsigned char *p = rec + sizeof h + 8;
+			struct region *g;
+			size_t fixed = h.type == PERF_RECORD_MMAP2 ? 24 + 24 + 8 : 24;
+			size_t namemax = h.size - sizeof h - 8 - fixed - 16;
+			regions = grow(regions, &capregions, nregions + 1, sizeof *regions);
+			g = &regions[nregions++];
+			memcpy(&g->start, p, 8);
+			memcpy(&g->len, p + 8, 8);
+			memcpy(&g->pgoff, p + 16, 8);
+			g->prot = g->flags = 0;
+			if (h.type == PERF_RECORD_MMAP2) {
+				memcpy(&g->prot, p + 48, 4);
+				memcpy(&g->flags, p + 52, 4);
+			}
+			if (namemax >= sizeof g->path)
+				namemax = sizeof g->path - 1;
+			memcpy(g->path, p + fixed, namemax);
+			g->path[namemax] = '\0';
+			memcpy(&g->time, rec + h.size - 8, 8);
+		} else if (h.type == PERF_RECORD_LOST) {
+			uint64_t n;
+			memcpy(&n, rec + sizeof h + 8, 8);
+			lost += n;
+		}
+		tail += h.size;
+	}
+	__atomic_store_n(&r->meta->data_tail, tail, __ATOMIC_RELEASE);
+}
+
+static int open_event(pid_t pid, uint64_t config, int with_mmaps, struct ring *r, size_t pages)
+{
+	struct perf_event_attr a;
+	long psize = sysconf(_SC_PAGESIZE);
+	memset(&a, 0, sizeof a);
+	a.size = sizeof a;
+	a.type = PERF_TYPE_SOFTWARE;
+	a.config = config;
+	a.sample_period = 1;
+	a.sample_type = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_ADDR;
+	a.disabled = 1;
+	a.enable_on_exec = 1;
+	a.exclude_hv = 1; /* kernel-mode faults stay: the kernel faulting on the process's behalf */
+	a.use_clockid = 1;
+	a.clockid = CLOCK_MONOTONIC;
+	a.sample_id_all = 1;
+	a.wakeup_events = 64;
+	if (with_mmaps) {
+		a.mmap = 1;
+		a.mmap2 = 1;
+		a.mmap_data = 1;
+	}
+	r->fd = (int)syscall(SYS_perf_event_open, &a, pid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	if (r->fd < 0)
+		return -1;
+	r->size = pages * (size_t)psize;
+	r->meta = mmap(NULL, r->size + (size_t)psize, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+	if (r->meta == MAP_FAILED)
+		die("mmap of the perf ring");
+	r->data = (unsigned char *)r->meta + psize;
+	return 0;
+}
+
+static void json_string(FILE *f, const char *s, size_t n)
+{
+	size_t i;
+	fputc('"', f);
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static char *slurp(int fd, size_t *len)
+{
+	size_t cap = 65536;
+	char *buf = malloc(cap);
+	ssize_t n;
+	*len = 0;
+	if (!buf)
+		die("malloc");
+	while ((n = read(fd, buf + *len, cap - *len)) > 0) {
+		*len += (size_t)n;
+		if (*len == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+			if (!buf)
+				die("realloc");
+		}
+	}
+	if (n < 0)
+		die("read");
+	return buf;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char *buf;
+	if (fd < 0) {
+		*len = 0;
+		return NULL;
+	}
+	buf = slurp(fd, len);
+	close(fd);
+	return buf;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Name each distinct kernel IP (the nearest symbol at or below it) from /proc/kallsyms, in one pass. */
+static void kernel_symbols(FILE *out, uint64_t kernel_base)
+{
+	uint64_t *ips = NULL, best_addr[256];
+	char best[256][96];
+	size_t n = 0, i, cap = 0, u = 0;
+	FILE *k;
+	char line[512];
+	for (i = 0; i < nsamples; i++)
+		if (samples[i].ip >= kernel_base) {
+			ips = grow(ips, &cap, n + 1, sizeof *ips);
+			ips[n++] = samples[i].ip;
+		}
+	fputs("\"kernel_symbols\":{", out);
+	if (n) {
+		qsort(ips, n, sizeof *ips, cmp_u64);
+		for (i = 0; i < n; i++)
+			if (!u || ips[i] != ips[u - 1])
+				ips[u++] = ips[i];
+		if (u > 256)
+			u = 256;
+		memset(best_addr, 0, sizeof best_addr);
+		for (i = 0; i < u; i++)
+			strcpy(best[i], "?");
+		k = fopen("/proc/kallsyms", "r");
+		while (k && fgets(line, sizeof line, k)) {
+			char type, name[96];
+			uint64_t addr;
+			if (sscanf(line, "%" SCNx64 " %c %95s", &addr, &type, name) != 3 || addr == 0)
+				continue;
+			if (type != 't' && type != 'T' && type != 'w' && type != 'W')
+				continue;
+			for (i = 0; i < u; i++)
+				if (addr <= ips[i] && addr >= best_addr[i]) {
+					best_addr[i] = addr;
+					snprintf(best[i], sizeof best[i], "%s", name);
+				}
+		}
+		if (k)
+			fclose(k);
+		for (i = 0; i < u; i++) {
+			fprintf(out, "%s\"%" PRIu64 "\":", i ? "," : "", ips[i]);
+			json_string(out, best[i], strlen(best[i]));
+		}
+	}
+	fputs("},", out);
+	free(ips);
+}
+
+static int usage(void)
+{
+	fputs("usage: fault-trace [--pages N] [--out FILE] -- PROGRAM [ARGS...]\n", stderr);
+	return 64;
+}
+
+int main(int argc, char **argv)
+{
+	size_t pages = 256, outlen = 0, mapslen = 0, i;
+	const char *outpath = NULL;
+	int go[2], status_pipe[2], stdout_fd, status, argi;
+	struct ring rings[NEVENTS];
+	struct rusage ru;
+	long pre[2] = {-1, -1};
+	char maps_path[64], *maps = NULL, *out_text;
+	FILE *out;
+	pid_t pid;
+	ssize_t got;
+	uint64_t kernel_base = UINT64_C(1) << 63; /* every 64-bit arch here keeps its kernel in the upper half */
+
+	for (argi = 1; argi < argc && strcmp(argv[argi], "--"); argi++) {
+		if (!strcmp(argv[argi], "--pages") && argi + 1 < argc) {
+			pages = strtoul(argv[++argi], NULL, 10);
+			if (!pages || (pages & (pages - 1))) {
+				fprintf(stderr, "fault-trace: --pages must be a power of two\n");
+				return 64;
+			}
+		} else if (!strcmp(argv[argi], "--out") && argi + 1 < argc)
+			outpath = argv[++argi];
+		else
+			return usage();
+	}
+	if (argi + 1 >= argc)
+		return usage();
+	argv += argi + 1;
+
+	stdout_fd = (int)syscall(SYS_memfd_create, "fault-trace-stdout", 0);
+	if (stdout_fd < 0 || pipe2(go, O_CLOEXEC) != 0 || pipe2(status_pipe, O_CLOEXEC) != 0)
+		die("setup");
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		struct rusage r;
+		long m[3];
+		char c;
+		close(go[1]);
+		close(status_pipe[0]);
+		if (read(go[0], &c, 1) != 1)
+			_exit(127);
+		if (dup2(stdout_fd, 1) < 0)
+			_exit(127);
+		/* Twice: the first call may fault the result in (counted after its numbers were taken). */
+		syscall(SYS_getrusage, RUSAGE_SELF, &r);
+		syscall(SYS_getrusage, RUSAGE_SELF, &r);
+		m[0] = 'R';
+		m[1] = r.ru_minflt;
+		m[2] = r.ru_majflt;
+		if (write(status_pipe[1], m, sizeof m) != sizeof m)
+			_exit(127);
+		execvp(argv[0], argv);
+		m[0] = 'E';
+		m[1] = errno;
+		if (write(status_pipe[1], m, sizeof m) != sizeof m)
+			_exit(127);
+		_exit(127);
+	}
+	close(go[0]);
+	close(status_pipe[1]);
+	if (ptrace(PTRACE_SEIZE, pid, NULL, (void *)(long)PTRACE_O_TRACEEXIT) != 0)
+		die("ptrace");
+	if (open_event(pid, PERF_COUNT_SW_PAGE_FAULTS_MIN, 1, &rings[0], pages) != 0 ||
+	    open_event(pid, PERF_COUNT_SW_PAGE_FAULTS_MAJ, 0, &rings[1], pages) != 0) {
+		char paranoid[32] = "?";
+		int e = errno, fd = open("/proc/sys/kernel/perf_event_paranoid", O_RDONLY);
+		if (fd >= 0) {
+			got = read(fd, paranoid, sizeof paranoid - 1);
+			paranoid[got > 0 ? got : 0] = '\0';
+			paranoid[strcspn(paranoid, "\n")] = '\0';
+			close(fd);
+		}
+		fprintf(stderr, "fault-trace: perf_event_open refused: %s (kernel.perf_event_paranoid=%s%s)\n", strerror(e), paranoid,
+			e == ENOENT || e == ENOSYS ? "; the kernel lacks CONFIG_PERF_EVENTS" : "");
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return 5;
+	}
+	if (write(go[1], "g", 1) != 1)
+		die("write");
+	{
+		long m[3];
+		got = read(status_pipe[0], m, sizeof m);
+		if (got == (ssize_t)sizeof m && m[0] == 'R') {
+			pre[0] = m[1];
+			pre[1] = m[2];
+			got = read(status_pipe[0], m, sizeof m); /* EOF: the exec happened */
+		}
+		if (got == (ssize_t)sizeof m && m[0] == 'E') {
+			fprintf(stderr, "fault-trace: cannot execute %s: %s\n", argv[0], strerror((int)m[1]));
+			waitpid(pid, NULL, 0);
+			return 6;
+		}
+	}
+
+	for (;;) {
+		struct pollfd pf[NEVENTS];
+		pid_t w;
+		for (i = 0; i < NEVENTS; i++) {
+			pf[i].fd = rings[i].fd;
+			pf[i].events = POLLIN;
+		}
+		poll(pf, NEVENTS, 20);
+		for (i = 0; i < NEVENTS; i++)
+			drain(&rings[i], (int)i);
+		w = wait4(pid, &status, WNOHANG | __WALL, &ru);
+		if (w < 0)
+			die("wait4");
+		if (w == 0)
+			continue;
+		if (WIFSTOPPED(status)) {
+			int sig = WSTOPSIG(status), event = status >> 16;
+			if (event == PTRACE_EVENT_EXIT) {
+				snprintf(maps_path, sizeof maps_path, "/proc/%d/maps", (int)pid);
+				free(maps);
+				maps = read_file(maps_path, &mapslen);
+				sig = 0;
+			} else if (event != 0 || sig == SIGTRAP)
+				sig = 0;
+			ptrace(PTRACE_CONT, pid, NULL, (void *)(long)sig);
+			continue;
+		}
+		break; /* exited or killed */
+	}
+	for (i = 0; i < NEVENTS; i++)
+		drain(&rings[i], (int)i);
+
+	out = outpath ? fopen(outpath, "w") : stdout;
+	if (!out)
+		die(outpath);
+	fprintf(out, "{\"schema\":\"%s\",\"schema_version\":%d,\"argv\":[", SCHEMA, SCHEMA_VERSION);
+	for (i = 0; argv[i]; i++) {
+		fputs(i ? "," : "", out);
+		json_string(out, argv[i], strlen(argv[i]));
+	}
+	fprintf(out, "],\"pid\":%d,", (int)pid);
+	if (WIFEXITED(status))
+		fprintf(out, "\"exit_status\":%d,\"signal\":null,", WEXITSTATUS(status));
+	else
+		fprintf(out, "\"exit_status\":null,\"signal\":%d,", WTERMSIG(status));
+	fprintf(out, "\"page_size\":%ld,\"clock\":\"monotonic\",\"pre_exec\":{\"minflt\":%ld,\"majflt\":%ld},", sysconf(_SC_PAGESIZE),
+		pre[0], pre[1]);
+	fprintf(out, "\"rusage\":{\"minflt\":%ld,\"majflt\":%ld},\"lost\":%" PRIu64 ",", ru.ru_minflt, ru.ru_majflt, lost);
+	fputs("\"samples\":[", out);
+	for (i = 0; i < nsamples; i++)
+		fprintf(out, "%s[%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu32 "]", i ? "," : "", samples[i].major, samples[i].time,
+			samples[i].ip, samples[i].addr, samples[i].tid);
+	fputs("],\"mmaps\":[", out);
+	for (i = 0; i < nregions; i++) {
+		const struct region *g = &regions[i];
+		fprintf(out, "%s{\"time\":%" PRIu64 ",\"start\":%" PRIu64 ",\"len\":%" PRIu64 ",\"pgoff\":%" PRIu64 ",\"prot\":%" PRIu32
+			     ",\"flags\":%" PRIu32 ",\"path\":",
+			i ? "," : "", g->time, g->start, g->len, g->pgoff, g->prot, g->flags);
+		json_string(out, g->path, strlen(g->path));
+		fputc('}', out);
+	}
+	fputs("],", out);
+	kernel_symbols(out, kernel_base);
+	fputs("\"maps_at_exit\":", out);
+	json_string(out, maps ? maps : "", maps ? mapslen : 0);
+	lseek(stdout_fd, 0, SEEK_SET);
+	out_text = slurp(stdout_fd, &outlen);
+	fputs(",\"stdout\":", out);
+	json_string(out, out_text, outlen);
+	fputs(",\"complete\":true}\n", out);
+	if (fflush(out) != 0)
+		die("write");
+	return 0;
+}
