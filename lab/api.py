@@ -22,14 +22,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lab import arches as arches_mod
 from lab.config import STAGES, Config
 from lab.errors import InfraError, UserError
+from lab.explain import account as account_mod
+from lab.explain import render as render_mod
+from lab.explain.checks import Check
 from lab.guests import doctor as doctor_mod
+from lab.measure import programs, tracing
 from lab.measure.plan import Plan, make_plan, with_out
 from lab.measure.plan import RunRequest as RunRequest  # re-exported: part of the API
 from lab.measure.rundir import raw_stem
 from lab.measure.runner import Runner, Summary
 from lab.payloads import toolchains
+from lab.payloads import variants as variants_mod
 from lab.payloads.probe import ProbeResult
 from lab.payloads.probe import parse as parse_probe
 from lab.results import compare as compare_mod
@@ -108,6 +114,82 @@ def probe(cfg: Config, req: RunRequest) -> tuple[list[ProbeRun], dict[str, dict[
                     stage: (float(statistics.median(minor)), float(statistics.median(major))) for stage, (minor, major) in stages.items()
                 }
         return runs, medians
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    run: RunRequest = field(default_factory=lambda: RunRequest(repeat=3))  # the cells, and untraced runs to check against
+    program: tuple[str, ...] = ()  # trace this program instead of the probe (argv in the guest)
+    put: Path | None = None  # upload this binary first (argv[0] may be its file name)
+    diff: tuple[str, str] | None = None  # two cells, arch:variant
+
+
+@dataclass(frozen=True)
+class Explained:
+    """One traced cell: its account and the checks that it adds up and agrees with untraced runs."""
+
+    account: account_mod.Account
+    checks: tuple[Check, ...] = ()
+    data: dict[str, Any] = field(default_factory=dict)  # as stored (render.to_dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def parse_cell(text: str) -> tuple[str, str]:
+    """``arch:variant`` (for --diff), validated."""
+    arch, sep, variant = text.partition(":")
+    if not sep:
+        raise UserError(f"--diff cell {text!r} is not arch:variant", "e.g. --diff arm64:glibc-dynamic arm64:musl-dynamic")
+    try:
+        return arches_mod.get(arch).name, variants_mod.variant(variant).name
+    except UserError as exc:
+        raise UserError(f"--diff cell {text!r}: {exc.message}", exc.remedy) from None
+
+
+def explain(cfg: Config, req: ExplainRequest, progress: Progress = _quiet) -> list[Explained]:
+    """``lab explain``: trace the probe cells of ``req.run`` (or ``req.program``) and attribute every fault.
+
+    Probe cells go through :func:`run`'s engine with tracing on, into a temporary store that is discarded:
+    a traced run never enters a store. A cell that failed raises its error (its run directory is kept).
+    """
+    if req.program or req.put:
+        arches = arches_mod.select(req.run.arch if req.run.arch is not None else cfg.arches)
+        return [
+            Explained(a)
+            for a in programs.explain_program(cfg, arches, req.program or ((req.put.name,) if req.put else ()), req.put, progress)
+        ]
+    run_req = replace(req.run, explain=True, out=None)
+    if req.diff:
+        cells = [parse_cell(c) for c in req.diff]
+        run_req = replace(run_req, arch=",".join(dict.fromkeys(a for a, _ in cells)), variant=",".join(dict.fromkeys(v for _, v in cells)))
+    tmp = Path(tempfile.mkdtemp(prefix="lab-explain-"))
+    keep = False
+    try:
+        scratch = replace(cfg, results_dir=tmp, run=replace(cfg.run, store=tmp / "lab.sqlite"))
+        the_plan = make_plan(scratch, run_req)
+        with Store(scratch.run.store) as store:
+            summary = Runner(scratch, the_plan, store, progress, ["lab", "explain"]).run()
+            errors = store.errors(summary.run_id)
+        stored = tracing.load_dir(summary.run_dir)
+        failed = [d["error"] for d in stored if "error" in d]
+        if errors or failed:
+            keep = True
+            first = errors[0].message if errors else failed[0]
+            raise InfraError(f"{first} ({len(errors) + len(failed)} cell(s) failed)", f"see {summary.run_dir} (raw output, console logs)")
+        out = []
+        for d in stored:
+            acc, checks = render_mod.from_dict(d)
+            out.append(Explained(acc, tuple(checks), d))
+        if req.diff:
+            wanted = [f"{a}:{v}" for a, v in (parse_cell(c) for c in req.diff)]
+            by_cell = {e.account.cell: e for e in out}
+            out = [by_cell[c] for c in wanted]
+        return out
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -30,12 +30,14 @@ class Arch:
     bios: str | None = None  # firmware path passed with -bios, if the machine needs one
     bios_package: str | None = None  # host package providing the firmware
     qemu_package: str = ""  # host package providing qemu_binary
+    elf_machine: str = ""  # e_machine of its binaries, as pyelftools names it (checks an uploaded binary's arch)
     kernel_format: str = "as-is"  # "pvh": boot the ELF vmlinux unpacked from the bzImage (faster under TCG)
 
 
 ARCHES: tuple[Arch, ...] = (
     Arch(
         name="x86_64",
+        elf_machine="EM_X86_64",
         uname="x86_64",
         aliases=("amd64", "x86-64"),
         debian="amd64",
@@ -51,6 +53,7 @@ ARCHES: tuple[Arch, ...] = (
     ),
     Arch(
         name="arm64",
+        elf_machine="EM_AARCH64",
         uname="aarch64",
         aliases=("aarch64",),
         debian="arm64",
@@ -65,6 +68,7 @@ ARCHES: tuple[Arch, ...] = (
     ),
     Arch(
         name="riscv64",
+        elf_machine="EM_RISCV",
         uname="riscv64",
         aliases=("riscv", "rv64"),
         debian="riscv64",

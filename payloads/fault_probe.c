@@ -406,7 +406,7 @@ int main(int argc, char **argv)
 	json_string(PROBE_FLAGS);
 	printf(",\"variant\":");
 	json_string(PROBE_VARIANT);
-	printf(",\"buffer_size\":%zu},", size);
+	printf(",\"buffer_size\":%zu,\"buffer_page_offset\":%lu},", size, (unsigned long)((uintptr_t)buf % (uintptr_t)page));
 	if (file) {
 		printf("\"file\":{\"path\":");
 		json_string(file);

@@ -11,7 +11,10 @@
  * builds the new process count in rusage but raise no perf event; lab computes them as the difference.
  * Kernel instruction pointers are named from /proc/kallsyms here, where the symbols are.
  *
- * usage: fault-trace [--pages N] [--out FILE] -- PROGRAM [ARGS...]
+ * usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] -- PROGRAM [ARGS...]
+ * --env-ppid NAME sets NAME to the tracer's PID in the program's environment (before the exec, so its cost is
+ * in the pre-exec count): how the fault probe recognises the launcher that re-executed it, so a traced probe
+ * runs exactly as it does under lab run.
  * The program's stdout is captured and embedded ("stdout"); its stderr is the tracer's.
  * Exit status: 0 traced (whatever the program's status, which is reported); 2 tracer failure;
  * 5 perf_event_open refused; 6 the program could not be executed; 64 usage.
@@ -286,14 +289,15 @@ static void kernel_symbols(FILE *out, uint64_t kernel_base)
 
 static int usage(void)
 {
-	fputs("usage: fault-trace [--pages N] [--out FILE] -- PROGRAM [ARGS...]\n", stderr);
+	fputs("usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] -- PROGRAM [ARGS...]\n", stderr);
 	return 64;
 }
 
 int main(int argc, char **argv)
 {
 	size_t pages = 256, outlen = 0, mapslen = 0, i;
-	const char *outpath = NULL;
+	const char *outpath = NULL, *env_ppid = NULL;
+	char me[32];
 	int go[2], status_pipe[2], stdout_fd, status, argi;
 	struct ring rings[NEVENTS];
 	struct rusage ru;
@@ -313,6 +317,8 @@ int main(int argc, char **argv)
 			}
 		} else if (!strcmp(argv[argi], "--out") && argi + 1 < argc)
 			outpath = argv[++argi];
+		else if (!strcmp(argv[argi], "--env-ppid") && argi + 1 < argc)
+			env_ppid = argv[++argi];
 		else
 			return usage();
 	}
@@ -320,6 +326,7 @@ int main(int argc, char **argv)
 		return usage();
 	argv += argi + 1;
 
+	snprintf(me, sizeof me, "%ld", (long)getpid());
 	stdout_fd = (int)syscall(SYS_memfd_create, "fault-trace-stdout", 0);
 	if (stdout_fd < 0 || pipe2(go, O_CLOEXEC) != 0 || pipe2(status_pipe, O_CLOEXEC) != 0)
 		die("setup");
@@ -334,7 +341,7 @@ int main(int argc, char **argv)
 		close(status_pipe[0]);
 		if (read(go[0], &c, 1) != 1)
 			_exit(127);
-		if (dup2(stdout_fd, 1) < 0)
+		if (dup2(stdout_fd, 1) < 0 || (env_ppid && setenv(env_ppid, me, 1) != 0))
 			_exit(127);
 		/* Twice: the first call may fault the result in (counted after its numbers were taken). */
 		syscall(SYS_getrusage, RUSAGE_SELF, &r);

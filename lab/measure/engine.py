@@ -28,6 +28,7 @@ from lab.payloads.probe import ProbeOutputError, ProbeResult
 from lab.payloads.probe import parse as parse_probe
 
 REMOTE_DIR = "/tmp/lab-payloads"
+PROBE_CHILD_ENV = "LAB_PROBE_CHILD"  # names the re-executing parent's PID (payloads/fault_probe.c)
 THP_CONTROL = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -61,13 +62,17 @@ def probe_command(
     return shlex.join(argv)
 
 
-def point_command(remote: str, size: int, file_bytes: int, point: Mapping[str, str], set_thp: bool) -> str:
+def point_command(remote: str, size: int, file_bytes: int, point: Mapping[str, str], set_thp: bool, tracer: str | None = None) -> str:
     """One probe run at a point of the run axes (lab.axes): THP set in the guest first when the run varies it,
-    the page-cache state and read order as probe flags, glibc tunables in the environment. Pure."""
+    the page-cache state and read order as probe flags, glibc tunables in the environment. With ``tracer``
+    (fault-trace's path in the guest), the probe runs under it, launched by the tracer instead of re-executing
+    itself (the tracer plays the re-executing parent: the probe runs as in lab run), so its counters include the
+    tracer's fork, which the trace reports apart. Pure."""
     probe = probe_command(remote, size, order=point.get("order", "random"), file_bytes=file_bytes, warm=point.get("cache") == "warm")
     env = f"GLIBC_TUNABLES={shlex.quote(point['tunables'])} " if point.get("tunables") else ""
     thp = f"echo {shlex.quote(point['thp'])} > {THP_CONTROL} && " if set_thp else ""
-    return f"{thp}{env}exec {probe}"
+    launcher = f"{shlex.quote(tracer)} --env-ppid {PROBE_CHILD_ENV} -- " if tracer else ""
+    return f"{thp}{env}exec {launcher}{probe}"
 
 
 def install(guest: Guest, payloads: list[Payload]) -> dict[str, str]:

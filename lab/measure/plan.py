@@ -37,6 +37,7 @@ class RunRequest:
     accel: str | None = None  # auto | kvm | tcg
     out: Path | None = None  # results directory for the run directory
     axis: tuple[str, ...] = ()  # "thp=never,always", "suite=trixie,forky" (lab.axes); replaces run.axes per axis
+    explain: bool = False  # also one traced run per cell (lab.measure.tracing), stored apart from the samples
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Plan:
     accel: str | None = None
     axes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # every axis with its values in this run, table order
     defaults: tuple[tuple[str, str], ...] = ()  # every axis's default (the identity of a cell leaves these out)
+    explain: bool = False
 
     def values(self, name: str) -> tuple[str, ...]:
         return dict(self.axes).get(name) or (dict(self.defaults)[name],)
@@ -144,7 +146,7 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
         raise UserError("no arch of this run is shipped by its suites: " + "; ".join(plan.skipped()), "pick other arches or suites")
     # One guest per (arch, suite): the default parallelism counts guests, not arches.
     jobs = req.jobs if req.jobs is not None else (cfg.run.jobs or default_jobs(len(plan.groups())))
-    return replace(plan, jobs=jobs)
+    return replace(plan, jobs=jobs, explain=req.explain)
 
 
 def with_out(cfg: Config, out: Path | None) -> Config:

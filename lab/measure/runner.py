@@ -33,12 +33,13 @@ from lab import __version__
 from lab.arches import Arch
 from lab.config import Config
 from lab.errors import BootError, GuestError, InfraError, LabError, UserError
+from lab.explain.sources import GuestFiles
 from lab.files import sha256_text, write_atomic
 from lab.guests.boot import Booted, boot
 from lab.guests.images import Image, ImageStore
 from lab.guests.keys import client_key
 from lab.guests.qemu import shutdown_all
-from lab.measure import engine, libc, rundir
+from lab.measure import engine, libc, rundir, tracing
 from lab.measure.plan import Plan
 from lab.payloads.build import Payload, PayloadStore
 from lab.payloads.probe import SCHEMA_VERSION, ProbeResult
@@ -63,6 +64,16 @@ class Group:
 
 def groups(plan: Plan) -> list[Group]:
     return [Group(a, s, label) for (a, s), label in zip(plan.groups(), plan.labels(), strict=True)]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a group's guest needs, built before it boots."""
+
+    image: Image
+    payloads: dict[str, Payload]
+    tracer: Payload | None = None  # with --explain
+    files: GuestFiles | None = None  # the guest's files on the host, for attribution (with --explain)
 
 
 @dataclass
@@ -157,7 +168,7 @@ class Runner:
             for v in self.plan.variants:
                 payloads.toolchain_version(arch, v)
 
-    def _prepare(self, g: Group, outcome: ArchOutcome) -> tuple[Image, dict[str, Payload]] | None:
+    def _prepare(self, g: Group, outcome: ArchOutcome) -> Prepared | None:
         """Image and payloads for a group (arch, suite); if either cannot be made, every cell of it becomes an error.
 
         Failing to write the run directory is not a cell's problem: it aborts the run.
@@ -174,6 +185,7 @@ class Runner:
             self.progress(g.label, "building payloads")
             store = PayloadStore(self.cfg, suite=g.suite)
             payloads = {v.name: store.ensure(g.arch, v) for v in self.plan.variants}
+            tracer = tracing.build_tracer(self.cfg, g.arch.name, g.suite) if self.plan.explain else None
         except UserError:
             raise
         except LabError as exc:
@@ -182,8 +194,12 @@ class Runner:
         write_atomic(self.run_dir / "manifests" / f"{g.slug}.json", json.dumps(image.manifest, indent=2) + "\n")
         for name, p in payloads.items():
             write_atomic(self.run_dir / "payloads" / f"{g.slug}-{name}.json", json.dumps(p.info, indent=2) + "\n")
+        files = None
+        if tracer is not None:
+            uploads = {f"{engine.REMOTE_DIR}/{name}": p.binary for name, p in payloads.items()}
+            files = tracing.guest_files(self.cfg, image, g.suite, uploads)
         self.progress(g.label, "waiting for a guest slot")
-        return image, payloads
+        return Prepared(image, payloads, tracer, files)
 
     def _fail_group(self, g: Group, outcome: ArchOutcome, stage: str, exc: LabError, attempts: int) -> None:
         evidence = "\n".join(x for x in (exc.details, *(f"log: {p}" for p in exc.logs)) if x)
@@ -196,15 +212,15 @@ class Runner:
 
     # -- measuring ---------------------------------------------------------------------------
 
-    def _measure(self, g: Group, image: Image, payloads: dict[str, Payload], outcome: ArchOutcome) -> None:
+    def _measure(self, g: Group, prep: Prepared, outcome: ArchOutcome) -> None:
         tb = self.cfg.run.tcg_tb_size_mib if self.plan.jobs > 1 else None
         for attempt in (1, 2):
             stage = "boot"
             try:
                 self.progress(g.label, "booting" if attempt == 1 else "booting (retry)")
-                with boot(self.cfg, image, self.plan.accel, self.run_dir / "logs" / g.slug, tb) as b:
+                with boot(self.cfg, prep.image, self.plan.accel, self.run_dir / "logs" / g.slug, tb) as b:
                     stage = "payload"
-                    self._run_cells(g, image, payloads, b, outcome, attempt)
+                    self._run_cells(g, prep, b, outcome, attempt)
                 return
             except (BootError, GuestError) as exc:
                 if self.cancel.is_set():
@@ -216,7 +232,8 @@ class Runner:
                     return
                 log.warning("%s: %s failed (%s); retrying once", g.label, stage, exc.message)
 
-    def _run_cells(self, g: Group, image: Image, payloads: dict[str, Payload], b: Booted, outcome: ArchOutcome, attempts: int) -> None:
+    def _run_cells(self, g: Group, prep: Prepared, b: Booted, outcome: ArchOutcome, attempts: int) -> None:
+        image, payloads = prep.image, prep.payloads
         remotes = engine.install(b.guest, list(payloads.values()))
         musl = libc.guest_musl_version(b.guest) if any(v.libc == "musl" for v in self.plan.variants) else None
         raw_dir = self.run_dir / "raw" / g.arch.name
@@ -241,6 +258,8 @@ class Runner:
             points=points,
             set_thp=self.plan.values("thp") != (dict(self.plan.defaults)["thp"],),
         )
+        if prep.tracer is not None and prep.files is not None:
+            self._trace(g, prep, b, remotes, cells, identity)
         variants = {v.name: v for v in self.plan.variants}
         failed = 0
         for (name, size, pi), runs in cells.items():
@@ -260,9 +279,49 @@ class Runner:
                 failed += 1
         self.progress(g.label, "done" if not failed else f"done ({failed} cell(s) failed)")
 
-    def _arch(self, g: Group, outcome: ArchOutcome, prepared: tuple[Image, dict[str, Payload]] | None) -> ArchOutcome:
+    def _trace(
+        self,
+        g: Group,
+        prep: Prepared,
+        b: Booted,
+        remotes: dict[str, str],
+        cells: dict[engine.CellKey, engine.CellRuns],
+        identity: list[str],
+    ) -> None:
+        """One traced run per cell, after its counted runs; accounts go to the run directory, never the store."""
+        assert prep.tracer is not None and prep.files is not None
+        self.progress(g.label, "tracing")
+        tracing.install_tracer(b.guest, prep.tracer)
+        live = {name: remote for name, remote in remotes.items() if any(k[0] == name and c.failure is None for k, c in cells.items())}
+
+        def name(key: engine.CellKey) -> str:
+            return (
+                f"{g.arch.name}:{key[0]}"
+                + (f" {key[1]}B" if len(self.plan.sizes) > 1 else "")
+                + (f" {identity[key[2]]}" if identity[key[2]] else "")
+            )
+
+        traced = tracing.trace_cells(
+            b.guest,
+            prep.files,
+            live,
+            self.plan.sizes,
+            self.plan.file_bytes,
+            self.plan.run_points(),
+            max(5, int(self.cfg.timeouts.scaled("command"))),
+            self.plan.values("thp") != (dict(self.plan.defaults)["thp"],),
+            {k: c.results for k, c in cells.items()},
+            name,
+        )
+        for t in traced:
+            variant_name, size, pi = t.key
+            tracing.write(self.run_dir, g.slug, rundir.trace_stem(variant_name, size, identity[pi]), t)
+            if t.error:
+                log.warning("traced run: %s", t.error)
+
+    def _arch(self, g: Group, outcome: ArchOutcome, prepared: Prepared | None) -> ArchOutcome:
         if prepared and not self.cancel.is_set():
-            self._measure(g, *prepared, outcome)
+            self._measure(g, prepared, outcome)
         return outcome
 
     def _commit(self, outcome: ArchOutcome) -> None:

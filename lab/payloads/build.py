@@ -114,7 +114,14 @@ class PayloadStore:
         # Paths in argv are placeholders for the key: the real build runs in a temp dir against the cached sysroot.
         prog = self.program
         argv = toolchains.compile_argv(arch, v, Path("/src") / prog.source, Path("/inc"), Path("/out") / prog.binary) + list(self.extra)
-        key = sha256_text(BUILDER_VERSION, (self.source_dir / prog.source).read_text(), header, "\0".join(argv), self.toolchain_version(arch, v), sysroot.key)
+        key = sha256_text(
+            BUILDER_VERSION,
+            (self.source_dir / prog.source).read_text(),
+            header,
+            "\0".join(argv),
+            self.toolchain_version(arch, v),
+            sysroot.key,
+        )
         return key, header, sysroot
 
     def entry_name(self, arch: Arch, v: Variant) -> str:

@@ -49,6 +49,14 @@ class Facts:
     flags: str
     variant: str
     buffer_size: int
+    buffer_page_offset: int | None = None  # where the buffer starts within its first page (None: older probes)
+
+    @property
+    def buffer_pages(self) -> int | None:
+        """How many pages the buffer spans (one more than size/page when it does not start a page)."""
+        if self.buffer_page_offset is None:
+            return None
+        return -(-(self.buffer_page_offset + self.buffer_size) // self.page_size)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ def parse(text: str) -> ProbeResult:
         flags=_field(f, "flags", str, "facts"),
         variant=_field(f, "variant", str, "facts"),
         buffer_size=_field(f, "buffer_size", int, "facts"),
+        buffer_page_offset=_field(f, "buffer_page_offset", int, "facts") if "buffer_page_offset" in f else None,
     )
     if facts.page_size <= 0 or facts.page_size & (facts.page_size - 1):
         raise _fail(f"facts.page_size {facts.page_size} is not a power of two")

@@ -16,6 +16,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("lab.config", "lab.cache", "lab.progress"),
     ("lab.guests",),
     ("lab.payloads",),
+    ("lab.explain",),
     ("lab.results",),
     ("lab.measure",),
     ("lab.api",),

@@ -1,0 +1,87 @@
+"""``lab explain``: where every fault of a traced run comes from, per object, section and function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lab import api, arches, axes, config
+from lab.cli.common import Handler, Parser, arch_option, output, run_request
+from lab.errors import UserError
+from lab.explain import account, render
+from lab.payloads import variants
+from lab.progress import Progress
+
+
+def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
+    ex = sub.add_parser(
+        "explain",
+        help="trace the probe (or -- PROGRAM) and attribute every page fault to an object, section and function",
+        description="Trace each cell once with fault-trace (perf_event_open in the guest) and attribute every fault; "
+        "untraced runs of the same cells check that tracing did not change the counts. Nothing is stored.",
+    )
+    arch_option(ex, multi=True)
+    ex.add_argument("--libc", help=",".join(variants.libcs()))
+    ex.add_argument("--linkage", help=",".join(variants.linkages()))
+    ex.add_argument("--variant", help="comma-separated list of " + ", ".join(variants.names()))
+    ex.add_argument("--size", help="buffer size (default: run.sizes)")
+    ex.add_argument("--repeat", type=int, default=3, help="untraced runs per cell to check the traced one against (default 3)")
+    ex.add_argument("--suite", help="Debian suite of the guests' userland, e.g. forky")
+    ex.add_argument("--axis", action="append", default=[], metavar="NAME=V1,V2", help="as lab run: " + ", ".join(a.name for a in axes.AXES))
+    ex.add_argument("--stage", help="one stage of the probe (entry, malloc, touch1, ...; default: all)")
+    ex.add_argument("--format", choices=render.FORMATS, default="table")
+    ex.add_argument(
+        "--diff", nargs=2, metavar=("CELL_A", "CELL_B"), help="where two cells differ, e.g. arm64:glibc-dynamic arm64:musl-dynamic"
+    )
+    ex.add_argument("--top", type=int, default=10, help="functions to list per cell")
+    ex.add_argument("--put", help="upload this cross-built binary and trace it (name it after --, or it runs without arguments)")
+    ex.add_argument("-o", "--output", help="file to write (default: stdout)")
+    ex.add_argument("program", nargs="*", help="after --: a program in the image and its arguments, traced instead of the probe")
+    return {"explain": cmd_explain}
+
+
+def _stage(args: argparse.Namespace, accounts: list[account.Account]) -> str | None:
+    if args.stage is None:
+        return None
+    known = {s for a in accounts for s in a.stages}
+    if args.stage not in known:
+        raise UserError(f"--stage {args.stage!r} is not a stage of these runs", "stages: " + ", ".join(sorted(known)))
+    return str(args.stage)
+
+
+def cmd_explain(args: argparse.Namespace, cfg: config.Config) -> int:
+    if args.diff and (args.program or args.put):
+        raise UserError("--diff compares probe cells, not a program", "drop -- PROGRAM/--put, or drop --diff")
+    if args.stage and (args.program or args.put):
+        raise UserError("--stage needs the probe's stages; a program has one stage", "drop --stage")
+    args.jobs, args.out = None, None
+    req = api.ExplainRequest(
+        run=run_request(args),
+        program=tuple(args.program),
+        put=Path(args.put) if args.put else None,
+        diff=(args.diff[0], args.diff[1]) if args.diff else None,
+    )
+    if req.diff:
+        for cell in req.diff:
+            api.parse_cell(cell)  # unknown cells fail before anything boots
+    labels = [a.name for a in arches.select(args.arch if args.arch is not None else cfg.arches)] if not req.diff else ["explain"]
+    with Progress.for_stream(labels, quiet=args.quiet or args.format == "json") as progress:
+        explained = api.explain(cfg, req, progress.update)
+    accounts = [e.account for e in explained]
+    stage = _stage(args, accounts)
+    md = args.format == "md"
+    if req.diff:
+        a, b = explained
+        rows = account.diff(a.account, b.account, stage)
+        if args.format == "json":
+            data = {"a": a.data, "b": b.data, "diff": [{"object": r.object, "section": r.section, "a": r.a, "b": r.b} for r in rows]}
+            output(json.dumps(data, indent=2) + "\n", args.output)
+        else:
+            output(render.diff_table(a.account, b.account, rows, stage, md), args.output)
+        return 0 if a.ok and b.ok else 1
+    if args.format == "json":
+        output(json.dumps([e.data or render.to_dict(e.account) for e in explained], indent=2) + "\n", args.output)
+    else:
+        output("\n".join(render.table(e.account, e.checks, stage, md, args.top) for e in explained), args.output)
+    return 0 if all(e.ok for e in explained) else 1

@@ -1,0 +1,121 @@
+"""Accounts as data (stored in run directories, ``--format json``) and as tables (text and Markdown).
+
+Pure. :func:`to_dict`/:func:`from_dict` round-trip an account with its checks
+and ELF notes; :func:`table` and :func:`diff_table` render what ``lab explain``
+prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from lab.explain.account import Account, DiffRow, Fault, ObjectInfo
+from lab.explain.checks import Check
+
+FORMATS = ("table", "json", "md")
+FORMAT = 1  # version of the stored form
+
+
+def to_dict(acc: Account, checks: Sequence[Check] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "cell": acc.cell,
+        "argv": list(acc.argv),
+        "stages": list(acc.stages),
+        "unsampled": acc.unsampled,
+        "pre_exec": acc.pre_exec,
+        "rusage_total": acc.rusage_total,
+        "stage_totals": {k: list(v) for k, v in acc.stage_totals().items()},
+        "probe_stages": {k: list(v) for k, v in acc.probe_stages.items()},
+        "objects": [asdict(o) for o in acc.objects],
+        "notes": list(acc.notes),
+        "checks": [asdict(c) for c in checks],
+        "faults": [[int(f.major), f.stage, f.object, f.section, f.function, int(f.kernel), f.region] for f in acc.faults],
+        **(extra or {}),
+    }
+
+
+def from_dict(d: dict[str, Any]) -> tuple[Account, list[Check]]:
+    acc = Account(
+        cell=d["cell"],
+        argv=tuple(d["argv"]),
+        faults=tuple(Fault(bool(f[0]), f[1], f[2], f[3], f[4], bool(f[5]), f[6]) for f in d["faults"]),
+        unsampled=d["unsampled"],
+        pre_exec=d["pre_exec"],
+        rusage_total=d["rusage_total"],
+        stages=tuple(d["stages"]),
+        objects=tuple(ObjectInfo(**o) for o in d["objects"]),
+        probe_stages={k: (v[0], v[1]) for k, v in d["probe_stages"].items()},
+        notes=tuple(d.get("notes", ())),
+    )
+    return acc, [Check(**c) for c in d.get("checks", ())]
+
+
+def _grid(header: Sequence[str], rows: Sequence[Sequence[object]], md: bool) -> list[str]:
+    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
+    if md:
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(header)]
+        return lines + ["| " + " | ".join(r) + " |" for r in cells[1:]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return [
+        "  ".join(c.ljust(w) if i == 0 or i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+        for r in cells
+    ]
+
+
+def headline(acc: Account, stage: str | None) -> str:
+    total = acc.total(stage)
+    where = f"stage {stage}" if stage else "whole run"
+    line = f"{acc.cell} ({where}): {total} faults since exec"
+    if stage is None or stage == (acc.stages[0] if acc.stages else None):
+        line += f"; the launcher's fork took {acc.pre_exec} more before exec (rusage {acc.rusage_total})"
+    return line
+
+
+def table(acc: Account, checks: Sequence[Check] = (), stage: str | None = None, md: bool = False, top: int = 10) -> str:
+    """One account: faults by object × section, top functions, stages, objects' ELF facts, checks."""
+    h = "### " if md else ""
+    out = [f"{h}{headline(acc, stage)}", ""]
+    out += _grid(("object", "section", "minor", "major"), acc.rows(stage), md)
+    out += ["", f"{h}top functions (faulting instruction)" if md else "top functions (faulting instruction):"]
+    out += _grid(("function", "faults"), acc.functions(stage, top), md)
+    if len(acc.stages) > 1 and stage is None:
+        out += ["", "per stage (minor/major since exec):"]
+        out += _grid(("stage", "minor", "major"), [(s, *v) for s, v in acc.stage_totals().items()], md)
+    if acc.objects:
+        out += ["", "objects:"]
+        rows = [
+            (
+                o.label,
+                o.path,
+                o.facts.get("relocations", "?"),
+                o.facts.get("load_segments", "?"),
+                o.facts.get("relro_bytes", "?"),
+                o.symbols,
+            )
+            for o in acc.objects
+        ]
+        out += _grid(("object", "file", "relocs", "LOAD segs", "RELRO bytes", "names from"), rows, md)
+    for note in acc.notes:
+        out += ["", note]
+    if checks:
+        out += ["", "checks:"] + [f"  {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}" for c in checks]
+    return "\n".join(out) + "\n"
+
+
+def diff_table(a: Account, b: Account, rows: Sequence[DiffRow], stage: str | None = None, md: bool = False) -> str:
+    h = "### " if md else ""
+    total_a, total_b = a.total(stage), b.total(stage)
+    out = [
+        f"{h}{b.cell} minus {a.cell} ({f'stage {stage}' if stage else 'whole run'}): {total_b} - {total_a} = {total_b - total_a:+d} faults",
+        "",
+    ]
+    out += _grid(
+        ("object", "section", a.cell, b.cell, "difference"), [(r.object, r.section, r.a, r.b, f"{r.delta:+d}") for r in rows if r.delta], md
+    )
+    same = sum(1 for r in rows if not r.delta)
+    if same:
+        out += ["", f"{same} object/section line(s) equal in both"]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,196 @@
+"""Traced runs: fault-trace around the probe (or any program) in a booted guest, attributed on the host.
+
+A traced run never enters a cell's samples or a baseline: ``lab run --explain``
+writes each cell's account to ``<run dir>/explain/<arch>/<cell>.json``, apart
+from the store. Every probe cell is traced once, after its counted runs, in one
+SSH round trip per guest (:mod:`lab.measure.batch`); the account is checked
+against the probe's own numbers and the untraced runs' medians
+(:mod:`lab.explain.checks`). glibc's dynamic loader also reports its own
+statistics (``LD_DEBUG=statistics``), kept as a note beside the table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lab.arches import get
+from lab.config import Config
+from lab.errors import InfraError, LabError
+from lab.explain import account as account_mod
+from lab.explain import checks as checks_mod
+from lab.explain import render
+from lab.explain import trace as trace_mod
+from lab.explain.sources import GuestFiles, debug_symbols
+from lab.files import write_atomic
+from lab.guests.images import Image, ImageStore
+from lab.guests.ssh import Guest
+from lab.measure import batch, engine
+from lab.payloads.build import TRACER, Payload, PayloadStore
+from lab.payloads.probe import ProbeOutputError, ProbeResult
+from lab.payloads.probe import parse as parse_probe
+from lab.payloads.variants import variant
+
+log = logging.getLogger(__name__)
+
+TRACER_VARIANT = "glibc-static"  # the tracer is static: one binary per arch runs in every image
+TRACER_REMOTE = f"{engine.REMOTE_DIR}/fault-trace"
+LD_STATS = "LD_DEBUG=statistics"
+
+
+def build_tracer(cfg: Config, arch_name: str, suite: str | None = None) -> Payload:
+    return PayloadStore(cfg, suite=suite, program=TRACER).ensure(get(arch_name), variant(TRACER_VARIANT))
+
+
+def guest_files(cfg: Config, image: Image, suite: str | None, uploads: Mapping[str, Path]) -> GuestFiles:
+    """The guest's files on the host, with the suite's glibc debug symbols (fetched once, cached)."""
+    apt = ImageStore(cfg, suite).apt
+    debug = debug_symbols(apt, image.arch.debian, cfg.cache_dir, cfg.timeouts.scaled("lock"))
+    return GuestFiles(image.initrd, uploads, debug)
+
+
+def install_tracer(guest: Guest, tracer: Payload) -> str:
+    guest.run(f"mkdir -p {engine.REMOTE_DIR}")
+    guest.put(tracer.binary, TRACER_REMOTE)
+    return TRACER_REMOTE
+
+
+@dataclass(frozen=True)
+class Traced:
+    """One traced cell: its account as stored (render.to_dict), or why there is none."""
+
+    key: engine.CellKey
+    data: dict[str, Any] | None
+    error: str | None = None
+
+
+def medians(results: Sequence[ProbeResult]) -> dict[str, tuple[float, float]]:
+    """Per stage, the median (minor, major) delta of untraced runs."""
+    names = [s.name for s in results[0].stages] if results else []
+    return {
+        n: (
+            float(statistics.median(r.stage(n).delta_minflt for r in results)),
+            float(statistics.median(r.stage(n).delta_majflt for r in results)),
+        )
+        for n in names
+    }
+
+
+def _thp_always(probe: ProbeResult) -> bool:
+    return "[always]" in probe.facts.thp
+
+
+def account_for_probe(
+    cell: str, trace: trace_mod.Trace, files: GuestFiles, remote: str, untraced: Mapping[str, tuple[float, float]] | None
+) -> tuple[account_mod.Account, list[checks_mod.Check], ProbeResult]:
+    try:
+        probe = parse_probe(trace.stdout)
+    except ProbeOutputError as exc:
+        raise InfraError(f"{cell}: the traced probe's output: {exc.message}", exc.remedy) from None
+    acc = account_mod.attribute(
+        cell,
+        trace,
+        files.load,
+        [(s.name, s.t) for s in probe.stages],
+        exe=remote,
+        probe_stages={s.name: (s.delta_minflt, s.delta_majflt) for s in probe.stages},
+        realpath=files.realpath,
+    )
+    pages = None if _thp_always(probe) else probe.facts.buffer_pages
+    return acc, checks_mod.check(acc, untraced, pages), probe
+
+
+def trace_cells(
+    guest: Guest,
+    files: GuestFiles,
+    remotes: Mapping[str, str],
+    sizes: Sequence[int],
+    file_bytes: int,
+    points: Sequence[Mapping[str, str]],
+    per_run_seconds: int,
+    set_thp: bool,
+    untraced: Mapping[engine.CellKey, Sequence[ProbeResult]],
+    cell_name: Callable[[engine.CellKey], str],
+) -> list[Traced]:
+    """Trace every (variant, size, point) once; glibc's dynamic variants also print LD_DEBUG statistics."""
+    jobs = [
+        batch.Job(f"t:{name}:{size}:{pi}", engine.point_command(remotes[name], size, file_bytes, point, set_thp, tracer=TRACER_REMOTE))
+        for pi, point in enumerate(points)
+        for size in sizes
+        for name in remotes
+    ]
+    stats = [n for n in remotes if n.startswith("glibc") and "dynamic" in n]
+    jobs += [batch.Job(f"ld:{n}", f"{LD_STATS} {shlex.quote(remotes[n])} --size 4096 --no-reexec 2>&1 >/dev/null") for n in stats]
+    done = guest.stream(
+        f"sh -c {shlex.quote(batch.script(jobs, per_run_seconds))}", engine.stall_seconds(per_run_seconds), f"{batch.MARK}-END"
+    )
+    outcomes = dict(zip((j.key for j in jobs), batch.parse(done.stdout, jobs), strict=True))
+    out = []
+    for job in jobs:
+        if not job.key.startswith("t:"):
+            continue
+        _, name, size_text, pi = job.key.split(":")
+        key = (name, int(size_text), int(pi))
+        o = outcomes[job.key]
+        cell = cell_name(key)
+        problem = trace_mod.refusal(o.status, o.stderr, remotes[name]) if o.status != -1 else InfraError(f"{cell}: no result: {o.stderr}")
+        if problem is not None:
+            if o.status == trace_mod.EXIT_REFUSED:
+                raise problem  # the kernel refuses every traced run alike
+            out.append(Traced(key, None, f"{cell}: {problem.message}"))
+            continue
+        try:
+            trace = trace_mod.parse(o.stdout)
+            acc, checks, probe = account_for_probe(cell, trace, files, remotes[name], medians(untraced.get(key, ())) or None)
+        except LabError as exc:
+            out.append(Traced(key, None, f"{cell}: {exc.message}"))
+            continue
+        ld = outcomes.get(f"ld:{name}")
+        notes = (
+            (f"{LD_STATS}:\n" + "\n".join("  " + ln.split(":", 1)[-1].strip() for ln in ld.stdout.splitlines() if ln.strip()),)
+            if ld and ld.stdout.strip()
+            else ()
+        )
+        acc = replace(acc, notes=notes)
+        extra = {
+            "arch": probe.facts.arch,
+            "variant": name,
+            "buffer_size": int(size_text),
+            "kernel": probe.facts.kernel,
+            "thp": probe.facts.thp,
+        }
+        out.append(Traced(key, render.to_dict(acc, checks, extra)))
+    return out
+
+
+def write(run_dir: Path, arch: str, stem: str, traced: Traced) -> Path:
+    path = run_dir / "explain" / arch / f"{stem}.json"
+    data = traced.data if traced.data is not None else {"error": traced.error}
+    write_atomic(path, json.dumps(data) + "\n")
+    return path
+
+
+def load_dir(run_dir: Path) -> list[dict[str, Any]]:
+    """Every stored account (or error) of a run, by arch then cell."""
+    root = run_dir / "explain"
+    if not root.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/*.json"))]
+
+
+def trace_program(guest: Guest, files: GuestFiles, argv: Sequence[str], cell: str, per_run_seconds: int) -> account_mod.Account:
+    """Any program in the guest (or uploaded there), traced once from exec to exit."""
+    command = f"{shlex.quote(TRACER_REMOTE)} -- {shlex.join(argv)}"
+    result = guest.run(command, timeout=per_run_seconds + 30)
+    problem = trace_mod.refusal(result.exited, result.stderr, argv[0])
+    if problem is not None:
+        raise problem
+    trace = trace_mod.parse(result.stdout)
+    exe = files.realpath(argv[0]) if argv[0].startswith("/") else None
+    return account_mod.attribute(cell, trace, files.load, exe=exe, realpath=files.realpath)
