@@ -152,11 +152,7 @@ def trace_cells(
             out.append(Traced(key, None, f"{cell}: {exc.message}"))
             continue
         ld = outcomes.get(f"ld:{name}")
-        notes = (
-            (f"{LD_STATS}:\n" + "\n".join("  " + ln.split(":", 1)[-1].strip() for ln in ld.stdout.splitlines() if ln.strip()),)
-            if ld and ld.stdout.strip()
-            else ()
-        )
+        notes = (ld_statistics(ld.stdout),) if ld and ld.stdout.strip() else ()
         acc = replace(acc, notes=notes)
         extra = {
             "arch": probe.facts.arch,
@@ -167,6 +163,12 @@ def trace_cells(
         }
         out.append(Traced(key, render.to_dict(acc, checks, extra)))
     return out
+
+
+def ld_statistics(text: str) -> str:
+    """glibc's loader statistics as a note: one line per figure, without the PID prefixes."""
+    lines = [ln.split(":", 1)[-1].strip() for ln in text.splitlines()]
+    return f"{LD_STATS}:\n" + "\n".join(f"  {ln}" for ln in lines if ln and ln != "runtime linker statistics:")
 
 
 def write(run_dir: Path, arch: str, stem: str, traced: Traced) -> Path:
