@@ -81,7 +81,7 @@ def test_module_is_short_enough_to_read_in_one_sitting(path: Path) -> None:
 
 def test_layer_lookup_picks_the_most_specific_entry() -> None:
     assert layer("lab.payloads.variants") == 0 and layer("lab.payloads.build") == 3
-    assert layer("lab.guests.qemu") == 2 and layer("lab.cli.runs") == 7 and layer("lab.nowhere") == -1
+    assert layer("lab.guests.qemu") == 2 and layer("lab.cli.runs") == 8 and layer("lab.nowhere") == -1
 
 
 def test_no_package_file_is_git_ignored() -> None:
