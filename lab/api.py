@@ -29,7 +29,7 @@ from lab.explain import account as account_mod
 from lab.explain import render as render_mod
 from lab.explain.checks import Check
 from lab.guests import doctor as doctor_mod
-from lab.measure import programs, tracing
+from lab.measure import programs
 from lab.measure.plan import Plan, make_plan, with_out
 from lab.measure.plan import RunRequest as RunRequest  # re-exported: part of the API
 from lab.measure.rundir import raw_stem
@@ -175,7 +175,7 @@ def explain(cfg: Config, req: ExplainRequest, progress: Progress = _quiet) -> li
         with Store(scratch.run.store) as store:
             summary = Runner(scratch, the_plan, store, progress, ["lab", "explain"]).run()
             errors = store.errors(summary.run_id)
-        stored = tracing.load_dir(summary.run_dir)
+        stored = render_mod.load_dir(summary.run_dir)
         failed = [d["error"] for d in stored if "error" in d]
         if errors or failed:
             keep = True

@@ -7,12 +7,15 @@ prints.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from lab.explain.account import Account, DiffRow, Fault, ObjectInfo
 from lab.explain.checks import Check
+from lab.files import write_atomic
 
 FORMATS = ("table", "json", "md")
 FORMAT = 1  # version of the stored form
@@ -119,3 +122,18 @@ def diff_table(a: Account, b: Account, rows: Sequence[DiffRow], stage: str | Non
     if same:
         out += ["", f"{same} object/section line(s) equal in both"]
     return "\n".join(out) + "\n"
+
+
+def write(run_dir: Path, group: str, stem: str, data: dict[str, Any]) -> Path:
+    """One traced cell's stored form (or ``{"error": ...}``) at ``<run dir>/explain/<group>/<stem>.json``."""
+    path = run_dir / "explain" / group / f"{stem}.json"
+    write_atomic(path, json.dumps(data) + "\n")
+    return path
+
+
+def load_dir(run_dir: Path) -> list[dict[str, Any]]:
+    """Every stored account (or error) of a run, by group then cell."""
+    root = run_dir / "explain"
+    if not root.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/*.json"))]

@@ -33,6 +33,7 @@ from lab import __version__
 from lab.arches import Arch
 from lab.config import Config
 from lab.errors import BootError, GuestError, InfraError, LabError, UserError
+from lab.explain import render
 from lab.explain.sources import GuestFiles
 from lab.files import sha256_text, write_atomic
 from lab.guests.boot import Booted, boot
@@ -312,10 +313,12 @@ class Runner:
             self.plan.values("thp") != (dict(self.plan.defaults)["thp"],),
             {k: c.results for k, c in cells.items()},
             name,
+            g.arch.name,
         )
         for t in traced:
             variant_name, size, pi = t.key
-            tracing.write(self.run_dir, g.slug, rundir.trace_stem(variant_name, size, identity[pi]), t)
+            stored = t.data if t.data is not None else {"error": t.error}
+            render.write(self.run_dir, g.slug, rundir.trace_stem(variant_name, size, identity[pi]), stored)
             if t.error:
                 log.warning("traced run: %s", t.error)
 

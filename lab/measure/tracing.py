@@ -11,7 +11,6 @@ statistics (``LD_DEBUG=statistics``), kept as a note beside the table.
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import statistics
@@ -28,7 +27,6 @@ from lab.explain import checks as checks_mod
 from lab.explain import render
 from lab.explain import trace as trace_mod
 from lab.explain.sources import GuestFiles, debug_symbols
-from lab.files import write_atomic
 from lab.guests.images import Image, ImageStore
 from lab.guests.ssh import Guest
 from lab.measure import batch, engine
@@ -117,6 +115,7 @@ def trace_cells(
     set_thp: bool,
     untraced: Mapping[engine.CellKey, Sequence[ProbeResult]],
     cell_name: Callable[[engine.CellKey], str],
+    arch: str,
 ) -> list[Traced]:
     """Trace every (variant, size, point) once; glibc's dynamic variants also print LD_DEBUG statistics."""
     jobs = [
@@ -155,7 +154,7 @@ def trace_cells(
         notes = (ld_statistics(ld.stdout),) if ld and ld.stdout.strip() else ()
         acc = replace(acc, notes=notes)
         extra = {
-            "arch": probe.facts.arch,
+            "arch": arch,
             "variant": name,
             "buffer_size": int(size_text),
             "kernel": probe.facts.kernel,
@@ -169,21 +168,6 @@ def ld_statistics(text: str) -> str:
     """glibc's loader statistics as a note: one line per figure, without the PID prefixes."""
     lines = [ln.split(":", 1)[-1].strip() for ln in text.splitlines()]
     return f"{LD_STATS}:\n" + "\n".join(f"  {ln}" for ln in lines if ln and ln != "runtime linker statistics:")
-
-
-def write(run_dir: Path, arch: str, stem: str, traced: Traced) -> Path:
-    path = run_dir / "explain" / arch / f"{stem}.json"
-    data = traced.data if traced.data is not None else {"error": traced.error}
-    write_atomic(path, json.dumps(data) + "\n")
-    return path
-
-
-def load_dir(run_dir: Path) -> list[dict[str, Any]]:
-    """Every stored account (or error) of a run, by arch then cell."""
-    root = run_dir / "explain"
-    if not root.is_dir():
-        return []
-    return [json.loads(p.read_text()) for p in sorted(root.glob("*/*.json"))]
 
 
 def trace_program(guest: Guest, files: GuestFiles, argv: Sequence[str], cell: str, per_run_seconds: int) -> account_mod.Account:

@@ -13,7 +13,7 @@ import io
 import itertools
 import json
 import statistics
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import jinja2
@@ -21,6 +21,7 @@ import jinja2
 from lab.config import STAGES
 from lab.files import write_atomic
 from lab.payloads import variants
+from lab.results import explained
 from lab.results.compare import Comparison
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store
 from lab.text import size_text
@@ -123,6 +124,8 @@ class Report:
     cells: list[CellView]
     errors: list[CellError]
     trends: dict[str, list[float]]  # cell name (arch variant size) -> entry medians of its last runs, oldest first
+    traced: list[explained.Traced] = field(default_factory=list)  # lab run --explain: one traced run per cell
+    trace_errors: list[str] = field(default_factory=list)
 
     @property
     def arches(self) -> list[str]:
@@ -196,7 +199,8 @@ def build(store: Store, run_ref: str | None = None) -> Report:
         history = store.history(v.cell.arch, v.cell.variant, "entry", v.cell.buffer_size, last=TREND_RUNS, axes=v.cell.axes)
         rows = [r for r in history if r[1] <= run.started]
         trends[f"{v.name} {v.cell.buffer_size}"] = [float(statistics.median(r[3])) for r in rows]
-    return Report(run, views, store.errors(run.id), trends)
+    traced, trace_errors = explained.load(Path(run.run_dir)) if run.run_dir else ([], [])
+    return Report(run, views, store.errors(run.id), trends, traced, trace_errors)
 
 
 def sparkline(values: list[float], width: int = 120, height: int = 24) -> str:
@@ -309,7 +313,8 @@ def render(report: Report, fmt_name: str, comparison: Comparison | None = None) 
     charts = {size: (bar_chart(report, size), stacked_chart(report, size)) for size in report.sizes}
     colours = dict(zip(STAGES, STAGE_COLOURS, strict=True))
     template = _env(True).get_template("report.html.j2")
-    return template.render(r=report, cmp=comparison, charts=charts, stage_colours=colours, sparkline=sparkline)
+    traced = {"chart": explained.chart(report.traced), "pairs": explained.pair_diffs(report.traced)} if report.traced else None
+    return template.render(r=report, cmp=comparison, charts=charts, stage_colours=colours, sparkline=sparkline, traced=traced)
 
 
 def export(store: Store, run_ref: str | None, fmt_name: str) -> str:
