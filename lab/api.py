@@ -151,6 +151,21 @@ def parse_cell(text: str) -> tuple[str, str]:
         raise UserError(f"--diff cell {text!r}: {exc.message}", exc.remedy) from None
 
 
+def _explain_run(req: ExplainRequest) -> RunRequest:
+    run_req = replace(req.run, explain=True, out=None)
+    if req.diff:
+        cells = [parse_cell(c) for c in req.diff]
+        run_req = replace(run_req, arch=",".join(dict.fromkeys(a for a, _ in cells)), variant=",".join(dict.fromkeys(v for _, v in cells)))
+    return run_req
+
+
+def explain_labels(cfg: Config, req: ExplainRequest) -> list[str]:
+    """The progress lines :func:`explain` reports on (validating the request: usage errors before anything boots)."""
+    if req.program or req.put:
+        return [a.name for a in arches_mod.select(req.run.arch if req.run.arch is not None else cfg.arches)]
+    return make_plan(cfg, _explain_run(req)).labels()
+
+
 def explain(cfg: Config, req: ExplainRequest, progress: Progress = _quiet) -> list[Explained]:
     """``lab explain``: trace the probe cells of ``req.run`` (or ``req.program``) and attribute every fault.
 
@@ -163,10 +178,7 @@ def explain(cfg: Config, req: ExplainRequest, progress: Progress = _quiet) -> li
             Explained(a)
             for a in programs.explain_program(cfg, arches, req.program or ((req.put.name,) if req.put else ()), req.put, progress)
         ]
-    run_req = replace(req.run, explain=True, out=None)
-    if req.diff:
-        cells = [parse_cell(c) for c in req.diff]
-        run_req = replace(run_req, arch=",".join(dict.fromkeys(a for a, _ in cells)), variant=",".join(dict.fromkeys(v for _, v in cells)))
+    run_req = _explain_run(req)
     tmp = Path(tempfile.mkdtemp(prefix="lab-explain-"))
     keep = False
     try:

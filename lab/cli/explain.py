@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lab import api, arches, axes, config
+from lab import api, axes, config
 from lab.cli.common import Handler, Parser, arch_option, output, run_request
 from lab.errors import UserError
 from lab.explain import account, render
@@ -62,10 +62,7 @@ def cmd_explain(args: argparse.Namespace, cfg: config.Config) -> int:
         put=Path(args.put) if args.put else None,
         diff=(args.diff[0], args.diff[1]) if args.diff else None,
     )
-    if req.diff:
-        for cell in req.diff:
-            api.parse_cell(cell)  # unknown cells fail before anything boots
-    labels = [a.name for a in arches.select(args.arch if args.arch is not None else cfg.arches)] if not req.diff else ["explain"]
+    labels = api.explain_labels(cfg, req)  # unknown cells and bad options fail before anything boots
     with Progress.for_stream(labels, quiet=args.quiet or args.format == "json") as progress:
         explained = api.explain(cfg, req, progress.update)
     accounts = [e.account for e in explained]

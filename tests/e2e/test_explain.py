@@ -21,7 +21,7 @@ from lab import api, arches, config
 from lab.explain import account, render
 from lab.measure.plan import RunRequest
 from lab.measure.tracing import build_tracer
-from lab.payloads.build import Program, PayloadStore
+from lab.payloads.build import PayloadStore, Program
 from lab.payloads.variants import VARIANTS, variant
 from lab.results.store import Store
 
@@ -128,27 +128,8 @@ def test_any_program_in_the_image(cfg: config.Config, images: object) -> None:
 
 
 def test_diff_across_libcs_from_the_command_line(cli_config: Path) -> None:
-    proc = subprocess.run(
-        [
-            *LAB,
-            "--config",
-            str(cli_config),
-            "-q",
-            "explain",
-            "--diff",
-            "x86_64:glibc-dynamic",
-            "x86_64:musl-dynamic",
-            "--stage",
-            "entry",
-            "--repeat",
-            "1",
-            "--format",
-            "json",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    diff = ["--diff", "x86_64:glibc-dynamic", "x86_64:musl-dynamic", "--stage", "entry", "--repeat", "1", "--format", "json"]
+    proc = subprocess.run([*LAB, "--config", str(cli_config), "-q", "explain", *diff], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(proc.stdout)
     a, b = render.from_dict(data["a"])[0], render.from_dict(data["b"])[0]
