@@ -11,10 +11,11 @@
  * builds the new process count in rusage but raise no perf event; lab computes them as the difference.
  * Kernel instruction pointers are named from /proc/kallsyms here, where the symbols are.
  *
- * usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] -- PROGRAM [ARGS...]
+ * usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] [--ksyms-cache FILE] -- PROGRAM [ARGS...]
  * --env-ppid NAME sets NAME to the tracer's PID in the program's environment (before the exec, so its cost is
  * in the pre-exec count): how the fault probe recognises the launcher that re-executed it, so a traced probe
- * runs exactly as it does under lab run.
+ * runs exactly as it does under lab run. --ksyms-cache FILE keeps kernel symbol names found across runs
+ * (one boot's worth: put it in the guest's /tmp).
  * The program's stdout is captured and embedded ("stdout"); its stderr is the tracer's.
  * Exit status: 0 traced (whatever the program's status, which is reported); 2 tracer failure;
  * 5 perf_event_open refused; 6 the program could not be executed; 64 usage.
@@ -238,14 +239,30 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Name each distinct kernel IP (the nearest symbol at or below it) from /proc/kallsyms, in one pass. */
-static void kernel_symbols(FILE *out, uint64_t kernel_base)
+static uint64_t parse_hex(const char **p)
 {
-	uint64_t *ips = NULL, best_addr[256];
-	char best[256][96];
-	size_t n = 0, i, cap = 0, u = 0;
+	uint64_t v = 0;
+	for (;; (*p)++) {
+		char c = **p;
+		if (c >= '0' && c <= '9')
+			v = v * 16 + (uint64_t)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v = v * 16 + (uint64_t)(c - 'a' + 10);
+		else
+			return v;
+	}
+}
+
+/* Name each distinct kernel IP (the nearest text symbol at or below it). /proc/kallsyms has ~170k lines
+ * (a second under TCG), so names found are kept in a cache file (valid for this boot: the guest's /tmp),
+ * and kallsyms is read only for IPs the cache does not have. */
+#define MAX_KIPS 256
+static void kernel_symbols(FILE *out, uint64_t kernel_base, const char *cache_path)
+{
+	uint64_t *ips = NULL, best_addr[MAX_KIPS];
+	char best[MAX_KIPS][96], line[512];
+	size_t n = 0, i, cap = 0, u = 0, missing = 0;
 	FILE *k;
-	char line[512];
 	for (i = 0; i < nsamples; i++)
 		if (samples[i].ip >= kernel_base) {
 			ips = grow(ips, &cap, n + 1, sizeof *ips);
@@ -257,27 +274,49 @@ static void kernel_symbols(FILE *out, uint64_t kernel_base)
 		for (i = 0; i < n; i++)
 			if (!u || ips[i] != ips[u - 1])
 				ips[u++] = ips[i];
-		if (u > 256)
-			u = 256;
+		if (u > MAX_KIPS)
+			u = MAX_KIPS;
 		memset(best_addr, 0, sizeof best_addr);
 		for (i = 0; i < u; i++)
 			strcpy(best[i], "?");
-		k = fopen("/proc/kallsyms", "r");
+		k = cache_path ? fopen(cache_path, "r") : NULL;
 		while (k && fgets(line, sizeof line, k)) {
-			char type, name[96];
-			uint64_t addr;
-			if (sscanf(line, "%" SCNx64 " %c %95s", &addr, &type, name) != 3 || addr == 0)
-				continue;
-			if (type != 't' && type != 'T' && type != 'w' && type != 'W')
+			uint64_t ip, addr;
+			char name[96];
+			if (sscanf(line, "%" SCNx64 " %" SCNx64 " %95s", &ip, &addr, name) != 3)
 				continue;
 			for (i = 0; i < u; i++)
-				if (addr <= ips[i] && addr >= best_addr[i]) {
+				if (ips[i] == ip) {
 					best_addr[i] = addr;
 					snprintf(best[i], sizeof best[i], "%s", name);
 				}
 		}
 		if (k)
 			fclose(k);
+		for (i = 0; i < u; i++)
+			missing += best_addr[i] == 0;
+		k = missing ? fopen("/proc/kallsyms", "r") : NULL;
+		while (k && fgets(line, sizeof line, k)) {
+			const char *p = line;
+			uint64_t addr = parse_hex(&p);
+			char type = p[0] ? p[1] : 0;
+			if (!addr || (type != 't' && type != 'T' && type != 'w' && type != 'W'))
+				continue;
+			for (i = 0; i < u; i++)
+				if (addr <= ips[i] && addr >= best_addr[i]) {
+					size_t len = strcspn(p + 3, " \t\n");
+					best_addr[i] = addr;
+					snprintf(best[i], sizeof best[i], "%.*s", (int)(len < 95 ? len : 95), p + 3);
+				}
+		}
+		if (k)
+			fclose(k);
+		if (missing && cache_path && (k = fopen(cache_path, "a")) != NULL) {
+			for (i = 0; i < u; i++)
+				if (best_addr[i])
+					fprintf(k, "%" PRIx64 " %" PRIx64 " %s\n", ips[i], best_addr[i], best[i]);
+			fclose(k);
+		}
 		for (i = 0; i < u; i++) {
 			fprintf(out, "%s\"%" PRIu64 "\":", i ? "," : "", ips[i]);
 			json_string(out, best[i], strlen(best[i]));
@@ -289,14 +328,14 @@ static void kernel_symbols(FILE *out, uint64_t kernel_base)
 
 static int usage(void)
 {
-	fputs("usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] -- PROGRAM [ARGS...]\n", stderr);
+	fputs("usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] [--ksyms-cache FILE] -- PROGRAM [ARGS...]\n", stderr);
 	return 64;
 }
 
 int main(int argc, char **argv)
 {
 	size_t pages = 256, outlen = 0, mapslen = 0, i;
-	const char *outpath = NULL, *env_ppid = NULL;
+	const char *outpath = NULL, *env_ppid = NULL, *ksyms_cache = NULL;
 	char me[32];
 	int go[2], status_pipe[2], stdout_fd, status, argi;
 	struct ring rings[NEVENTS];
@@ -319,6 +358,8 @@ int main(int argc, char **argv)
 			outpath = argv[++argi];
 		else if (!strcmp(argv[argi], "--env-ppid") && argi + 1 < argc)
 			env_ppid = argv[++argi];
+		else if (!strcmp(argv[argi], "--ksyms-cache") && argi + 1 < argc)
+			ksyms_cache = argv[++argi];
 		else
 			return usage();
 	}
@@ -457,7 +498,7 @@ int main(int argc, char **argv)
 		fputc('}', out);
 	}
 	fputs("],", out);
-	kernel_symbols(out, kernel_base);
+	kernel_symbols(out, kernel_base, ksyms_cache);
 	fputs("\"maps_at_exit\":", out);
 	json_string(out, maps ? maps : "", maps ? mapslen : 0);
 	lseek(stdout_fd, 0, SEEK_SET);

@@ -172,7 +172,7 @@ def ld_statistics(text: str) -> str:
 
 def trace_program(guest: Guest, files: GuestFiles, argv: Sequence[str], cell: str, per_run_seconds: int) -> account_mod.Account:
     """Any program in the guest (or uploaded there), traced once from exec to exit."""
-    command = f"{shlex.quote(TRACER_REMOTE)} -- {shlex.join(argv)}"
+    command = f"{shlex.quote(TRACER_REMOTE)} --ksyms-cache {engine.KSYMS_CACHE} -- {shlex.join(argv)}"
     result = guest.run(command, timeout=per_run_seconds + 30)
     problem = trace_mod.refusal(result.exited, result.stderr, argv[0])
     if problem is not None:

@@ -185,7 +185,8 @@ def test_traced_probe_runs_as_lab_run_launches_it() -> None:
         "/tmp/lab-payloads/glibc-dynamic", 1 << 20, 0, {"tunables": "glibc.malloc.mmap_threshold=4096"}, False, tracer=tracing.TRACER_REMOTE
     )
     assert cmd == (
-        "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096 exec /tmp/lab-payloads/fault-trace --env-ppid LAB_PROBE_CHILD -- "
+        "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096 exec /tmp/lab-payloads/fault-trace --env-ppid LAB_PROBE_CHILD "
+        "--ksyms-cache /tmp/lab-payloads/kallsyms.cache -- "
         "/tmp/lab-payloads/glibc-dynamic --size 1048576 --file /scratch/probe.dat --order random"
     )
     assert "--no-reexec" not in cmd
