@@ -9,13 +9,13 @@
  *   - the child's own counters: rusage just before execve (what its fork cost) and at its end (wait4).
  * Counting starts at the exec (enable_on_exec). Faults the kernel takes through get_user_pages while it
  * builds the new process count in rusage but raise no perf event; lab computes them as the difference.
- * Kernel instruction pointers are named from /proc/kallsyms here, where the symbols are.
+ * Kernel instruction pointers are named by a separate call (--kernel-symbols), once for a batch of traces.
  *
- * usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] [--ksyms-cache FILE] -- PROGRAM [ARGS...]
+ * usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] -- PROGRAM [ARGS...]
+ *        fault-trace --kernel-symbols IP...   (names kernel IPs from /proc/kallsyms, as JSON)
  * --env-ppid NAME sets NAME to the tracer's PID in the program's environment (before the exec, so its cost is
  * in the pre-exec count): how the fault probe recognises the launcher that re-executed it, so a traced probe
- * runs exactly as it does under lab run. --ksyms-cache FILE keeps kernel symbol names found across runs
- * (one boot's worth: put it in the guest's /tmp).
+ * runs exactly as it does under lab run.
  * The program's stdout is captured and embedded ("stdout"); its stderr is the tracer's.
  * Exit status: 0 traced (whatever the program's status, which is reported); 2 tracer failure;
  * 5 perf_event_open refused; 6 the program could not be executed; 64 usage.
@@ -233,12 +233,6 @@ static char *read_file(const char *path, size_t *len)
 	return buf;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 static uint64_t parse_hex(const char **p)
 {
 	uint64_t v = 0;
@@ -253,89 +247,57 @@ static uint64_t parse_hex(const char **p)
 	}
 }
 
-/* Name each distinct kernel IP (the nearest text symbol at or below it). /proc/kallsyms has ~170k lines
- * (a second under TCG), so names found are kept in a cache file (valid for this boot: the guest's /tmp),
- * and kallsyms is read only for IPs the cache does not have. */
-#define MAX_KIPS 256
-static void kernel_symbols(FILE *out, uint64_t kernel_base, const char *cache_path)
+/* --kernel-symbols IP...: name each kernel IP (decimal) by the nearest text symbol at or below it, in one
+ * pass over /proc/kallsyms (~170k lines: over a second under TCG, so lab asks once per batch of traces). */
+static int kernel_symbols(int n, char **args)
 {
-	uint64_t *ips = NULL, best_addr[MAX_KIPS];
-	char best[MAX_KIPS][96], line[512];
-	size_t n = 0, i, cap = 0, u = 0, missing = 0;
-	FILE *k;
-	for (i = 0; i < nsamples; i++)
-		if (samples[i].ip >= kernel_base) {
-			ips = grow(ips, &cap, n + 1, sizeof *ips);
-			ips[n++] = samples[i].ip;
-		}
-	fputs("\"kernel_symbols\":{", out);
-	if (n) {
-		qsort(ips, n, sizeof *ips, cmp_u64);
-		for (i = 0; i < n; i++)
-			if (!u || ips[i] != ips[u - 1])
-				ips[u++] = ips[i];
-		if (u > MAX_KIPS)
-			u = MAX_KIPS;
-		memset(best_addr, 0, sizeof best_addr);
-		for (i = 0; i < u; i++)
-			strcpy(best[i], "?");
-		k = cache_path ? fopen(cache_path, "r") : NULL;
-		while (k && fgets(line, sizeof line, k)) {
-			uint64_t ip, addr;
-			char name[96];
-			if (sscanf(line, "%" SCNx64 " %" SCNx64 " %95s", &ip, &addr, name) != 3)
-				continue;
-			for (i = 0; i < u; i++)
-				if (ips[i] == ip) {
-					best_addr[i] = addr;
-					snprintf(best[i], sizeof best[i], "%s", name);
-				}
-		}
-		if (k)
-			fclose(k);
-		for (i = 0; i < u; i++)
-			missing += best_addr[i] == 0;
-		k = missing ? fopen("/proc/kallsyms", "r") : NULL;
-		while (k && fgets(line, sizeof line, k)) {
-			const char *p = line;
-			uint64_t addr = parse_hex(&p);
-			char type = p[0] ? p[1] : 0;
-			if (!addr || (type != 't' && type != 'T' && type != 'w' && type != 'W'))
-				continue;
-			for (i = 0; i < u; i++)
-				if (addr <= ips[i] && addr >= best_addr[i]) {
-					size_t len = strcspn(p + 3, " \t\n");
-					best_addr[i] = addr;
-					snprintf(best[i], sizeof best[i], "%.*s", (int)(len < 95 ? len : 95), p + 3);
-				}
-		}
-		if (k)
-			fclose(k);
-		if (missing && cache_path && (k = fopen(cache_path, "a")) != NULL) {
-			for (i = 0; i < u; i++)
-				if (best_addr[i])
-					fprintf(k, "%" PRIx64 " %" PRIx64 " %s\n", ips[i], best_addr[i], best[i]);
-			fclose(k);
-		}
-		for (i = 0; i < u; i++) {
-			fprintf(out, "%s\"%" PRIu64 "\":", i ? "," : "", ips[i]);
-			json_string(out, best[i], strlen(best[i]));
-		}
+	uint64_t ips[256], best_addr[256];
+	char best[256][96], line[512];
+	int i;
+	FILE *k = fopen("/proc/kallsyms", "r");
+	if (n > 256)
+		n = 256;
+	for (i = 0; i < n; i++) {
+		ips[i] = strtoull(args[i], NULL, 10);
+		best_addr[i] = 0;
+		strcpy(best[i], "?");
 	}
-	fputs("},", out);
-	free(ips);
+	while (k && fgets(line, sizeof line, k)) {
+		const char *p = line;
+		uint64_t addr = parse_hex(&p);
+		char type = p[0] ? p[1] : 0;
+		if (!addr || (type != 't' && type != 'T' && type != 'w' && type != 'W'))
+			continue;
+		for (i = 0; i < n; i++)
+			if (addr <= ips[i] && addr >= best_addr[i]) {
+				size_t len = strcspn(p + 3, " \t\n");
+				best_addr[i] = addr;
+				snprintf(best[i], sizeof best[i], "%.*s", (int)(len < 95 ? len : 95), p + 3);
+			}
+	}
+	if (k)
+		fclose(k);
+	fputs("{", stdout);
+	for (i = 0; i < n; i++) {
+		printf("%s\"%" PRIu64 "\":", i ? "," : "", ips[i]);
+		json_string(stdout, best[i], strlen(best[i]));
+	}
+	fputs("}\n", stdout);
+	return fflush(stdout) == 0 ? 0 : 2;
 }
 
 static int usage(void)
 {
-	fputs("usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] [--ksyms-cache FILE] -- PROGRAM [ARGS...]\n", stderr);
+	fputs("usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] -- PROGRAM [ARGS...]\n"
+	      "       fault-trace --kernel-symbols IP...\n",
+	      stderr);
 	return 64;
 }
 
 int main(int argc, char **argv)
 {
 	size_t pages = 256, outlen = 0, mapslen = 0, i;
-	const char *outpath = NULL, *env_ppid = NULL, *ksyms_cache = NULL;
+	const char *outpath = NULL, *env_ppid = NULL;
 	char me[32];
 	int go[2], status_pipe[2], stdout_fd, status, argi;
 	struct ring rings[NEVENTS];
@@ -345,8 +307,9 @@ int main(int argc, char **argv)
 	FILE *out;
 	pid_t pid;
 	ssize_t got;
-	uint64_t kernel_base = UINT64_C(1) << 63; /* every 64-bit arch here keeps its kernel in the upper half */
 
+	if (argc > 1 && !strcmp(argv[1], "--kernel-symbols"))
+		return kernel_symbols(argc - 2, argv + 2);
 	for (argi = 1; argi < argc && strcmp(argv[argi], "--"); argi++) {
 		if (!strcmp(argv[argi], "--pages") && argi + 1 < argc) {
 			pages = strtoul(argv[++argi], NULL, 10);
@@ -358,8 +321,6 @@ int main(int argc, char **argv)
 			outpath = argv[++argi];
 		else if (!strcmp(argv[argi], "--env-ppid") && argi + 1 < argc)
 			env_ppid = argv[++argi];
-		else if (!strcmp(argv[argi], "--ksyms-cache") && argi + 1 < argc)
-			ksyms_cache = argv[++argi];
 		else
 			return usage();
 	}
@@ -498,7 +459,6 @@ int main(int argc, char **argv)
 		fputc('}', out);
 	}
 	fputs("],", out);
-	kernel_symbols(out, kernel_base, ksyms_cache);
 	fputs("\"maps_at_exit\":", out);
 	json_string(out, maps ? maps : "", maps ? mapslen : 0);
 	lseek(stdout_fd, 0, SEEK_SET);

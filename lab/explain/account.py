@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
+from collections.abc import Mapping as Map
 from dataclasses import dataclass, field
 
 from lab.explain.objects import ElfObject, load_bias
@@ -96,6 +97,7 @@ class Account:
 
 Loader = Callable[[str], ElfObject | None]  # guest path -> its object (None: not ELF, or not available)
 Realpath = Callable[[str], str]  # guest path -> the path the kernel names it by (symlinks resolved)
+KernelNames = Map[int, str]  # kernel IP -> the function it is in (fault-trace --kernel-symbols)
 
 
 def _label(path: str, exe: str | None, interp: str | None) -> str:
@@ -125,8 +127,9 @@ class _Loaded:
 
 
 class _Resolver:
-    def __init__(self, trace: Trace, load: Loader, exe_hint: str | None, realpath: Realpath) -> None:
+    def __init__(self, trace: Trace, load: Loader, exe_hint: str | None, realpath: Realpath, kernel: KernelNames) -> None:
         self.trace = trace
+        self.kernel = kernel
         self.mmaps = list(reversed(trace.mmaps))  # latest first
         files = [m for m in (*trace.mmaps, *trace.exit_maps) if m.is_file]
         exe = exe_hint if exe_hint and any(m.path == exe_hint for m in files) else (files[0].path if files else None)
@@ -164,7 +167,7 @@ class _Resolver:
 
     def function(self, s: Sample) -> str:
         if s.in_kernel:
-            return f"kernel:{self.trace.kernel_symbols.get(s.ip, '?')}"
+            return f"kernel:{self.kernel.get(s.ip, '?')}"
         lo = self.object_at(s.ip)
         if lo is None:
             return f"?@{_region_label(self.mapping(s.ip, s.time))}"
@@ -179,9 +182,10 @@ def attribute(
     exe: str | None = None,
     probe_stages: dict[str, tuple[int, int]] | None = None,
     realpath: Realpath = lambda p: p,
+    kernel: KernelNames | None = None,
 ) -> Account:
     """Attribute every sample of ``trace``; ``stage_ends`` are the probe's (stage, time its counters were read)."""
-    r = _Resolver(trace, load, exe, realpath)
+    r = _Resolver(trace, load, exe, realpath, kernel or {})
     stages = (*tuple(name for name, _ in stage_ends), EXIT_STAGE) if stage_ends else (RUN_STAGE,)
     faults = []
     for s in trace.samples:

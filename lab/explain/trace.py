@@ -71,8 +71,10 @@ class Trace:
     samples: tuple[Sample, ...]
     mmaps: tuple[Mapping, ...]  # time order
     exit_maps: tuple[Mapping, ...]
-    kernel_symbols: dict[int, str]
     stdout: str
+
+    def kernel_ips(self) -> set[int]:
+        return {s.ip for s in self.samples if s.in_kernel}
 
     @property
     def unsampled(self) -> int:
@@ -148,7 +150,6 @@ def parse(text: str) -> Trace:
                 _prot(_get(m, "prot", int)),
             )
         )
-    symbols = {int(k): str(v) for k, v in _get(data, "kernel_symbols", dict).items()}
     trace = Trace(
         argv=tuple(_get(data, "argv", list)),
         exit_status=_get(data, "exit_status", int, nullable=True),
@@ -160,7 +161,6 @@ def parse(text: str) -> Trace:
         samples=tuple(samples),
         mmaps=tuple(sorted(mmaps, key=lambda m: m.time)),
         exit_maps=parse_maps(_get(data, "maps_at_exit", str)),
-        kernel_symbols=symbols,
         stdout=_get(data, "stdout", str),
     )
     if trace.unsampled < 0:

@@ -29,7 +29,6 @@ from lab.payloads.probe import parse as parse_probe
 
 REMOTE_DIR = "/tmp/lab-payloads"
 PROBE_CHILD_ENV = "LAB_PROBE_CHILD"  # names the re-executing parent's PID (payloads/fault_probe.c)
-KSYMS_CACHE = f"{REMOTE_DIR}/kallsyms.cache"  # fault-trace's kernel symbol names, for this boot (the guest's /tmp)
 THP_CONTROL = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -72,7 +71,7 @@ def point_command(remote: str, size: int, file_bytes: int, point: Mapping[str, s
     probe = probe_command(remote, size, order=point.get("order", "random"), file_bytes=file_bytes, warm=point.get("cache") == "warm")
     env = f"GLIBC_TUNABLES={shlex.quote(point['tunables'])} " if point.get("tunables") else ""
     thp = f"echo {shlex.quote(point['thp'])} > {THP_CONTROL} && " if set_thp else ""
-    launcher = f"{shlex.quote(tracer)} --env-ppid {PROBE_CHILD_ENV} --ksyms-cache {KSYMS_CACHE} -- " if tracer else ""
+    launcher = f"{shlex.quote(tracer)} --env-ppid {PROBE_CHILD_ENV} -- " if tracer else ""
     return f"{thp}{env}exec {launcher}{probe}"
 
 

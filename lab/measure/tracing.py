@@ -11,6 +11,7 @@ statistics (``LD_DEBUG=statistics``), kept as a note beside the table.
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import statistics
@@ -85,7 +86,12 @@ def _thp_always(probe: ProbeResult) -> bool:
 
 
 def account_for_probe(
-    cell: str, trace: trace_mod.Trace, files: GuestFiles, remote: str, untraced: Mapping[str, tuple[float, float]] | None
+    cell: str,
+    trace: trace_mod.Trace,
+    files: GuestFiles,
+    remote: str,
+    untraced: Mapping[str, tuple[float, float]] | None,
+    kernel: Mapping[int, str],
 ) -> tuple[account_mod.Account, list[checks_mod.Check], ProbeResult]:
     try:
         probe = parse_probe(trace.stdout)
@@ -99,6 +105,7 @@ def account_for_probe(
         exe=remote,
         probe_stages={s.name: (s.delta_minflt, s.delta_majflt) for s in probe.stages},
         realpath=files.realpath,
+        kernel=kernel,
     )
     pages = None if _thp_always(probe) else probe.facts.buffer_pages
     return acc, checks_mod.check(acc, untraced, pages), probe
@@ -130,6 +137,7 @@ def trace_cells(
         f"sh -c {shlex.quote(batch.script(jobs, per_run_seconds))}", engine.stall_seconds(per_run_seconds), f"{batch.MARK}-END"
     )
     outcomes = dict(zip((j.key for j in jobs), batch.parse(done.stdout, jobs), strict=True))
+    parsed: dict[engine.CellKey, trace_mod.Trace] = {}
     out = []
     for job in jobs:
         if not job.key.startswith("t:"):
@@ -137,31 +145,39 @@ def trace_cells(
         _, name, size_text, pi = job.key.split(":")
         key = (name, int(size_text), int(pi))
         o = outcomes[job.key]
-        cell = cell_name(key)
-        problem = trace_mod.refusal(o.status, o.stderr, remotes[name]) if o.status != -1 else InfraError(f"{cell}: no result: {o.stderr}")
-        if problem is not None:
-            if o.status == trace_mod.EXIT_REFUSED:
-                raise problem  # the kernel refuses every traced run alike
-            out.append(Traced(key, None, f"{cell}: {problem.message}"))
-            continue
+        problem = trace_mod.refusal(o.status, o.stderr, remotes[name]) if o.status != -1 else InfraError(f"no result: {o.stderr}")
+        if problem is not None and o.status == trace_mod.EXIT_REFUSED:
+            raise problem  # the kernel refuses every traced run alike
         try:
-            trace = trace_mod.parse(o.stdout)
-            acc, checks, probe = account_for_probe(cell, trace, files, remotes[name], medians(untraced.get(key, ())) or None)
+            if problem is not None:
+                raise problem
+            parsed[key] = trace_mod.parse(o.stdout)
+        except LabError as exc:
+            out.append(Traced(key, None, f"{cell_name(key)}: {exc.message}"))
+    kernel = kernel_names(guest, {ip for t in parsed.values() for ip in t.kernel_ips()})
+    for key, trace in parsed.items():
+        name, cell = key[0], cell_name(key)
+        try:
+            acc, checks, probe = account_for_probe(cell, trace, files, remotes[name], medians(untraced.get(key, ())) or None, kernel)
         except LabError as exc:
             out.append(Traced(key, None, f"{cell}: {exc.message}"))
             continue
         ld = outcomes.get(f"ld:{name}")
         notes = (ld_statistics(ld.stdout),) if ld and ld.stdout.strip() else ()
-        acc = replace(acc, notes=notes)
-        extra = {
-            "arch": arch,
-            "variant": name,
-            "buffer_size": int(size_text),
-            "kernel": probe.facts.kernel,
-            "thp": probe.facts.thp,
-        }
-        out.append(Traced(key, render.to_dict(acc, checks, extra)))
+        extra = {"arch": arch, "variant": name, "buffer_size": key[1], "kernel": probe.facts.kernel, "thp": probe.facts.thp}
+        out.append(Traced(key, render.to_dict(replace(acc, notes=notes), checks, extra)))
     return out
+
+
+def kernel_names(guest: Guest, ips: set[int]) -> dict[int, str]:
+    """Name kernel IPs in the guest (one pass over its /proc/kallsyms for the whole batch); unnamed on failure."""
+    if not ips:
+        return {}
+    result = guest.run(f"{shlex.quote(TRACER_REMOTE)} --kernel-symbols {' '.join(str(ip) for ip in sorted(ips))}")
+    try:
+        return {int(k): str(v) for k, v in json.loads(result.stdout).items()} if result.exited == 0 else {}
+    except (ValueError, AttributeError):
+        return {}
 
 
 def ld_statistics(text: str) -> str:
@@ -172,11 +188,12 @@ def ld_statistics(text: str) -> str:
 
 def trace_program(guest: Guest, files: GuestFiles, argv: Sequence[str], cell: str, per_run_seconds: int) -> account_mod.Account:
     """Any program in the guest (or uploaded there), traced once from exec to exit."""
-    command = f"{shlex.quote(TRACER_REMOTE)} --ksyms-cache {engine.KSYMS_CACHE} -- {shlex.join(argv)}"
+    command = f"{shlex.quote(TRACER_REMOTE)} -- {shlex.join(argv)}"
     result = guest.run(command, timeout=per_run_seconds + 30)
     problem = trace_mod.refusal(result.exited, result.stderr, argv[0])
     if problem is not None:
         raise problem
     trace = trace_mod.parse(result.stdout)
     exe = files.realpath(argv[0]) if argv[0].startswith("/") else None
-    return account_mod.attribute(cell, trace, files.load, exe=exe, realpath=files.realpath)
+    kernel = kernel_names(guest, trace.kernel_ips())
+    return account_mod.attribute(cell, trace, files.load, exe=exe, realpath=files.realpath, kernel=kernel)

@@ -42,7 +42,6 @@ def raw_trace(samples: list[list[int]], rusage: int, pre: int = 10, lost: int = 
                 {"time": 50, "start": 0x10000000, "len": 4 * PAGE, "pgoff": 0, "prot": 3, "flags": 34, "path": "//anon"},
                 {"time": 80, "start": 0x20000000, "len": 2 * PAGE, "pgoff": 0, "prot": 1, "flags": 2, "path": "/scratch/probe.dat"},
             ],
-            "kernel_symbols": {str(KERNEL_IP): "clear_user"},
             "maps_at_exit": "7fff0000-80000000 rw-p 00000000 00:00 0                          [stack]\n",
             "stdout": stdout,
             "complete": True,
@@ -87,7 +86,8 @@ SAMPLES = [
 
 def test_attribution_names_object_section_function_and_stage() -> None:
     t = trace.parse(raw_trace(SAMPLES, rusage=10 + 9 + 2))
-    acc = account.attribute("x86_64:test", t, loader, STAGES, exe=EXE)
+    assert t.kernel_ips() == {KERNEL_IP}
+    acc = account.attribute("x86_64:test", t, loader, STAGES, exe=EXE, kernel={KERNEL_IP: "clear_user"})
     got = [(f.stage, f.object, f.section, f.function, f.major) for f in acc.faults]
     assert got == [
         ("entry", "exe", ".text", "_start@exe", False),
@@ -185,8 +185,7 @@ def test_traced_probe_runs_as_lab_run_launches_it() -> None:
         "/tmp/lab-payloads/glibc-dynamic", 1 << 20, 0, {"tunables": "glibc.malloc.mmap_threshold=4096"}, False, tracer=tracing.TRACER_REMOTE
     )
     assert cmd == (
-        "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096 exec /tmp/lab-payloads/fault-trace --env-ppid LAB_PROBE_CHILD "
-        "--ksyms-cache /tmp/lab-payloads/kallsyms.cache -- "
+        "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096 exec /tmp/lab-payloads/fault-trace --env-ppid LAB_PROBE_CHILD -- "
         "/tmp/lab-payloads/glibc-dynamic --size 1048576 --file /scratch/probe.dat --order random"
     )
     assert "--no-reexec" not in cmd
