@@ -56,7 +56,7 @@ def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
         table.append(
             (
                 r["arch"],
-                r["variant"],
+                r["variant"] if r.get("program", "fault-probe") == "fault-probe" else f"{r['variant']} ({r['program']})",
                 r["toolchain_version"],
                 elf["sizes"]["file"],
                 elf["interpreter"] or "-",
