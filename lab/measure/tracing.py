@@ -49,8 +49,9 @@ def build_tracer(cfg: Config, arch_name: str, suite: str | None = None) -> Paylo
 
 def guest_files(cfg: Config, image: Image, suite: str | None, uploads: Mapping[str, Path]) -> GuestFiles:
     """The guest's files on the host, with the suite's glibc debug symbols (fetched once, cached)."""
-    apt = ImageStore(cfg, suite).apt
-    debug = debug_symbols(apt, image.arch.debian, cfg.cache_dir, cfg.timeouts.scaled("lock"))
+    store = ImageStore(cfg, suite)
+    with store.apt_lock():  # apt's lists and download pool are shared with image and sysroot builds
+        debug = debug_symbols(store.apt, image.arch.debian, cfg.cache_dir, cfg.timeouts.scaled("lock"))
     return GuestFiles(image.initrd, uploads, debug)
 
 
