@@ -33,6 +33,7 @@ class GuestConfig:
     cpus: int
     kernel_args: tuple[str, ...]
     transparent_hugepage: str
+    snapshots: bool = True  # restore booted TCG guests from a saved snapshot (lab.guests.snapshots)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Timeouts:
     shutdown: float
     kvm_probe: float
     lock: float  # waiting for another process's build lock (images, payloads)
+    restore: float = 20.0  # restoring (or saving) a guest snapshot
 
     def scaled(self, name: str) -> float:
         value: float = getattr(self, name)
@@ -143,6 +145,12 @@ class Section:
         if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
             what = "an integer" if integer else "a number"
             raise self._error(self._key(key), value, f"{what} from {lo:g} to {hi:g}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self._error(self._key(key), value, "true or false")
         return value
 
     def integer(self, key: str, default: int, lo: int, hi: int) -> int:
@@ -250,6 +258,7 @@ def parse(raw: object, file: Path) -> Config:
         cpus=g.integer("cpus", 1, 1, 64),
         kernel_args=g.strings("kernel_args", ("quiet", "panic=-1", "norandmaps")),
         transparent_hugepage=g.text("transparent_hugepage", "never", THP_MODES),
+        snapshots=g.boolean("snapshots", True),
     )
     g.finish()
 
@@ -269,7 +278,8 @@ def parse(raw: object, file: Path) -> Config:
         ssh=t.number("ssh", 30, 1, 3600),
         command=t.number("command", 120, 1, 86400),
         shutdown=t.number("shutdown", 5, 0.5, 600),
-        kvm_probe=t.number("kvm_probe", 20, 1, 600),
+        kvm_probe=t.number("kvm_probe", 5, 1, 600),
+        restore=t.number("restore", 20, 1, 600),
         lock=t.number("lock", 600, 1, 86400),
     )
     t.finish()

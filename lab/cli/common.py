@@ -47,6 +47,7 @@ def run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="results directory for the run directory (default: paths.results)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.add_argument("--quiet", dest="run_quiet", action="store_true", help="no progress display (same as lab -q)")
+    p.add_argument("--cold-boot", action="store_true", help="boot every guest cold instead of restoring its snapshot (guest.snapshots)")
     p.add_argument("--explain", action="store_true", help="also trace each cell once and attribute its faults (lab explain); stored apart")
 
 
@@ -62,6 +63,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         accel=args.accel,
         out=Path(args.out) if getattr(args, "out", None) else None,
         explain=bool(getattr(args, "explain", False)),
+        cold_boot=bool(getattr(args, "cold_boot", False)),
         axis=tuple(getattr(args, "axis", None) or ()) + ((f"suite={args.suite}",) if getattr(args, "suite", None) is not None else ()),
     )
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -18,10 +21,13 @@ from lab.config import Config
 from lab.deadline import Deadline
 from lab.errors import BootError, GuestError
 from lab.guests import accel as accel_mod
+from lab.guests import snapshots as snapshots_mod
 from lab.guests.images import Image
 from lab.guests.keys import client_key
-from lab.guests.protocol import FAIL_MARKER, READY_MARKER
+from lab.guests.protocol import FAIL_MARKER, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT
 from lab.guests.qemu import VM, VMSpec, free_port, kernel_cmdline, qemu_argv
+from lab.guests.qmp import QMP
+from lab.guests.snapshots import SnapshotStore
 from lab.guests.ssh import Guest
 
 log = logging.getLogger(__name__)
@@ -40,6 +46,7 @@ class BootInfo:
     kernel_release: str
     image_key: str
     argv: tuple[str, ...]
+    boot: str = "cold"  # cold | restored | cold (why not restored / not saved)
 
 
 @dataclass(frozen=True)
@@ -56,76 +63,160 @@ def new_log_dir(cfg: Config, arch_name: str) -> Path:
     return path
 
 
-def _launch(cfg: Config, image: Image, accel: str, log_dir: Path, deadline: Deadline, tb_size_mib: int | None) -> VM:
-    """Start QEMU and wait for the ready marker; retry with a new port if QEMU lost the port race."""
+def _spec(cfg: Config, image: Image, accel: str, log_dir: Path, tb_size_mib: int | None, incoming: Path | None = None) -> VMSpec:
+    arch = image.arch
+    return VMSpec(
+        arch=arch,
+        kernel=image.kernel,
+        initrd=image.initrd,
+        scratch=image.scratch,
+        append=kernel_cmdline(arch, cfg.guest.transparent_hugepage, cfg.guest.kernel_args),
+        memory_mib=cfg.guest.memory_mib,
+        cpus=cfg.guest.cpus,
+        accel=accel,
+        ssh_port=free_port(),
+        console_log=log_dir / f"console-{accel}{'-restored' if incoming else ''}.log",
+        tb_size_mib=tb_size_mib,
+        qmp=Path(tempfile.mkdtemp(prefix="lab-qmp-")) / "qmp.sock",
+        incoming=incoming,
+    )
+
+
+def _launch(
+    cfg: Config, image: Image, accel: str, log_dir: Path, deadline: Deadline, tb_size_mib: int | None, incoming: Path | None = None
+) -> tuple[VM, QMP]:
+    """Start QEMU and wait until the guest is up: its ready marker (a boot), or QMP's "running" (a restore).
+
+    Retries with a new port if QEMU lost the port race.
+    """
     arch = image.arch
     for attempt in range(1, PORT_ATTEMPTS + 1):
-        spec = VMSpec(
-            arch=arch,
-            kernel=image.kernel,
-            initrd=image.initrd,
-            scratch=image.scratch,
-            append=kernel_cmdline(arch, cfg.guest.transparent_hugepage, cfg.guest.kernel_args),
-            memory_mib=cfg.guest.memory_mib,
-            cpus=cfg.guest.cpus,
-            accel=accel,
-            ssh_port=free_port(),
-            console_log=log_dir / f"console-{accel}.log",
-            tb_size_mib=tb_size_mib,
-        )
+        spec = _spec(cfg, image, accel, log_dir, tb_size_mib, incoming)
         vm = VM(qemu_argv(spec), spec.console_log, READY_MARKER, FAIL_MARKER, cfg.timeouts.scaled("shutdown"), arch.name, spec.ssh_port)
         try:
             vm.launch()
-            vm.wait_ready(deadline)
-            return vm
+            assert spec.qmp is not None
+            qmp = QMP(spec.qmp, deadline)
+            if incoming:
+                qmp.wait_status({"running"}, deadline)
+                vm.ready_at = time.monotonic()
+            else:
+                vm.wait_ready(deadline)
+            return vm, qmp
         except BaseException as exc:
             vm.shutdown()
             port_lost = isinstance(exc, BootError) and "host forwarding" in exc.details
             if not port_lost or attempt == PORT_ATTEMPTS:
                 raise
             log.info("%s: port %d was taken; retrying", arch.name, spec.ssh_port)
+        finally:
+            if spec.qmp is not None and vm.returncode is not None:
+                shutil.rmtree(spec.qmp.parent, ignore_errors=True)
     raise AssertionError("unreachable")
+
+
+def _restore(cfg: Config, image: Image, log_dir: Path, tb_size_mib: int | None, store: SnapshotStore) -> tuple[VM, QMP] | str:
+    """A restored guest; or why not ("" when there is no snapshot; a failed one is discarded and warned about)."""
+    k = snapshots_mod.key(_spec(cfg, image, "tcg", log_dir, tb_size_mib), image.key)
+    snap = store.find(image.arch.name, k)
+    if snap is None:
+        return ""
+    try:
+        return _launch(cfg, image, "tcg", log_dir, Deadline(cfg.timeouts.scaled("restore")), tb_size_mib, snap.state)
+    except BootError as exc:
+        log.warning("%s: the saved snapshot did not restore (%s); discarded, booting cold", image.arch.name, exc.message)
+        store.discard(snap)
+        return exc.message
+
+
+def _post_boot(restored: bool, scratch: bool) -> str:
+    """The first command in every guest: mount the scratch disk (never part of a snapshot); after a restore,
+    set the wall clock (the snapshot's is stale) and stir host randomness into the entropy pool (a restored
+    guest starts from the snapshot's RNG state). Pure apart from the clock and randomness it embeds."""
+    steps = []
+    if restored:
+        steps += [f"date -s @{int(time.time())} >/dev/null", f"echo {secrets.token_hex(64)} > /dev/urandom"]
+    if scratch:
+        steps.append(f"mount -t ext4 -o noatime {SCRATCH_DEVICE} {SCRATCH_MOUNT}")
+    return " && ".join(steps) or "true"
 
 
 @contextmanager
 def boot(
-    cfg: Config, image: Image, accel_choice: str | None = None, log_dir: Path | None = None, tb_size_mib: int | None = None
+    cfg: Config,
+    image: Image,
+    accel_choice: str | None = None,
+    log_dir: Path | None = None,
+    tb_size_mib: int | None = None,
+    snapshots: bool = True,
 ) -> Iterator[Booted]:
-    """Boot ``image`` (KVM or TCG per ``accel_choice``/config), connect over SSH, yield; always clean up."""
+    """Boot ``image`` (KVM or TCG per ``accel_choice``/config), connect over SSH, yield; always clean up.
+
+    A TCG guest is restored from its snapshot when there is one (``snapshots`` and ``guest.snapshots``);
+    otherwise it boots cold and its snapshot is saved. ``BootInfo.boot`` says which happened, and why.
+    """
     arch = image.arch
     log_dir = log_dir or new_log_dir(cfg, arch.name)
     memo = accel_mod.KvmMemo(cfg.cache_dir / "accel.json")
     memo_key = memo.key(arch, image.key)
     choice = accel_choice or cfg.accel
     plan = accel_mod.plan(choice, arch, memo.broken(memo_key), accel_mod.kvm_precheck(arch))
+    snaps = SnapshotStore(cfg.cache_dir) if snapshots and cfg.guest.snapshots else None
+    path = "cold" if snaps else "cold (snapshots off)"
     with ExitStack() as stack:
         vm: VM | None = None
         note = plan.note
         for accel in plan.accels:
-            probing = accel == "kvm" and len(plan.accels) > 1
-            seconds = cfg.timeouts.scaled("kvm_probe" if probing else "boot")
-            try:
-                vm = _launch(cfg, image, accel, log_dir, Deadline(seconds), tb_size_mib)
-            except BootError as exc:
-                if not probing:
-                    raise
-                memo.record(memo_key, exc.message)
-                log.warning("KVM did not boot %s (%s); falling back to TCG", arch.name, exc.message)
-                note = f"TCG (KVM failed: {exc.message})"
-                continue
+            qmp: QMP | None = None
+            if snaps is not None and accel == "tcg":
+                restored = _restore(cfg, image, log_dir, tb_size_mib, snaps)
+                if isinstance(restored, tuple):
+                    vm, qmp = restored
+                    path = "restored"
+                elif restored:
+                    path = f"cold (restore failed: {restored})"
+            if vm is None:
+                probing = accel == "kvm" and len(plan.accels) > 1
+                seconds = cfg.timeouts.scaled("kvm_probe" if probing else "boot")
+                try:
+                    vm, qmp = _launch(cfg, image, accel, log_dir, Deadline(seconds), tb_size_mib)
+                except BootError as exc:
+                    if not probing:
+                        raise
+                    memo.record(memo_key, exc.message)
+                    log.warning("KVM did not boot %s (%s); falling back to TCG", arch.name, exc.message)
+                    note = f"TCG (KVM failed: {exc.message})"
+                    continue
+            assert qmp is not None
+            stack.callback(shutil.rmtree, qmp.path.parent, True)
             stack.callback(vm.shutdown)
+            stack.callback(qmp.close)
             if accel == "kvm":
                 memo.record(memo_key, None)
                 note = "KVM"
+            elif snaps is not None and path != "restored":
+                k = snapshots_mod.key(_spec(cfg, image, "tcg", log_dir, tb_size_mib), image.key)
+                try:  # before any SSH session and before the scratch disk is mounted
+                    snaps.save(qmp, arch.name, k, image.key, Deadline(cfg.timeouts.scaled("restore")))
+                except BootError as exc:
+                    log.warning("%s: could not save a snapshot (%s); booting cold next time too", arch.name, exc.message)
+                    path = f"{path} (snapshot not saved: {exc.message})"
             break
         assert vm is not None
         guest = Guest(arch.name, vm.ssh_port, client_key(cfg.cache_dir / "keys"), image.host_key, cfg.timeouts.scaled("command"))
         stack.callback(guest.close)
         try:
             guest.connect(Deadline(cfg.timeouts.scaled("ssh")))
+            done = guest.run(_post_boot(path == "restored", image.scratch.exists()))
         except GuestError as exc:
             exc.logs = (*exc.logs, vm.console_log)  # what the guest printed says why sshd never answered
             raise
+        if done.exited != 0:
+            raise GuestError(
+                f"{arch.name}: setting up the booted guest failed: {done.stderr.strip()[:200]}",
+                "see the console log",
+                logs=(vm.console_log,),
+            )
         ssh_seconds = time.monotonic() - vm.launched_at
         info = BootInfo(
             arch=arch.name,
@@ -138,6 +229,7 @@ def boot(
             kernel_release=image.kernel_release,
             image_key=image.key,
             argv=tuple(vm.argv),
+            boot=path,
         )
-        log.info("%s up via %s in %.2fs (ssh on 127.0.0.1:%d)", arch.name, accel, ssh_seconds, info.port)
+        log.info("%s up via %s (%s) in %.2fs (ssh on 127.0.0.1:%d)", arch.name, accel, path, ssh_seconds, info.port)
         yield Booted(vm, guest, info)

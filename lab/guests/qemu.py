@@ -51,6 +51,8 @@ class VMSpec:
     console_log: Path
     scratch: Path | None = None
     tb_size_mib: int | None = None  # TCG translation cache cap (several guests at once)
+    qmp: Path | None = None  # QEMU's control socket (lab.guests.qmp)
+    incoming: Path | None = None  # restore this zstd-compressed snapshot instead of booting (lab.guests.snapshots)
 
 
 def kernel_cmdline(arch: Arch, thp: str, extra: tuple[str, ...]) -> str:
@@ -83,7 +85,25 @@ def qemu_argv(spec: VMSpec) -> list[str]:
     if spec.scratch is not None:
         argv += ["-drive", f"file={_opt(spec.scratch)},format=raw,if=none,id=scratch,snapshot=on"]
         argv += ["-device", "virtio-blk-pci,drive=scratch"]
+    if spec.qmp is not None:
+        argv += ["-qmp", f"unix:{_opt(spec.qmp)},server=on,wait=off"]
+    if spec.incoming is not None:  # this QEMU refuses file: migration URIs; exec: works
+        argv += ["-incoming", f"exec:zstd -dc {shlex.quote(str(spec.incoming))}"]
     return argv
+
+
+_versions: dict[str, str] = {}
+
+
+def version(binary: str) -> str:
+    """``qemu-system-* --version``'s first line (cached per process; "unknown" if it does not run)."""
+    if binary not in _versions:
+        try:
+            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20, check=False).stdout
+        except OSError:
+            out = ""
+        _versions[binary] = out.splitlines()[0] if out else "unknown"
+    return _versions[binary]
 
 
 def free_port() -> int:

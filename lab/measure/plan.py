@@ -38,6 +38,7 @@ class RunRequest:
     out: Path | None = None  # results directory for the run directory
     axis: tuple[str, ...] = ()  # "thp=never,always", "suite=trixie,forky" (lab.axes); replaces run.axes per axis
     explain: bool = False  # also one traced run per cell (lab.measure.tracing), stored apart from the samples
+    cold_boot: bool = False  # boot every guest cold (no snapshot restore; lab.guests.snapshots)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Plan:
     axes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # every axis with its values in this run, table order
     defaults: tuple[tuple[str, str], ...] = ()  # every axis's default (the identity of a cell leaves these out)
     explain: bool = False
+    cold_boot: bool = False
 
     def values(self, name: str) -> tuple[str, ...]:
         return dict(self.axes).get(name) or (dict(self.defaults)[name],)
@@ -146,7 +148,7 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
         raise UserError("no arch of this run is shipped by its suites: " + "; ".join(plan.skipped()), "pick other arches or suites")
     # One guest per (arch, suite): the default parallelism counts guests, not arches.
     jobs = req.jobs if req.jobs is not None else (cfg.run.jobs or default_jobs(len(plan.groups())))
-    return replace(plan, jobs=jobs, explain=req.explain)
+    return replace(plan, jobs=jobs, explain=req.explain, cold_boot=req.cold_boot)
 
 
 def with_out(cfg: Config, out: Path | None) -> Config:

@@ -21,7 +21,6 @@ import logging
 import os
 import shlex
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from lab.errors import BootError, GuestError, InfraError, LabError, UserError
 from lab.explain import render
 from lab.explain.sources import GuestFiles
 from lab.files import sha256_text, write_atomic
+from lab.guests import qemu
 from lab.guests.boot import Booted, boot
 from lab.guests.images import Image, ImageStore
 from lab.guests.keys import client_key
@@ -94,17 +94,8 @@ class Summary:
     seconds: float
 
 
-_qemu_versions: dict[str, str] = {}
-
-
 def qemu_version(arch: Arch) -> str:
-    if arch.name not in _qemu_versions:
-        try:
-            out = subprocess.run([arch.qemu_binary, "--version"], capture_output=True, text=True, timeout=20, check=False).stdout
-        except OSError:
-            out = ""
-        _qemu_versions[arch.name] = out.splitlines()[0] if out else "unknown"
-    return _qemu_versions[arch.name]
+    return qemu.version(arch.qemu_binary)
 
 
 def _thp(text: str) -> str:
@@ -146,6 +137,7 @@ def _cell(
         accel=b.info.accel,
         probe_schema=SCHEMA_VERSION,
         attempts=attempts,
+        boot=b.info.boot,
     )
 
 
@@ -219,7 +211,7 @@ class Runner:
             stage = "boot"
             try:
                 self.progress(g.label, "booting" if attempt == 1 else "booting (retry)")
-                with boot(self.cfg, prep.image, self.plan.accel, self.run_dir / "logs" / g.slug, tb) as b:
+                with boot(self.cfg, prep.image, self.plan.accel, self.run_dir / "logs" / g.slug, tb, not self.plan.cold_boot) as b:
                     stage = "payload"
                     self._run_cells(g, prep, b, outcome, attempt)
                 return

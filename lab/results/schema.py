@@ -125,5 +125,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX cells_run ON cells(run_id)",
         "ALTER TABLE errors ADD COLUMN axes TEXT NOT NULL DEFAULT ''",
     ),
+    ("ALTER TABLE cells ADD COLUMN boot TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

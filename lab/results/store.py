@@ -70,6 +70,7 @@ class Cell:
     probe_schema: int
     attempts: int
     axes: str = ""  # the non-default axis values (lab.axes), part of the cell's identity
+    boot: str = ""  # how its guest came up: cold | restored | cold (why not restored); not part of comparisons
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,92 @@
+"""A minimal QMP client: QEMU's JSON control socket, for pausing, saving and resuming a guest.
+
+One command at a time, each under the caller's deadline; asynchronous events
+are skipped. Every failure is a :class:`~lab.errors.BootError` (the callers
+fall back to a cold boot on it).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from lab.deadline import Deadline
+from lab.errors import BootError
+
+POLL = 0.02
+FAILED = frozenset({"internal-error", "guest-panicked", "shutdown"})
+
+
+class QMP:
+    def __init__(self, path: Path, deadline: Deadline) -> None:
+        """Connect to QEMU's QMP socket at ``path`` (retrying until QEMU has created it) and negotiate."""
+        self.path = path
+        self._buf = b""
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(str(path))
+                break
+            except OSError as exc:
+                self.sock.close()
+                if deadline.expired:
+                    raise BootError(f"QMP socket {path}: {exc.strerror or exc}", "see QEMU's stderr log") from None
+                time.sleep(POLL)
+        self._read(deadline)  # the greeting
+        self.command("qmp_capabilities", deadline=deadline)
+
+    def _read(self, deadline: Deadline) -> dict[str, Any]:
+        while b"\n" not in self._buf:
+            if deadline.expired:
+                raise BootError(f"QMP {self.path}: no answer in {deadline.seconds:.0f}s", "QEMU is hung; it is killed")
+            self.sock.settimeout(max(0.01, deadline.remaining))
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                raise BootError(f"QMP {self.path}: {exc}", "QEMU died; see its stderr log") from None
+            if not chunk:
+                raise BootError(f"QMP {self.path}: QEMU closed the socket", "QEMU died; see its stderr log")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    def command(self, name: str, deadline: Deadline, **arguments: Any) -> Any:
+        """Run one command; its "return" value, or BootError with QEMU's error."""
+        msg: dict[str, Any] = {"execute": name}
+        if arguments:
+            msg["arguments"] = arguments
+        try:
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        except OSError as exc:
+            raise BootError(f"QMP {name}: {exc}", "QEMU died; see its stderr log") from None
+        while True:
+            reply = self._read(deadline)
+            if "event" in reply:
+                continue
+            if "error" in reply:
+                raise BootError(f"QMP {name}: {reply['error'].get('desc', reply['error'])}", "see QEMU's stderr log")
+            return reply.get("return")
+
+    def status(self, deadline: Deadline) -> str:
+        return str(self.command("query-status", deadline)["status"])
+
+    def wait_status(self, wanted: set[str], deadline: Deadline, failed: frozenset[str] = FAILED) -> str:
+        """Poll until the VM's run state is one of ``wanted``; BootError on a failed state or the deadline."""
+        while True:
+            state = self.status(deadline)
+            if state in wanted:
+                return state
+            if state in failed:
+                raise BootError(f"QMP: the guest is {state}", "see QEMU's stderr log")
+            if deadline.expired:
+                raise BootError(f"QMP: the guest is still {state} after {deadline.seconds:.0f}s", "QEMU is hung; it is killed")
+            time.sleep(POLL)
+
+    def close(self) -> None:
+        self.sock.close()
