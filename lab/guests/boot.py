@@ -97,8 +97,10 @@ def _launch(
             vm.launch()
             assert spec.qmp is not None
             qmp = QMP(spec.qmp, deadline)
-            if incoming:
-                qmp.wait_status({"running"}, deadline)
+            if incoming:  # the snapshot was taken paused: it loads paused, then runs on "cont"
+                if qmp.wait_status({"paused", "running"}, deadline) == "paused":
+                    qmp.command("cont", deadline)
+                    qmp.wait_status({"running"}, deadline)
                 vm.ready_at = time.monotonic()
             else:
                 vm.wait_ready(deadline)
