@@ -25,7 +25,7 @@ from lab.guests import snapshots as snapshots_mod
 from lab.guests.images import Image
 from lab.guests.keys import client_key
 from lab.guests.protocol import FAIL_MARKER, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT
-from lab.guests.qemu import VM, VMSpec, free_port, kernel_cmdline, qemu_argv
+from lab.guests.qemu import VM, VMSpec, free_port, kernel_cmdline, qemu_argv, tail
 from lab.guests.qmp import QMP
 from lab.guests.snapshots import SnapshotStore
 from lab.guests.ssh import Guest
@@ -63,7 +63,10 @@ def new_log_dir(cfg: Config, arch_name: str) -> Path:
     return path
 
 
-def _spec(cfg: Config, image: Image, accel: str, log_dir: Path, tb_size_mib: int | None, incoming: Path | None = None) -> VMSpec:
+def _spec(
+    cfg: Config, image: Image, accel: str, log_dir: Path, tb_size_mib: int | None, incoming: Path | None = None, live: bool = True
+) -> VMSpec:
+    """The guest's VM spec; ``live=False`` leaves out the per-launch port and QMP socket (for snapshot keys)."""
     arch = image.arch
     return VMSpec(
         arch=arch,
@@ -74,10 +77,10 @@ def _spec(cfg: Config, image: Image, accel: str, log_dir: Path, tb_size_mib: int
         memory_mib=cfg.guest.memory_mib,
         cpus=cfg.guest.cpus,
         accel=accel,
-        ssh_port=free_port(),
+        ssh_port=free_port() if live else 1,
         console_log=log_dir / f"console-{accel}{'-restored' if incoming else ''}.log",
         tb_size_mib=tb_size_mib,
-        qmp=Path(tempfile.mkdtemp(prefix="lab-qmp-")) / "qmp.sock",
+        qmp=Path(tempfile.mkdtemp(prefix="lab-qmp-")) / "qmp.sock" if live else None,
         incoming=incoming,
     )
 
@@ -107,7 +110,7 @@ def _launch(
             return vm, qmp
         except BaseException as exc:
             vm.shutdown()
-            port_lost = isinstance(exc, BootError) and "host forwarding" in exc.details
+            port_lost = isinstance(exc, BootError) and "host forwarding" in tail(vm.stderr_log, 5)
             if not port_lost or attempt == PORT_ATTEMPTS:
                 raise
             log.info("%s: port %d was taken; retrying", arch.name, spec.ssh_port)
@@ -119,7 +122,7 @@ def _launch(
 
 def _restore(cfg: Config, image: Image, log_dir: Path, tb_size_mib: int | None, store: SnapshotStore) -> tuple[VM, QMP] | str:
     """A restored guest; or why not ("" when there is no snapshot; a failed one is discarded and warned about)."""
-    k = snapshots_mod.key(_spec(cfg, image, "tcg", log_dir, tb_size_mib), image.key)
+    k = snapshots_mod.key(_spec(cfg, image, "tcg", log_dir, tb_size_mib, live=False), image.key)
     snap = store.find(image.arch.name, k)
     if snap is None:
         return ""
@@ -197,7 +200,7 @@ def boot(
                 memo.record(memo_key, None)
                 note = "KVM"
             elif snaps is not None and path != "restored":
-                k = snapshots_mod.key(_spec(cfg, image, "tcg", log_dir, tb_size_mib), image.key)
+                k = snapshots_mod.key(_spec(cfg, image, "tcg", log_dir, tb_size_mib, live=False), image.key)
                 try:  # before any SSH session and before the scratch disk is mounted
                     snaps.save(qmp, arch.name, k, image.key, Deadline(cfg.timeouts.scaled("restore")))
                 except BootError as exc:

@@ -36,6 +36,7 @@ from lab.guests.initramfs import Tree, deb_tar, write_cpio
 from lab.guests.keys import KeyPair, client_key, host_key
 from lab.guests.protocol import FAIL_MARKER, GATEWAY, GUEST_IP, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT, TEST_FILE
 from lab.guests.recipes import Recipe, load_recipe
+from lab.guests.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -154,15 +155,16 @@ class ImageStore:
 
     def prune(self) -> list[Path]:
         """Delete cached images that are current for no arch of the recipe's suite nor of ``run.axes`` suites,
-        and abandoned build dirs."""
+        abandoned build dirs, and the snapshots of deleted images."""
         suites = dict.fromkeys((self.recipe.suite, *self.cfg.run.axes.get("suite", ())))
         stores = [self if suite == self.suite else ImageStore(self.cfg, suite) for suite in suites]
         with self.apt_lock():
-            keep = {f"{a.name}-{store._inputs(a)[0][:16]}" for store in stores for a in ARCHES if store.ships(a)}
+            current = {store._inputs(a)[0]: a.name for store in stores for a in ARCHES if store.ships(a)}
+            keep = {f"{arch}-{key[:16]}" for key, arch in current.items()}
             doomed = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keep] if self.root.exists() else []
             for d in doomed:
                 shutil.rmtree(d)
-            return doomed
+            return doomed + SnapshotStore(self.cfg.cache_dir).prune(set(current))
 
     def _build(
         self, arch: Arch, key: str, work: Path, kernel_pkg: Package, packages: list[Package], client: KeyPair, hostk: KeyPair

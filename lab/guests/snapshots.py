@@ -52,6 +52,7 @@ def key(spec: qemu.VMSpec, image_key: str) -> str:
         scratch=placeholder if spec.scratch else None,
         qmp=placeholder,
         incoming=None,
+        tb_size_mib=None,  # the translation cache size does not shape the guest's state
     )
     return sha256_text(VERSION, qemu.version(spec.arch.qemu_binary), "\0".join(qemu.qemu_argv(normal)), image_key)
 

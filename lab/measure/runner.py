@@ -177,7 +177,10 @@ class Runner:
         try:
             self.progress(g.label, "building payloads")
             store = PayloadStore(self.cfg, suite=g.suite)
-            payloads = {v.name: store.ensure(g.arch, v) for v in self.plan.variants}
+            store.sysroot(g.arch)  # once, before the variants build side by side (compilers are separate processes)
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="lab-build") as pool:
+                built = list(pool.map(lambda v: store.ensure(g.arch, v), self.plan.variants))
+            payloads = {v.name: p for v, p in zip(self.plan.variants, built, strict=True)}
             tracer = tracing.build_tracer(self.cfg, g.arch.name, g.suite) if self.plan.explain else None
         except UserError:
             raise

@@ -1,0 +1,64 @@
+"""Snapshot restore's pure parts: QEMU argv with QMP and -incoming, the snapshot key, the post-boot command, config."""
+
+from pathlib import Path
+
+import pytest
+
+from lab import config
+from lab.errors import UserError
+from lab.guests import boot, qemu, snapshots
+from lab.guests.snapshots import SnapshotStore
+from tests.unit.test_qemu_argv import spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_argv_has_the_control_socket_and_restores_through_zstd() -> None:
+    argv = qemu.qemu_argv(spec("arm64", qmp=Path("/run/q,1.sock"), incoming=Path("/cache/snap shots/state.zst")))
+    assert argv[-4:] == ["-qmp", "unix:/run/q,,1.sock,server=on,wait=off", "-incoming", "exec:zstd -dc '/cache/snap shots/state.zst'"]
+
+
+def test_key_ignores_per_boot_parts_and_follows_what_shapes_the_guest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qemu, "_versions", {"qemu-system-aarch64": "QEMU emulator version 7.2.22"})
+    base = snapshots.key(spec("arm64"), "image-1")
+    moved = spec(
+        "arm64", ssh_port=4444, console_log=Path("/elsewhere/c.log"), kernel=Path("/other/kernel"), qmp=Path("/q"), tb_size_mib=256
+    )
+    assert snapshots.key(moved, "image-1") == base  # ports, paths, sockets and the TCG cache size do not shape the guest
+    assert snapshots.key(spec("arm64", memory_mib=256), "image-1") != base
+    assert snapshots.key(spec("arm64", append="console=Y"), "image-1") != base
+    assert snapshots.key(spec("arm64"), "image-2") != base
+    monkeypatch.setattr(qemu, "_versions", {"qemu-system-aarch64": "QEMU emulator version 8.2.2"})
+    assert snapshots.key(spec("arm64"), "image-1") != base  # another QEMU build: its snapshots are not valid
+
+
+def test_post_boot_mounts_the_scratch_disk_and_refreshes_a_restored_guest() -> None:
+    cold = boot._post_boot(False, True)
+    assert cold == "mount -t ext4 -o noatime /dev/vda /scratch"
+    restored = boot._post_boot(True, True).split(" && ")
+    assert restored[0].startswith("date -s @") and restored[1].startswith("echo ") and restored[1].endswith(" > /dev/urandom")
+    assert restored[2] == cold
+    assert boot._post_boot(True, True) != boot._post_boot(True, True)  # fresh randomness every time
+    assert boot._post_boot(False, False) == "true"
+
+
+def test_a_snapshot_must_be_complete_and_private(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    d = tmp_path / "snapshots" / "arm64-0123456789abcdef"
+    d.mkdir(parents=True)
+    (d / "state.zst").write_bytes(b"state")
+    (d / "snapshot.json").write_text('{"key": "0123456789abcdef0000", "image": "img"}')
+    (d / "state.zst").chmod(0o644)
+    assert store.find("arm64", "0123456789abcdef0000") is None  # readable by others: the guest's host key is in it
+    (d / "state.zst").chmod(0o600)
+    assert store.find("arm64", "0123456789abcdef0000") == snapshots.Snapshot(d, "0123456789abcdef0000")
+    assert store.find("arm64", "0123456789abcdef1111") is None  # another key with the same prefix
+    assert store.prune({"img"}) == [] and store.prune({"other"}) == [d] and not d.exists()
+
+
+def test_snapshots_key_must_be_a_boolean(tmp_path: Path) -> None:
+    bad = tmp_path / "lab.yaml"
+    bad.write_text("guest:\n  snapshots: sometimes\n")
+    with pytest.raises(UserError, match=r"guest\.snapshots: 'sometimes' is not valid"):
+        config.load(bad)
+    assert config.load(REPO / "lab.yaml").guest.snapshots is True
