@@ -19,6 +19,7 @@ and are discarded when a restore fails (the caller then boots cold, once).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -65,6 +66,13 @@ class Snapshot:
     @property
     def state(self) -> Path:
         return self.dir / STATE
+
+
+def _resume(qmp: QMP) -> None:
+    """After a failed save: cancel the migration and let the guest run on (a short deadline; errors ignored)."""
+    for command in ("migrate_cancel", "cont"):
+        with contextlib.suppress(BootError):
+            qmp.command(command, Deadline(5))
 
 
 class SnapshotStore:
@@ -116,6 +124,7 @@ class SnapshotStore:
             os.replace(work, final)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
+            _resume(qmp)
             raise
         log.info("%s: saved a snapshot of the booted guest (%.1f MB in %.2fs)", arch, size / 1e6, time.monotonic() - started)
         return Snapshot(final, k)

@@ -1,0 +1,102 @@
+"""Snapshot restore for real: restored guests count the same faults as cold ones; bad snapshots fall back to a cold boot.
+
+Issue 13: a restored guest is a measurement only if every variant on every
+arch gives the counts a cold-booted guest gives (entry within the run-to-run
+range, touch and file stages exact); a corrupt, truncated or hanging restore is
+detected, discarded, warned about and replaced by a cold boot, and nothing else
+changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lab import api, arches, config
+from lab.guests.boot import boot
+from lab.guests.images import Image
+from lab.guests.snapshots import SnapshotStore
+from lab.measure.plan import RunRequest
+from lab.results.store import Store
+
+EXACT = ("malloc", "touch1", "touch2", "file_map", "file_read")
+
+
+def snapshot_dirs(cfg: config.Config, arch: str) -> list[Path]:
+    root = SnapshotStore(cfg.cache_dir).root
+    return sorted(d for d in root.glob(f"{arch}-*") if (d / "state.zst").exists()) if root.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def saved(cfg: config.Config, images: dict[str, Image]) -> dict[str, str]:
+    """Every arch booted once, so each has a snapshot; the boot paths that took."""
+    paths = {}
+    for name, image in images.items():
+        with boot(cfg, image, "tcg") as b:
+            paths[name] = b.info.boot
+    return paths
+
+
+def run(cfg: config.Config, out: Path, cold: bool) -> dict[tuple[str, str], tuple[str, dict[str, tuple[list[int], list[int]]]]]:
+    run_cfg = replace(cfg, results_dir=out, run=replace(cfg.run, store=out / "lab.sqlite"))
+    result = api.run(run_cfg, RunRequest(arch="all", repeat=3, cold_boot=cold), reports=False)
+    assert result.summary.status == "complete"
+    with Store(run_cfg.run.store, readonly=True) as store:
+        return {(c.arch, c.variant): (c.boot, stages) for c, stages in store.measured(result.summary.run_id)}
+
+
+def test_restored_guests_count_the_same_faults_as_cold_ones(cfg: config.Config, saved: dict[str, str], tmp_path: Path) -> None:
+    cold = run(cfg, tmp_path / "cold", cold=True)
+    restored = run(cfg, tmp_path / "restored", cold=False)
+    assert sorted(cold) == sorted(restored) and len(cold) == 12
+    for cell, (how, stages) in restored.items():
+        assert how == "restored", cell
+        assert cold[cell][0] == "cold (snapshots off)"
+        for stage, (minor, major) in stages.items():
+            c_minor, c_major = cold[cell][1][stage]
+            if stage in EXACT:
+                assert sorted(minor)[1] == sorted(c_minor)[1] and sorted(major)[1] == sorted(c_major)[1], (cell, stage)
+            else:  # entry, overhead: within the cold runs' range
+                assert min(c_minor) <= sorted(minor)[1] <= max(c_minor), (cell, stage, minor, c_minor)
+
+
+def test_snapshots_are_private(cfg: config.Config, saved: dict[str, str]) -> None:
+    for a in arches.ARCHES:
+        (d,) = snapshot_dirs(cfg, a.name)
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+        assert stat.S_IMODE((d / "state.zst").stat().st_mode) == 0o600
+
+
+def test_a_truncated_snapshot_is_discarded_and_the_guest_boots_cold(
+    cfg: config.Config, images: dict[str, Image], saved: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    (d,) = snapshot_dirs(cfg, "x86_64")
+    state = d / "state.zst"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING), boot(cfg, images["x86_64"], "tcg") as b:
+        assert b.info.boot.startswith("cold (restore failed: ")
+        assert b.guest.run("cat /proc/mounts").stdout.count(" /scratch ") == 1
+    assert [r.getMessage() for r in caplog.records if "did not restore" in r.getMessage()]
+    with boot(cfg, images["x86_64"], "tcg") as b:  # saved again on the cold boot: restores next time
+        assert b.info.boot == "restored"
+
+
+def test_a_hanging_restore_is_given_up_and_the_guest_boots_cold(
+    cfg: config.Config, images: dict[str, Image], saved: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zstd that never finishes (restoring and saving): both are given up at timeouts.restore; the guest still boots."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "zstd").write_text("#!/bin/sh\nexec sleep 600\n")
+    (fake / "zstd").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    quick = replace(cfg, timeouts=replace(cfg.timeouts, restore=3.0))
+    with boot(quick, images["arm64"], "tcg") as b:
+        assert b.info.boot.startswith("cold (restore failed: ") and "(snapshot not saved: " in b.info.boot, b.info.boot
+        assert b.guest.run("uname -m").stdout.strip() == "aarch64"  # the paused guest was resumed after the failed save
+    assert snapshot_dirs(cfg, "arm64") == []  # the stuck one was discarded and none was half-written
