@@ -120,9 +120,14 @@ def _launch(
     raise AssertionError("unreachable")
 
 
+def snapshot_key(cfg: Config, image: Image) -> str:
+    """The key of ``image``'s guest snapshot under ``cfg`` (lab.guests.snapshots.key)."""
+    return snapshots_mod.key(_spec(cfg, image, "tcg", Path("/"), None, live=False), image.key)
+
+
 def _restore(cfg: Config, image: Image, log_dir: Path, tb_size_mib: int | None, store: SnapshotStore) -> tuple[VM, QMP] | str:
     """A restored guest; or why not ("" when there is no snapshot; a failed one is discarded and warned about)."""
-    k = snapshots_mod.key(_spec(cfg, image, "tcg", log_dir, tb_size_mib, live=False), image.key)
+    k = snapshot_key(cfg, image)
     snap = store.find(image.arch.name, k)
     if snap is None:
         return ""
@@ -200,7 +205,7 @@ def boot(
                 memo.record(memo_key, None)
                 note = "KVM"
             elif snaps is not None and path != "restored":
-                k = snapshots_mod.key(_spec(cfg, image, "tcg", log_dir, tb_size_mib, live=False), image.key)
+                k = snapshot_key(cfg, image)
                 try:  # before any SSH session and before the scratch disk is mounted
                     snaps.save(qmp, arch.name, k, image.key, Deadline(cfg.timeouts.scaled("restore")))
                 except BootError as exc:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import api, arches, config
-from lab.guests.boot import boot
+from lab import api, config
+from lab.guests.boot import boot, snapshot_key
 from lab.guests.images import Image
 from lab.guests.snapshots import SnapshotStore
 from lab.measure.plan import RunRequest
@@ -27,9 +27,10 @@ from lab.results.store import Store
 EXACT = ("malloc", "touch1", "touch2", "file_map", "file_read")
 
 
-def snapshot_dirs(cfg: config.Config, arch: str) -> list[Path]:
-    root = SnapshotStore(cfg.cache_dir).root
-    return sorted(d for d in root.glob(f"{arch}-*") if (d / "state.zst").exists()) if root.is_dir() else []
+def current(cfg: config.Config, image: Image) -> Path | None:
+    """The directory of the image's current snapshot, if there is one."""
+    snap = SnapshotStore(cfg.cache_dir).find(image.arch.name, snapshot_key(cfg, image))
+    return snap.dir if snap else None
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +66,10 @@ def test_restored_guests_count_the_same_faults_as_cold_ones(cfg: config.Config, 
                 assert min(c_minor) <= sorted(minor)[1] <= max(c_minor), (cell, stage, minor, c_minor)
 
 
-def test_snapshots_are_private(cfg: config.Config, saved: dict[str, str]) -> None:
-    for a in arches.ARCHES:
-        (d,) = snapshot_dirs(cfg, a.name)
+def test_snapshots_are_private(cfg: config.Config, images: dict[str, Image], saved: dict[str, str]) -> None:
+    for image in images.values():
+        d = current(cfg, image)
+        assert d is not None
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
         assert stat.S_IMODE((d / "state.zst").stat().st_mode) == 0o600
 
@@ -75,7 +77,8 @@ def test_snapshots_are_private(cfg: config.Config, saved: dict[str, str]) -> Non
 def test_a_truncated_snapshot_is_discarded_and_the_guest_boots_cold(
     cfg: config.Config, images: dict[str, Image], saved: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    (d,) = snapshot_dirs(cfg, "x86_64")
+    d = current(cfg, images["x86_64"])
+    assert d is not None
     state = d / "state.zst"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     with caplog.at_level(logging.WARNING), boot(cfg, images["x86_64"], "tcg") as b:
@@ -99,4 +102,5 @@ def test_a_hanging_restore_is_given_up_and_the_guest_boots_cold(
     with boot(quick, images["arm64"], "tcg") as b:
         assert b.info.boot.startswith("cold (restore failed: ") and "(snapshot not saved: " in b.info.boot, b.info.boot
         assert b.guest.run("uname -m").stdout.strip() == "aarch64"  # the paused guest was resumed after the failed save
-    assert snapshot_dirs(cfg, "arm64") == []  # the stuck one was discarded and none was half-written
+    assert current(cfg, images["arm64"]) is None  # the stuck one was discarded and none was half-written
+    assert not list(SnapshotStore(cfg.cache_dir).root.glob(".arm64-*"))
