@@ -218,15 +218,16 @@ def boot(
         try:
             guest.connect(Deadline(cfg.timeouts.scaled("ssh")))
             done = guest.run(_post_boot(path == "restored", image.scratch.exists()))
+            if done.exited != 0:
+                raise GuestError(f"{arch.name}: setting up the booted guest failed: {done.stderr.strip()[:200]}", "see the console log")
         except GuestError as exc:
             exc.logs = (*exc.logs, vm.console_log)  # what the guest printed says why sshd never answered
+            if path == "restored" and snaps is not None:  # a snapshot whose guest does not answer is no use: boot cold next time
+                bad = snaps.find(arch.name, snapshot_key(cfg, image))
+                if bad is not None:
+                    snaps.discard(bad)
+                    log.warning("%s: the restored guest failed (%s); its snapshot is discarded", arch.name, exc.message)
             raise
-        if done.exited != 0:
-            raise GuestError(
-                f"{arch.name}: setting up the booted guest failed: {done.stderr.strip()[:200]}",
-                "see the console log",
-                logs=(vm.console_log,),
-            )
         ssh_seconds = time.monotonic() - vm.launched_at
         info = BootInfo(
             arch=arch.name,

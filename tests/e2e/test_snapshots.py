@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from lab import api, config
+from lab.errors import GuestError
+from lab.guests import boot as boot_mod
 from lab.guests.boot import boot, snapshot_key
 from lab.guests.images import Image
 from lab.guests.snapshots import SnapshotStore
@@ -104,3 +106,21 @@ def test_a_hanging_restore_is_given_up_and_the_guest_boots_cold(
         assert b.guest.run("uname -m").stdout.strip() == "aarch64"  # the paused guest was resumed after the failed save
     assert current(cfg, images["arm64"]) is None  # the stuck one was discarded and none was half-written
     assert not list(SnapshotStore(cfg.cache_dir).root.glob(".arm64-*"))
+
+
+def test_a_restored_guest_that_fails_over_ssh_loses_its_snapshot(
+    cfg: config.Config, images: dict[str, Image], saved: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot that restores but whose guest then fails is discarded, so the retry (and every later boot) is cold."""
+    image = images["riscv64"]
+    with boot(cfg, image, "tcg"):
+        pass  # a snapshot exists now
+    assert current(cfg, image) is not None
+    real = boot_mod._post_boot
+    monkeypatch.setattr(boot_mod, "_post_boot", lambda restored, scratch: "exit 3" if restored else real(restored, scratch))
+    with pytest.raises(GuestError, match="setting up the booted guest failed"), boot(cfg, image, "tcg"):
+        pass
+    assert current(cfg, image) is None
+    monkeypatch.setattr(boot_mod, "_post_boot", real)
+    with boot(cfg, image, "tcg") as b:
+        assert b.info.boot == "cold"
