@@ -11,30 +11,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
+from benchlib import REPO, lab_run, temp_config
 
 from lab import config
 from lab.explain import render
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def lab_run(conf: Path, out: Path, *args: str) -> float:
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "lab", "--config", str(conf), "-q", "run", "--arch", "all", "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"lab run {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return time.monotonic() - started
 
 
 def main() -> int:
@@ -44,17 +28,12 @@ def main() -> int:
     args = p.parse_args()
     cfg = config.load(REPO / "lab.yaml")
     with tempfile.TemporaryDirectory(prefix="lab-bench-explain-") as tmp:
-        raw = yaml.safe_load((REPO / "lab.yaml").read_text())
-        raw["recipe"] = str(REPO / "images" / "tiny.yaml")
-        raw["paths"] = {"cache": str(cfg.cache_dir), "results": f"{tmp}/results"}
-        raw["run"]["store"] = f"{tmp}/lab.sqlite"
-        conf = Path(tmp) / "lab.yaml"
-        conf.write_text(yaml.safe_dump(raw))
-        lab_run(conf, Path(tmp) / "warm", "--repeat", "1", "--explain")  # warm every cache (tracer, debug symbols) first
+        conf = temp_config(cfg, tmp)
+        lab_run(conf, "--out", f"{tmp}/warm", "--repeat", "1", "--explain", quiet=True)  # warm every cache (tracer, debug symbols) first
         plain, traced = [], []
         for i in range(args.rounds):
-            plain.append(lab_run(conf, Path(tmp) / f"plain{i}", "--repeat", str(args.repeat)))
-            traced.append(lab_run(conf, Path(tmp) / f"traced{i}", "--repeat", str(args.repeat), "--explain"))
+            plain.append(lab_run(conf, "--out", f"{tmp}/plain{i}", "--repeat", str(args.repeat), quiet=True)[0])
+            traced.append(lab_run(conf, "--out", f"{tmp}/traced{i}", "--repeat", str(args.repeat), "--explain", quiet=True)[0])
             print(f"round {i + 1}: lab run {plain[-1]:.1f}s, lab run --explain {traced[-1]:.1f}s", file=sys.stderr)
         a, b = statistics.median(plain), statistics.median(traced)
         print(f"\nwarm, --repeat {args.repeat}, 3 arches x 4 variants, median of {args.rounds} alternating rounds")

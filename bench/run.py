@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-import yaml
+from benchlib import REPO, lab_run, temp_config
 
 from lab import arches, config
 from lab.guests.boot import boot
@@ -29,8 +27,6 @@ from lab.measure import engine as measure
 from lab.payloads.build import PayloadStore
 from lab.payloads.variants import VARIANTS
 from lab.text import parse_size
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def bare(cfg: config.Config, repeat: int, file_bytes: int) -> dict[str, float]:
@@ -50,17 +46,6 @@ def bare(cfg: config.Config, repeat: int, file_bytes: int) -> dict[str, float]:
         out[arch.name] = up + runs
         print(f"bare {arch.name}: boot-to-ssh {up:.2f}s + {repeat * len(VARIANTS)} probe runs {runs:.2f}s", file=sys.stderr)
     return out
-
-
-def lab_run(config_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[float, str]:
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "lab", "--config", str(config_path), "run", "--arch", "all", *args], capture_output=True, text=True, env=env
-    )
-    wall = time.monotonic() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"lab run failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return wall, proc.stderr
 
 
 def phases(log: str) -> dict[str, float]:
@@ -84,12 +69,7 @@ def main() -> int:
     args = p.parse_args()
     cfg = config.load(REPO / "lab.yaml")
     with tempfile.TemporaryDirectory(prefix="lab-bench-run-") as tmp:
-        raw = yaml.safe_load((REPO / "lab.yaml").read_text())
-        raw["recipe"] = str(REPO / "images" / "tiny.yaml")
-        raw["paths"] = {"cache": str(cfg.cache_dir), "results": f"{tmp}/results"}
-        raw["run"]["store"] = f"{tmp}/lab.sqlite"
-        conf = Path(tmp) / "lab.yaml"
-        conf.write_text(yaml.safe_dump(raw))
+        conf = temp_config(cfg, tmp)
         lab_run(conf, "--repeat", "1")  # warm every cache first
         parts = bare(cfg, args.repeat, parse_size(cfg.run.file_bytes))
         seq, _ = lab_run(conf, "--repeat", str(args.repeat), "--jobs", "1")

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
+from benchlib import REPO, temp_config
+from benchlib import lab_run as run_timed
 
 from lab import arches, config
 from lab.guests.boot import boot
 from lab.guests.images import ImageStore
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def rss_mib(pid: int) -> float:
@@ -58,18 +54,6 @@ def boot_figures(cfg: config.Config, rounds: int) -> None:
         print(f"{arch.name:<8} {c:>11.2f}s {r:>8.2f}s {c / r:>6.1f} {statistics.median(rss):>7.0f}MiB {statistics.median(used):>9.0f}MiB")
 
 
-def lab_run(conf: Path, out: Path, *args: str) -> float:
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "lab", "--config", str(conf), "-q", "run", "--arch", "all", "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"lab run {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return time.monotonic() - started
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
@@ -78,25 +62,24 @@ def main() -> int:
     cfg = config.load(REPO / "lab.yaml")
     boot_figures(cfg, args.rounds)
     with tempfile.TemporaryDirectory(prefix="lab-bench-snap-") as tmp:
-        raw = yaml.safe_load((REPO / "lab.yaml").read_text())
-        raw["recipe"] = str(REPO / "images" / "tiny.yaml")
-        raw["paths"] = {"cache": str(cfg.cache_dir), "results": f"{tmp}/results"}
-        raw["run"]["store"] = f"{tmp}/lab.sqlite"
-        conf = Path(tmp) / "lab.yaml"
-        conf.write_text(yaml.safe_dump(raw))
-        out, r = Path(tmp) / "runs", str(args.repeat)
-        lab_run(conf, out, "--repeat", "1")  # warm
+        conf = temp_config(cfg, tmp)
+        out, r = f"{tmp}/runs", str(args.repeat)
+
+        def lab_run(*run_args: str) -> float:
+            return run_timed(conf, "--out", out, *run_args, quiet=True)[0]
+
+        lab_run("--repeat", "1")  # warm
         cold, restored = [], []
         for _ in range(args.rounds):
-            cold.append(lab_run(conf, out, "--repeat", r, "--cold-boot"))
-            restored.append(lab_run(conf, out, "--repeat", r))
+            cold.append(lab_run("--repeat", r, "--cold-boot"))
+            restored.append(lab_run("--repeat", r))
         c, s = statistics.median(cold), statistics.median(restored)
         print(f"\nwarm lab run --arch all --repeat {r}, median of {args.rounds} alternating rounds")
         print(f"  cold boots      {c:6.1f}s  (range {min(cold):.1f}-{max(cold):.1f})")
         print(f"  restored        {s:6.1f}s  (range {min(restored):.1f}-{max(restored):.1f})   ratio {c / s:.2f}")
-        one = statistics.median(lab_run(conf, out, "--repeat", "1") for _ in range(args.rounds))
-        more = statistics.median(lab_run(conf, out, "--repeat", str(args.repeat + 1)) for _ in range(args.rounds))
-        sizes = statistics.median(lab_run(conf, out, "--repeat", "1", "--size", "1M,8M") for _ in range(args.rounds))
+        one = statistics.median(lab_run("--repeat", "1") for _ in range(args.rounds))
+        more = statistics.median(lab_run("--repeat", str(args.repeat + 1)) for _ in range(args.rounds))
+        sizes = statistics.median(lab_run("--repeat", "1", "--size", "1M,8M") for _ in range(args.rounds))
         print("\nmarginal cost (restored guests, 3 arches x 4 variants)")
         print(f"  --repeat 1: {one:.1f}s; each extra repeat: {(more - one) / args.repeat:.2f}s")
         print(f"  each extra buffer size (8M, --repeat 1): {sizes - one:.2f}s")
