@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from lab.cache import file_lock
+from lab.cache import BuildCache
 from lab.errors import LabError
 from lab.explain.objects import ElfObject, debug_build_id, is_elf, load
-from lab.files import write_atomic
 from lab.guests.apt import Apt
 from lab.guests.initramfs import Entry, Tree, deb_tar, read_cpio
 
 log = logging.getLogger(__name__)
 
-DEBUG_PACKAGES = ("libc6-dbg",)  # in the main archive of every suite (the -dbgsym archive is not reachable)
+DEBUG_PACKAGES = ("libc6-dbg",)
+DEBUG_DIR = "usr/lib/debug"  # in the main archive of every suite (the -dbgsym archive is not reachable)
 
 
 def _tree(initrd: Path) -> Tree:
@@ -85,41 +84,33 @@ class GuestFiles:
 
 
 def debug_symbols(apt: Apt, arch_debian: str, cache_dir: Path, lock_seconds: float) -> Path | None:
-    """The suite's detached debug files for ``arch_debian`` (``usr/lib/debug`` of :data:`DEBUG_PACKAGES`), cached.
+    """The suite's detached debug files for ``arch_debian`` (``usr/lib/debug`` of :data:`DEBUG_PACKAGES`), a cache
+    entry under ``<cache>/debug/`` (lab.cache's discipline: one builder, temp dir, rename, verify on reuse).
 
     None (with a warning) when they cannot be had: names then come from the objects' own symbol tables.
     """
     try:
         packages = apt.resolve(DEBUG_PACKAGES, arch_debian)
+        name = f"{apt.suite}-{arch_debian}-" + "-".join(f"{p.name}_{p.version}" for p in packages).replace(":", "%")
+        cache = BuildCache(cache_dir / "debug", lock_seconds, "debug symbols")
+        entry = cache.ensure(name, lambda work: _extract_debug(apt.download(packages, cache_dir / "debs").values(), work), _verify_debug)
     except LabError as exc:
         log.warning("no debug symbols for %s %s (%s): function names from symbol tables only", apt.suite, arch_debian, exc.message)
         return None
-    key = "-".join(f"{p.name}_{p.version}" for p in packages).replace(":", "%")
-    out = cache_dir / "debug" / f"{apt.suite}-{arch_debian}-{key}"
-    if (out / ".complete").exists():
-        return out / "usr" / "lib" / "debug"
-    with file_lock(cache_dir / "debug" / ".lock", "the debug-symbols lock", lock_seconds):
-        if (out / ".complete").exists():
-            return out / "usr" / "lib" / "debug"
-        try:
-            debs = apt.download(packages, cache_dir / "debs")
-        except LabError as exc:
-            log.warning("cannot fetch %s (%s): function names from symbol tables only", ", ".join(DEBUG_PACKAGES), exc.message)
-            return None
-        work = out.with_name(out.name + ".tmp")
-        shutil.rmtree(work, ignore_errors=True)
-        for deb in debs.values():
-            with deb_tar(deb) as tar:
-                for member in tar:
-                    name = os.path.normpath(member.name.lstrip("./"))
-                    if not name.startswith("usr/lib/debug/") or not member.isfile():
-                        continue
-                    src = tar.extractfile(member)
-                    if src is not None:
-                        dest = work / name
-                        dest.parent.mkdir(parents=True, exist_ok=True)
-                        dest.write_bytes(src.read())
-        write_atomic(work / ".complete", "")
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(work, out)
-    return out / "usr" / "lib" / "debug"
+    return entry.path / DEBUG_DIR
+
+
+def _extract_debug(debs: Iterable[Path], work: Path) -> None:
+    for deb in debs:
+        with deb_tar(deb) as tar:
+            for member in tar:
+                name = os.path.normpath(member.name.lstrip("./"))
+                src = tar.extractfile(member) if name.startswith(f"{DEBUG_DIR}/") and member.isfile() else None
+                if src is not None:
+                    dest = work / name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(src.read())
+
+
+def _verify_debug(d: Path) -> str | None:
+    return None if (d / DEBUG_DIR).is_dir() else f"{DEBUG_DIR} is missing"
