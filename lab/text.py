@@ -24,7 +24,11 @@ def size_text(n: int) -> str:
     return str(n)
 
 
-def text_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+def text_table(rows: Sequence[Sequence[object]], header: Sequence[str], right_from: int | None = None) -> str:
+    """Columns padded to their widest cell; columns from index ``right_from`` on are right-aligned (numbers)."""
     cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+    right = len(header) if right_from is None else right_from
+    return "\n".join(
+        "  ".join(c.rjust(w) if i >= right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in cells
+    )

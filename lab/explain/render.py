@@ -16,6 +16,7 @@ from typing import Any
 from lab.explain.account import Account, DiffRow, Fault, ObjectInfo
 from lab.explain.checks import Check
 from lab.files import write_atomic
+from lab.text import text_table
 
 FORMATS = ("table", "json", "md")
 FORMAT = 1  # version of the stored form
@@ -57,15 +58,10 @@ def from_dict(d: dict[str, Any]) -> tuple[Account, list[Check]]:
 
 
 def _grid(header: Sequence[str], rows: Sequence[Sequence[object]], md: bool) -> list[str]:
-    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
-    if md:
-        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(header)]
-        return lines + ["| " + " | ".join(r) + " |" for r in cells[1:]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return [
-        "  ".join(c.ljust(w) if i == 0 or i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
-        for r in cells
-    ]
+    if not md:
+        return text_table(rows, header, right_from=2).splitlines()
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
 
 
 def headline(acc: Account, stage: str | None) -> str:
