@@ -61,11 +61,11 @@ def explain_program(
     if put and command[0] in (put.name, str(put)):
         command[0] = remote_put or command[0]
     accounts = []
+    store = ImageStore(cfg)
     for arch in arches:
-        store = ImageStore(cfg)
         progress(arch.name, "building image")
         image = store.ensure(arch)
-        tracer = tracing.build_tracer(cfg, arch.name)
+        tracer = tracing.build_tracer(cfg, arch)
         files = tracing.guest_files(cfg, image, None, {remote_put: put} if put and remote_put else {})
         if command[0].startswith("/") and not files.exists(command[0]):
             raise UserError(

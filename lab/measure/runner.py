@@ -94,10 +94,6 @@ class Summary:
     seconds: float
 
 
-def qemu_version(arch: Arch) -> str:
-    return qemu.version(arch.qemu_binary)
-
-
 def _thp(text: str) -> str:
     return text[text.index("[") + 1 : text.index("]")] if "[" in text and "]" in text else text
 
@@ -133,7 +129,7 @@ def _cell(
         kernel_release=f.kernel,
         page_size=f.page_size,
         thp=_thp(f.thp),
-        qemu_version=qemu_version(arch),
+        qemu_version=qemu.version(arch.qemu_binary),
         accel=b.info.accel,
         probe_schema=SCHEMA_VERSION,
         attempts=attempts,
@@ -181,7 +177,7 @@ class Runner:
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="lab-build") as pool:
                 built = list(pool.map(lambda v: store.ensure(g.arch, v), self.plan.variants))
             payloads = {v.name: p for v, p in zip(self.plan.variants, built, strict=True)}
-            tracer = tracing.build_tracer(self.cfg, g.arch.name, g.suite) if self.plan.explain else None
+            tracer = tracing.build_tracer(self.cfg, g.arch, g.suite) if self.plan.explain else None
         except UserError:
             raise
         except LabError as exc:

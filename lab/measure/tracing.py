@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lab.arches import get
+from lab.arches import Arch
 from lab.config import Config
 from lab.errors import InfraError, LabError
 from lab.explain import account as account_mod
@@ -43,8 +43,8 @@ TRACER_REMOTE = f"{engine.REMOTE_DIR}/fault-trace"
 LD_STATS = "LD_DEBUG=statistics"
 
 
-def build_tracer(cfg: Config, arch_name: str, suite: str | None = None) -> Payload:
-    return PayloadStore(cfg, suite=suite, program=TRACER).ensure(get(arch_name), variant(TRACER_VARIANT))
+def build_tracer(cfg: Config, arch: Arch, suite: str | None = None) -> Payload:
+    return PayloadStore(cfg, suite=suite, program=TRACER).ensure(arch, variant(TRACER_VARIANT))
 
 
 def guest_files(cfg: Config, image: Image, suite: str | None, uploads: Mapping[str, Path]) -> GuestFiles:
@@ -132,7 +132,7 @@ def trace_cells(
         for size in sizes
         for name in remotes
     ]
-    stats = [n for n in remotes if n.startswith("glibc") and "dynamic" in n]
+    stats = [n for n in remotes if (variant(n).libc, variant(n).linkage) == ("glibc", "dynamic")]  # LD_DEBUG is glibc's loader's
     jobs += [batch.Job(f"ld:{n}", f"{LD_STATS} {shlex.quote(remotes[n])} --size 4096 --no-reexec 2>&1 >/dev/null") for n in stats]
     done = guest.stream(
         f"sh -c {shlex.quote(batch.script(jobs, per_run_seconds))}", engine.stall_seconds(per_run_seconds), f"{batch.MARK}-END"

@@ -157,7 +157,7 @@ def test_tracer_refused_by_the_kernel_says_why(cfg: config.Config) -> None:
     paranoid = int(Path("/proc/sys/kernel/perf_event_paranoid").read_text())
     if paranoid < 2:
         pytest.skip(f"kernel.perf_event_paranoid={paranoid} lets anyone trace: no refusal to provoke")
-    tracer = build_tracer(cfg, "x86_64").binary
+    tracer = build_tracer(cfg, arches.get("x86_64")).binary
     argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(tracer), "--", "/bin/true"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 5 and proc.stdout == ""
