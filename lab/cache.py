@@ -92,7 +92,6 @@ class BuildCache:
     def __init__(self, root: Path, lock_seconds: float, kind: str, mode: int = 0o755) -> None:
         """``mode`` is each entry directory's: 0o700 where an entry holds key material."""
         self.root, self.lock_seconds, self.kind, self.mode = root, lock_seconds, kind, mode
-        self._held: set[str] = set()  # entries whose lock this object holds (sweep may clean their temp dirs)
 
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         return file_lock(self.root / f".{name}.lock", f"the {self.kind} build lock of {name}", self.lock_seconds)
@@ -101,11 +100,7 @@ class BuildCache:
         """The verified entry ``name``, built by ``build(work_dir)`` if missing or corrupt."""
         final = self.root / name
         with self.lock(name):
-            self._held.add(name)
-            try:
-                return self._ensure_locked(name, final, build, verify)
-            finally:
-                self._held.discard(name)
+            return self._ensure_locked(name, final, build, verify)
 
     def _ensure_locked(self, name: str, final: Path, build: Callable[[Path], None], verify: Callable[[Path], str | None]) -> Entry:
         if final.exists():
@@ -114,7 +109,7 @@ class BuildCache:
                 return Entry(final, built=False)
             log.warning("%s %s is corrupt (%s): rebuilding", self.kind, name, problem)
             shutil.rmtree(final)
-        self.sweep()
+        self.sweep(own=name)
         try:
             with build_dir(final, self.mode) as work:
                 build(work)
@@ -126,8 +121,11 @@ class BuildCache:
             ) from None
         return Entry(final, built=True)
 
-    def sweep(self) -> list[Path]:
-        """Remove temp build directories whose builder is gone (its entry lock is free): a SIGKILLed build's leftovers."""
+    def sweep(self, own: str | None = None) -> list[Path]:
+        """Remove temp build directories whose builder is gone (its entry lock is free): a SIGKILLed build's leftovers.
+
+        ``own`` is the entry whose lock the caller holds and is not building yet: its temp directories are
+        leftovers too. Any other busy lock is a live build, in another process or another thread of this one."""
         removed = []
         for tmp in self.root.glob(".*-*"):
             if not tmp.is_dir():
@@ -138,7 +136,7 @@ class BuildCache:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    if name not in self._held:
+                    if name != own:
                         continue  # a live builder's work in progress
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed.append(tmp)

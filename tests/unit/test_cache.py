@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,31 @@ def test_sweep_removes_dead_builders_temp_dirs_of_any_entry_but_not_live_ones(tm
     assert live.exists() and not dead.exists()
     cache.ensure("other", lambda work: None, lambda d: None)  # any later build sweeps too
     assert not live.exists()
+
+
+def test_parallel_builds_in_one_process_never_sweep_each_others_work(tmp_path: Path) -> None:
+    """Regression (issue 13, first run on an empty cache): payload variants build side by side through one
+    BuildCache; a second build's sweep removed the first one's temp directory mid-build (compile failed:
+    "no such file or directory"), because every entry this object held counted as its own leftovers."""
+    cache = BuildCache(tmp_path, lock_seconds=5, kind="payload")
+    started, swept = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def slow(work: Path) -> None:
+        (work / "half").write_text("x")
+        started.set()
+        assert swept.wait(5)
+        seen.append((work / "half").exists())
+        (work / "done").write_text("x")
+
+    first = threading.Thread(target=cache.ensure, args=("x86_64-glibc-static-k1", slow, lambda d: None))
+    first.start()
+    assert started.wait(5)
+    cache.ensure("x86_64-musl-static-k2", lambda work: None, lambda d: None)  # sweeps before it builds
+    swept.set()
+    first.join(5)
+    assert seen == [True]
+    assert (tmp_path / "x86_64-glibc-static-k1" / "done").exists()
 
 
 def test_a_held_lock_gives_up_at_its_deadline_naming_the_holder(tmp_path: Path) -> None:
