@@ -254,7 +254,7 @@ def parse(raw: object, file: Path) -> Config:
 
     g = top.section("guest")
     guest = GuestConfig(
-        memory_mib=g.integer("memory_mib", 512, 128, 65536),
+        memory_mib=g.integer("memory_mib", 256, 128, 65536),
         cpus=g.integer("cpus", 1, 1, 64),
         kernel_args=g.strings("kernel_args", ("quiet", "panic=-1", "norandmaps")),
         transparent_hugepage=g.text("transparent_hugepage", "never", THP_MODES),

@@ -24,7 +24,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     f = tmp_path / "lab.yaml"
     f.write_text("")
     cfg = config.load(f)
-    assert cfg.guest.memory_mib == 512
+    assert cfg.guest.memory_mib == 256
     assert cfg.recipe == tmp_path / "images" / "tiny.yaml"
 
 
