@@ -23,5 +23,7 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     exit 3
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
+# The distribution was called "lab" before it got its own name (qemu-fault-lab); drop the old one.
+if .venv/bin/python -m pip show -q lab >/dev/null 2>&1; then .venv/bin/python -m pip uninstall -q -y lab; fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 echo "setup: ready (.venv/bin/lab)"

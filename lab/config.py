@@ -7,6 +7,7 @@ Relative paths are resolved against the directory holding the config file.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from lab import axes
+from lab import axes, resources
 from lab.arches import select as select_arches
 from lab.errors import UserError
 from lab.payloads import variants
@@ -94,6 +95,7 @@ class NightlyConfig:
 @dataclass(frozen=True)
 class Config:
     path: Path
+    host: str  # the name this host's cells carry (a fleet's inventory name); default: the machine's hostname
     arches: str
     recipe: Path
     accel: str
@@ -244,12 +246,17 @@ def load(path: Path | str | None = None) -> Config:
 def parse(raw: object, file: Path) -> Config:
     base = file.parent
     top = Section(file, "", raw)
+    host = top.text("host", socket.gethostname())
+    if not host.strip() or any(c.isspace() for c in host):
+        raise UserError(
+            f"{file}: host: {host!r} is not valid", "expected a host name without spaces (or leave it out: the machine's hostname)"
+        )
     arches = top.text("arches", "all")
     try:
         select_arches(arches)
     except UserError as exc:
         raise UserError(f"{file}: arches: {exc.message}", exc.remedy) from None
-    recipe = top.text("recipe", "images/tiny.yaml")
+    recipe = top.text("recipe", str(resources.images_dir() / "tiny.yaml"))  # default: the recipe lab ships
     accel = top.text("accel", "auto", ACCELS)
 
     g = top.section("guest")
@@ -353,6 +360,7 @@ def parse(raw: object, file: Path) -> Config:
         raise UserError(f"{file}: apt.mirror: {apt.mirror!r} is not valid", "expected 'auto' or an http(s):// URL")
     return Config(
         path=file,
+        host=host,
         arches=arches,
         recipe=_path(base, recipe),
         accel=accel,

@@ -86,3 +86,19 @@ def plan(choice: str, arch: Arch, memo_reason: str | None, precheck: str | None)
     if memo_reason:
         return Plan(("tcg",), f"TCG (KVM failed here before: {memo_reason}; lab doctor re-checks)")
     return Plan(("kvm", "tcg"), "KVM if it boots, else TCG")
+
+
+def host_cpu(accel: str) -> str:
+    """This host's CPU model for a KVM cell (a TCG cell runs the same on any CPU: "")."""
+    if accel != "kvm":
+        return ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    for key in ("model name", "uarch", "Hardware"):  # x86; riscv64; some arm64 kernels
+        for line in info.splitlines():
+            if line.split(":")[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    parts = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info.splitlines()) if k.strip().startswith("CPU ")}
+    return " ".join(f"{k} {parts[k]}" for k in ("CPU implementer", "CPU part", "CPU variant") if k in parts) or platform.machine()

@@ -35,6 +35,7 @@ from lab.errors import BootError, GuestError, InfraError, LabError, UserError
 from lab.explain import render
 from lab.explain.sources import GuestFiles
 from lab.files import sha256_text, write_atomic
+from lab.guests import accel as accel_mod
 from lab.guests import qemu
 from lab.guests.boot import Booted, boot
 from lab.guests.images import Image, ImageStore
@@ -199,7 +200,7 @@ class Runner:
             for v in self.plan.variants:
                 for size in self.plan.sizes:
                     axes = self.plan.identity(g.suite, point)
-                    outcome.errors.append(CellError(g.arch.name, v.name, size, stage, str(exc), evidence, attempts, axes))
+                    outcome.errors.append(CellError(g.arch.name, v.name, size, stage, str(exc), evidence, attempts, axes, self.cfg.host))
         self.progress(g.label, f"failed ({stage})")
 
     # -- measuring ---------------------------------------------------------------------------
@@ -262,11 +263,13 @@ class Runner:
                     for i, one in enumerate(runs.results)
                     for s in one.stages
                 ]
-                outcome.cells.append((replace(cell, axes=identity[pi]), samples))
+                outcome.cells.append(
+                    (replace(cell, axes=identity[pi], host=self.cfg.host, host_cpu=accel_mod.host_cpu(cell.accel)), samples)
+                )
             if runs.failure is not None:
                 f = runs.failure
                 kept = f"\n{len(runs.results)} of {self.plan.repeat} runs finished before this and are kept" if runs.results else ""
-                err = CellError(g.arch.name, name, size, f.stage, f.message, f.evidence + kept, attempts, identity[pi])
+                err = CellError(g.arch.name, name, size, f.stage, f.message, f.evidence + kept, attempts, identity[pi], self.cfg.host)
                 outcome.errors.append(err)
                 failed += 1
         self.progress(g.label, "done" if not failed else f"done ({failed} cell(s) failed)")

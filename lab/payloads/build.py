@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab import resources
 from lab.arches import Arch
 from lab.cache import BuildCache, check_files, read_record
 from lab.config import Config
@@ -33,7 +34,7 @@ from lab.payloads.variants import Variant, toolchain
 
 log = logging.getLogger(__name__)
 
-SOURCE_DIR = Path(__file__).resolve().parents[2] / "payloads"
+SOURCE_DIR = resources.payloads_dir()
 BUILDER_VERSION = "3"  # bump when build.json or the build procedure changes for equal inputs
 
 

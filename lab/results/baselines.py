@@ -15,7 +15,7 @@ import yaml
 
 from lab.errors import UserError
 from lab.results.store import Store
-from lab.results.verdict import COUNTERS, ENV_FIELDS, CellData
+from lab.results.verdict import COUNTERS, ENV_FIELDS, OPTIONAL_ENV, CellData
 
 SCHEMA = "lab.baseline"
 SCHEMA_VERSION = 2  # v2: cells may carry "axes"; v1 documents (no axes) are read as all-default cells
@@ -97,6 +97,8 @@ def parse(text: str, source: str) -> tuple[str, str, list[CellData]]:
         if not isinstance(c.get("arch"), str) or not isinstance(c.get("variant"), str) or not isinstance(c.get("buffer_size"), int):
             raise _bad(source, where, "arch, variant and buffer_size are required")
         env = c.get("env")
+        if isinstance(env, dict):  # saved before lab recorded hosts (store v5)
+            env = {**dict.fromkeys(OPTIONAL_ENV, ""), **env}
         if not isinstance(env, dict) or set(env) != set(ENV_FIELDS):
             raise _bad(source, f"{where}.env", "must hold exactly: " + ", ".join(ENV_FIELDS))
         stages = c.get("stages")

@@ -126,5 +126,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE errors ADD COLUMN axes TEXT NOT NULL DEFAULT ''",
     ),
     ("ALTER TABLE cells ADD COLUMN boot TEXT NOT NULL DEFAULT ''",),
+    # v5: the host that measured a cell (fleets merge several hosts' cells into one run), and its CPU for KVM cells.
+    (
+        "ALTER TABLE cells ADD COLUMN host TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE cells ADD COLUMN host_cpu TEXT NOT NULL DEFAULT ''",
+        "UPDATE cells SET host = (SELECT host FROM runs WHERE runs.id = cells.run_id)",
+        # errors get the host too, and a stage for a fleet host that never delivered its cells (rebuilt: CHECK)
+        """
+        CREATE TABLE errors_v5 (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        arch TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        buffer_size INTEGER NOT NULL,
+        stage TEXT NOT NULL CHECK (stage IN ('image', 'build', 'boot', 'ssh', 'payload', 'parse', 'host')),
+        message TEXT NOT NULL,
+        evidence TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        axes TEXT NOT NULL DEFAULT '',
+        host TEXT NOT NULL DEFAULT ''
+        )
+        """,
+        "INSERT INTO errors_v5 SELECT e.*, (SELECT host FROM runs WHERE runs.id = e.run_id) FROM errors e",
+        "DROP TABLE errors",
+        "ALTER TABLE errors_v5 RENAME TO errors",
+        "CREATE INDEX errors_run ON errors(run_id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -71,6 +71,8 @@ class Cell:
     attempts: int
     axes: str = ""  # the non-default axis values (lab.axes), part of the cell's identity
     boot: str = ""  # how its guest came up: cold | restored | cold (why not restored); not part of comparisons
+    host: str = ""  # the lab host that measured it (lab.yaml's host; a fleet's inventory name)
+    host_cpu: str = ""  # that host's CPU model, for KVM cells (a TCG cell's faults do not depend on it)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class CellError:
     evidence: str
     attempts: int
     axes: str = ""
+    host: str = ""  # the lab host that tried it (a fleet host that never answered: stage "host")
 
 
 def new_run_id() -> str:

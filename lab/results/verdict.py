@@ -27,7 +27,11 @@ ENV_FIELDS = (
     "qemu_version",
     "accel",
     "probe_schema",
+    "host",
+    "host_cpu",
 )
+# Recorded since store v5: a baseline saved before that has no value for them, which is not a change.
+OPTIONAL_ENV = ("host", "host_cpu")
 COUNTERS = ("minflt", "majflt")
 ORDER = ("regressed", "missing", "incomparable", "improved", "new", "unchanged")  # worst first
 
@@ -104,7 +108,11 @@ def stage_verdict(base: list[int], cur: list[int], tol: Tolerance) -> tuple[str,
 
 
 def env_differences(base: Mapping[str, object], cur: Mapping[str, object]) -> list[str]:
-    return [f"{k}: {base.get(k)!r} -> {cur.get(k)!r}" for k in ENV_FIELDS if base.get(k) != cur.get(k)]
+    return [
+        f"{k}: {base.get(k)!r} -> {cur.get(k)!r}"
+        for k in ENV_FIELDS
+        if base.get(k) != cur.get(k) and not (k in OPTIONAL_ENV and not base.get(k))
+    ]
 
 
 def compare(

@@ -142,7 +142,7 @@ def test_history_options_are_checked(capsys: pytest.CaptureFixture[str], tmp_pat
     assert code == 3 and message in err
 
 
-@pytest.mark.parametrize("problem", ["readable", "corrupt", "empty-config"])
+@pytest.mark.parametrize("problem", ["readable", "corrupt", "missing-recipe"])
 def test_user_errors_in_lab_run_are_found_before_anything_boots(capsys: pytest.CaptureFixture[str], tmp_path: Path, problem: str) -> None:
     """Regression (issue 10.9, 10.13): config and key problems became 'image' cell errors with exit 1, or an sshd
     problem after 30 s and 146 attempts. They are usage errors, before a run row or a guest exists."""
@@ -155,14 +155,14 @@ def test_user_errors_in_lab_run_are_found_before_anything_boots(capsys: pytest.C
     expected = {
         "readable": f"{key} is readable by others",
         "corrupt": f"{key}: not a usable OpenSSH private key",
-        "empty-config": "recipe",
+        "missing-recipe": "recipe not found",
     }[problem]
     if problem == "readable":
         key.chmod(0o644)
     elif problem == "corrupt":
         key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nbm90IGEga2V5\n-----END OPENSSH PRIVATE KEY-----\n")
     else:
-        conf.write_text("")
+        conf.write_text("recipe: images/none.yaml\n")
     code, _, err = run(capsys, "--config", str(conf), "run", "--arch", "x86_64")
     assert code == 3 and err.startswith("lab: error: ") and expected in err and len(err.strip().splitlines()) == 1, err
     store = tmp_path / "results" / "lab.sqlite"

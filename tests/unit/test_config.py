@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import config
+from lab import config, resources
 from lab.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     f.write_text("")
     cfg = config.load(f)
     assert cfg.guest.memory_mib == 256
-    assert cfg.recipe == tmp_path / "images" / "tiny.yaml"
+    assert cfg.recipe == resources.images_dir() / "tiny.yaml"  # the recipe lab ships (a wheel has it too)
 
 
 def test_multiplier_scales_every_timeout(tmp_path: Path) -> None:

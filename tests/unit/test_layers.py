@@ -12,13 +12,14 @@ MAX_LINES = 400
 
 # Lowest first. A module may import from its own layer or any lower one, never a higher one.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("lab", "lab.errors", "lab.deadline", "lab.text", "lab.files", "lab.arches", "lab.axes", "lab.payloads.variants", "lab.payloads.probe"),
+    ("lab", "lab.errors", "lab.resources", "lab.deadline", "lab.text", "lab.files", "lab.arches", "lab.axes", "lab.payloads.variants", "lab.payloads.probe"),
     ("lab.config", "lab.cache", "lab.progress"),
     ("lab.guests",),
     ("lab.payloads",),
     ("lab.explain",),
     ("lab.results",),
     ("lab.measure",),
+    ("lab.fleet",),
     ("lab.api",),
     ("lab.cli", "lab.__main__"),
 )
@@ -81,7 +82,7 @@ def test_module_is_short_enough_to_read_in_one_sitting(path: Path) -> None:
 
 def test_layer_lookup_picks_the_most_specific_entry() -> None:
     assert layer("lab.payloads.variants") == 0 and layer("lab.payloads.build") == 3
-    assert layer("lab.guests.qemu") == 2 and layer("lab.cli.runs") == 8 and layer("lab.nowhere") == -1
+    assert layer("lab.guests.qemu") == 2 and layer("lab.cli.runs") == 9 and layer("lab.fleet.plan") == 7 and layer("lab.nowhere") == -1
 
 
 def test_no_package_file_is_git_ignored() -> None:

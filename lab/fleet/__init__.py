@@ -1,0 +1,1 @@
+"""lab across several hosts: inventory, plan, Ansible-driven runs, merged results."""

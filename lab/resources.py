@@ -1,0 +1,32 @@
+"""Files lab ships besides its code: payload sources, the default image recipe, the Ansible project.
+
+In a checkout they are the top-level ``payloads/``, ``images/`` and ``ansible/``; a wheel carries the same
+directories as the packages ``lab._payloads``, ``lab._images`` and ``lab._ansible`` (pyproject's
+``package-dir``), so an installed lab finds them beside its code.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def _find(top: str, package: str) -> Path:
+    here = _CHECKOUT / top
+    if here.is_dir() and (_CHECKOUT / "pyproject.toml").is_file():
+        return here
+    return Path(str(resources.files(package)))
+
+
+def payloads_dir() -> Path:
+    return _find("payloads", "lab._payloads")
+
+
+def images_dir() -> Path:
+    return _find("images", "lab._images")
+
+
+def ansible_dir() -> Path:
+    return _find("ansible", "lab._ansible")
