@@ -12,7 +12,18 @@ MAX_LINES = 400
 
 # Lowest first. A module may import from its own layer or any lower one, never a higher one.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("lab", "lab.errors", "lab.resources", "lab.deadline", "lab.text", "lab.files", "lab.arches", "lab.axes", "lab.payloads.variants", "lab.payloads.probe"),
+    (
+        "lab",
+        "lab.errors",
+        "lab.resources",
+        "lab.deadline",
+        "lab.text",
+        "lab.files",
+        "lab.arches",
+        "lab.axes",
+        "lab.payloads.variants",
+        "lab.payloads.probe",
+    ),
     ("lab.config", "lab.cache", "lab.progress"),
     ("lab.guests",),
     ("lab.payloads",),
