@@ -1,4 +1,4 @@
-"""Run commands: run, runs list/show, export, report."""
+"""Run commands: run, runs list/show, export (and bundles), import, report."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lab import api, config
 from lab.cli.common import Handler, Parser, output, run_options, run_request
 from lab.files import write_atomic
 from lab.progress import Progress
-from lab.results import junit, report
+from lab.results import bundle, junit, report
 from lab.results.store import Store
 from lab.text import text_table
 
@@ -31,16 +31,25 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     rs.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
     rs.add_argument("--json", action="store_true", help="the run's report data (as lab report --format json)")
 
-    ex = sub.add_parser("export", help="every sample of a run as JSON or CSV")
+    ex = sub.add_parser("export", help="every sample of a run as JSON or CSV, or the whole run as a bundle")
     ex.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
     ex.add_argument("--format", choices=("json", "csv"), default="json")
-    ex.add_argument("-o", "--output", help="file to write (default: stdout)")
+    ex.add_argument(
+        "--bundle",
+        action="store_true",
+        help="the whole run (cells, samples, errors, run directory) as one checksummed archive for lab import",
+    )
+    ex.add_argument("-o", "--output", help="file to write (default: stdout; a bundle: ./RUN.labrun.tar.gz)")
+
+    im = sub.add_parser("import", help="add runs from bundles (lab export --bundle) to the store; importing twice changes nothing")
+    im.add_argument("bundles", nargs="+", metavar="BUNDLE")
+    im.add_argument("--json", action="store_true")
 
     rep = sub.add_parser("report", help="render a run as HTML, Markdown or JSON")
     rep.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
     rep.add_argument("--format", choices=report.FORMATS, default="html")
     rep.add_argument("-o", "--output", help="file to write (default: stdout)")
-    return {"run": cmd_run, "runs": cmd_runs, "export": cmd_export, "report": cmd_report}
+    return {"run": cmd_run, "runs": cmd_runs, "export": cmd_export, "import": cmd_import, "report": cmd_report}
 
 
 def execute_run(args: argparse.Namespace, cfg: config.Config, reports: bool = True) -> api.RunResult:
@@ -105,7 +114,23 @@ def cmd_runs(args: argparse.Namespace, cfg: config.Config) -> int:
 
 def cmd_export(args: argparse.Namespace, cfg: config.Config) -> int:
     with Store(cfg.run.store, readonly=True) as store:
-        output(report.export(store, args.run, args.format), args.output)
+        if args.bundle:
+            print(bundle.export(store, args.run, Path(args.output) if args.output else None))
+        else:
+            output(report.export(store, args.run, args.format), args.output)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, cfg: config.Config) -> int:
+    done = []
+    with Store(cfg.run.store) as store:
+        for path in args.bundles:
+            done.append(bundle.import_(store, Path(path), cfg.results_dir))
+    if args.json:
+        print(json.dumps([asdict(d) for d in done], indent=2))
+    for d in done if not args.json else []:
+        what = "imported" if d.new else "already in the store, unchanged"
+        print(f"run {d.run_id} ({d.status}, {d.cells} cell(s), {d.errors} error(s)): {what}")
     return 0
 
 

@@ -1,13 +1,11 @@
 """The results store: an embedded SQLite database with versioned migrations (:mod:`lab.results.schema`).
 
-Guarantees: a cell and all its samples are written in one transaction (a
-crash never leaves half a cell); a run is inserted as ``running`` and ends as
-``complete``, ``failed`` (some cell errored) or ``incomplete`` (interrupted).
-Liveness does not depend on PIDs (which PID namespaces reuse): a running run
-holds an exclusive lock on ``<store>.runs/<id>.lock`` until it finishes, and a
-``running`` row whose lock nobody holds is reported as ``incomplete``. WAL mode
-and a busy timeout let two ``lab run`` share one store; reading commands open
-it read-only and never wait for a writer.
+Guarantees: a cell and all its samples are written in one transaction (a crash never leaves half a
+cell); a run is inserted as ``running`` and ends as ``complete``, ``failed`` (some cell errored) or
+``incomplete`` (interrupted). Liveness does not depend on PIDs (which PID namespaces reuse): a running
+run holds an exclusive lock on ``<store>.runs/<id>.lock`` until it finishes, and a ``running`` row whose
+lock nobody holds is reported as ``incomplete``. WAL mode and a busy timeout let two ``lab run`` share
+one store; reading commands open it read-only and never wait for a writer.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -97,6 +95,16 @@ class CellError:
     attempts: int
     axes: str = ""
     host: str = ""  # the lab host that tried it (a fleet host that never answered: stage "host")
+
+
+def _insert(db: sqlite3.Connection, table: str, run_id: str | None, row_of: Any, samples: Sequence[Sample] = ()) -> None:
+    """One row of ``table`` (with its run id unless it is the run), and a cell's samples."""
+    row = ({"run_id": run_id} if run_id is not None else {}) | asdict(row_of)
+    cur = db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+    db.executemany(
+        "INSERT INTO samples (cell_id, repeat, stage, minflt, majflt, delta_minflt, delta_majflt, ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(cur.lastrowid, *asdict(s).values()) for s in samples],
+    )
 
 
 def new_run_id() -> str:
@@ -240,9 +248,8 @@ class Store:
         except OSError as exc:
             raise InfraError(f"cannot lock {lock}: {exc.strerror}", "check the results directory (free space, permissions)") from None
         self._run_locks[meta.id] = fd
-        row = asdict(meta)
         with self._tx() as db:
-            db.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+            _insert(db, "runs", None, meta)
 
     def _release(self, run_id: str) -> None:
         fd = self._run_locks.pop(run_id, None)
@@ -267,22 +274,22 @@ class Store:
         finally:
             os.close(fd)
 
-    def add_cell(self, run_id: str, cell: Cell, samples: list[Sample]) -> None:
-        """The cell and all its samples, atomically."""
-        row = asdict(cell)
+    def add_cell(self, run_id: str, cell: Cell, samples: list[Sample]) -> None:  # atomically, with all its samples
         with self._tx() as db:
-            cur = db.execute(
-                f"INSERT INTO cells (run_id, {', '.join(row)}) VALUES (?, {', '.join('?' * len(row))})", (run_id, *row.values())
-            )
-            db.executemany(
-                "INSERT INTO samples (cell_id, repeat, stage, minflt, majflt, delta_minflt, delta_majflt, ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(cur.lastrowid, *asdict(s).values()) for s in samples],
-            )
+            _insert(db, "cells", run_id, cell, samples)
 
     def add_error(self, run_id: str, err: CellError) -> None:
-        row = asdict(err)
         with self._tx() as db:
-            db.execute(f"INSERT INTO errors (run_id, {', '.join(row)}) VALUES (?, {', '.join('?' * len(row))})", (run_id, *row.values()))
+            _insert(db, "errors", run_id, err)
+
+    def insert_run(self, meta: RunMeta, cells: list[tuple[Cell, list[Sample]]], errors: list[CellError]) -> None:
+        """A finished run measured elsewhere (lab import): run, cells, samples and errors in one transaction."""
+        with self._tx() as db:
+            _insert(db, "runs", None, meta)
+            for cell, samples in cells:
+                _insert(db, "cells", meta.id, cell, samples)
+            for err in errors:
+                _insert(db, "errors", meta.id, err)
 
     def finish_run(self, run_id: str, status: str, ended: float | None = None) -> None:
         try:
@@ -306,8 +313,8 @@ class Store:
     def baseline_document(self, name: str) -> str:
         row = self.db.execute("SELECT document FROM baselines WHERE name = ?", (name,)).fetchone()
         if row is None:
-            known = ", ".join(n for n, _, _ in self.baselines()) or "none yet"
-            raise UserError(f"no baseline named {name!r} in {self.path}", f"known: {known}; create one with lab baseline save {name}")
+            known = f"known: {', '.join(n for n, _, _ in self.baselines()) or 'none yet'}; create one with lab baseline save {name}"
+            raise UserError(f"no baseline named {name!r} in {self.path}", known)
         return str(row[0])
 
     def delete_baseline(self, name: str) -> None:
@@ -366,10 +373,8 @@ class Store:
         return [(r[0], Cell(**dict(zip(names, r[1:], strict=True)))) for r in self.db.execute(q, (run_id,))]
 
     def measured(self, run_id: str) -> list[tuple[Cell, dict[str, tuple[list[int], list[int]]]]]:
-        """The run's cells that did not error, each with stage -> (minor deltas, major deltas) over its repeats.
-
-        A cell that errored part-way keeps its finished samples in the store (``lab export``), but is not a measurement.
-        """
+        """The run's cells that did not error, each with stage -> (minor deltas, major deltas) over its repeats
+        (a cell that errored part-way keeps its finished samples in the store, but is not a measurement)."""
         errored = {(e.arch, e.variant, e.buffer_size, e.axes) for e in self.errors(run_id)}
         out = []
         for cell_id, cell in self.cells(run_id):

@@ -1,0 +1,171 @@
+"""Run bundles: one run (cells, samples, errors, environment, run directory) as a portable archive.
+
+``lab export RUN --bundle`` writes ``<run>.labrun.tar.gz``: ``manifest.json`` (format, bundle schema,
+the run id, and a SHA256 per member), ``run.json`` (the run's rows) and ``rundir/`` (its run directory).
+``lab import BUNDLE`` checks the schema and every checksum before it writes anything, then inserts the
+run in one transaction and unpacks its run directory under ``<results>/runs/``. Importing a bundle
+whose run is already in the store with the same content changes nothing; different content is refused.
+A fleet (lab.fleet) moves every host's run to the controller this way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from lab.errors import UserError
+from lab.files import sha256_text
+from lab.results.store import Cell, CellError, RunMeta, Sample, Store
+
+FORMAT = "lab-run-bundle"
+SCHEMA = 1  # bump when run.json's layout changes incompatibly; import refuses any other
+SUFFIX = ".labrun.tar.gz"
+
+
+@dataclass(frozen=True)
+class Imported:
+    run_id: str
+    status: str
+    cells: int
+    errors: int
+    new: bool  # False: the store already held this run, unchanged
+
+
+def _rows(store: Store, run_id: str) -> dict[str, Any]:
+    meta = store.run(run_id)
+    cells = [{"cell": asdict(c), "samples": [asdict(s) for s in store.samples(cid)]} for cid, c in store.cells(meta.id)]
+    return {"run": asdict(meta), "cells": cells, "errors": [asdict(e) for e in store.errors(meta.id)]}
+
+
+def content_digest(rows: dict[str, Any]) -> str:
+    """What identifies a run's content: everything but where its run directory lives."""
+    run = {k: v for k, v in rows["run"].items() if k != "run_dir"}
+    return sha256_text(json.dumps({**rows, "run": run}, sort_keys=True))
+
+
+def export(store: Store, run_ref: str | None, out: Path | None) -> Path:
+    """Write the run's bundle (default: ``./<run id>.labrun.tar.gz``); a running run cannot be exported."""
+    meta = store.run(run_ref)
+    if meta.status == "running":
+        raise UserError(f"run {meta.id} is still running", "export it when it has ended")
+    rows = _rows(store, meta.id)
+    out = out or Path.cwd() / f"{meta.id}{SUFFIX}"
+    members: dict[str, bytes] = {"run.json": json.dumps(rows, indent=1, sort_keys=True).encode()}
+    run_dir = Path(meta.run_dir)
+    if run_dir.is_dir():
+        for f in sorted(p for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink()):
+            members[f"rundir/{f.relative_to(run_dir).as_posix()}"] = f.read_bytes()
+    created = time.time()
+    manifest = {
+        "format": FORMAT,
+        "schema": SCHEMA,
+        "run_id": meta.id,
+        "created": created,
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name, data in {"manifest.json": json.dumps(manifest, indent=1).encode(), **members}.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), int(created), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    tmp.replace(out)
+    return out
+
+
+def _bad(path: Path, what: str) -> UserError:
+    return UserError(f"{path}: not a usable lab run bundle: {what}", "export it again with lab export RUN --bundle")
+
+
+def read(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The bundle's run rows and run-directory files, every checksum verified."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            members: dict[str, bytes] = {}
+            for info in tar.getmembers():
+                parts = Path(info.name).parts
+                if not info.isfile() or info.name.startswith("/") or ".." in parts:
+                    raise _bad(path, f"unexpected member {info.name!r}")
+                f = tar.extractfile(info)
+                members[info.name] = f.read() if f else b""
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such bundle", "give the path of a .labrun.tar.gz file") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise _bad(path, f"unreadable archive ({exc})") from None
+    try:
+        manifest = json.loads(members.pop("manifest.json"))
+    except (KeyError, ValueError):
+        raise _bad(path, "no manifest.json") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise _bad(path, f"format is not {FORMAT}")
+    if manifest.get("schema") != SCHEMA:
+        raise UserError(
+            f"{path}: bundle schema {manifest.get('schema')!r}, this lab reads schema {SCHEMA}",
+            "import it with the lab version that exported it, or export it again with this one",
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != set(members):
+        raise _bad(path, "its members do not match its manifest")
+    for name, data in members.items():
+        if hashlib.sha256(data).hexdigest() != files[name]:
+            raise _bad(path, f"checksum mismatch in {name}")
+    try:
+        rows = json.loads(members.pop("run.json"))
+    except (KeyError, ValueError):
+        raise _bad(path, "no readable run.json") from None
+    if not isinstance(rows, dict) or {"run", "cells", "errors"} - set(rows):
+        raise _bad(path, "run.json lacks run, cells or errors")
+    return rows, {name.removeprefix("rundir/"): data for name, data in members.items()}
+
+
+def _make(cls: type[Any], data: object, path: Path, what: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    if not isinstance(data, dict) or set(data) - names:
+        raise _bad(path, f"{what} has fields this lab does not know: {sorted(set(data) - names) if isinstance(data, dict) else data!r}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise _bad(path, f"{what}: {exc}") from None
+
+
+def import_(store: Store, path: Path, results_dir: Path) -> Imported:
+    """Import one bundle (idempotent); nothing is written unless the whole bundle checks out."""
+    rows, files = read(path)
+    meta: RunMeta = _make(RunMeta, rows["run"], path, "run")
+    cells = [
+        (_make(Cell, c.get("cell"), path, "cell"), [_make(Sample, s, path, "sample") for s in c.get("samples", [])]) for c in rows["cells"]
+    ]
+    errors = [_make(CellError, e, path, "error") for e in rows["errors"]]
+    summary = Imported(meta.id, meta.status, len(cells), len(errors), new=True)
+    if any(m.id == meta.id for m in store.runs()):
+        if content_digest(_rows(store, meta.id)) != content_digest(rows):
+            raise UserError(
+                f"{path}: run {meta.id} is already in {store.path} with different content",
+                "import it into another store (run.store), or leave the one already there",
+            )
+        return Imported(meta.id, meta.status, len(cells), len(errors), new=False)
+    run_dir = results_dir / "runs" / meta.id
+    results_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{meta.id}-", dir=results_dir))
+    try:
+        for name, data in files.items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        store.insert_run(RunMeta(**{**asdict(meta), "run_dir": str(run_dir)}), cells, errors)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(run_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary

@@ -1,0 +1,131 @@
+"""Run bundles (issue 14): export and import round-trip, idempotence, refusals that write nothing; store v5 hosts."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import tarfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from lab.errors import UserError
+from lab.results import bundle
+from lab.results.schema import MIGRATIONS, SCHEMA_VERSION
+from lab.results.store import CellError, RunMeta, Store
+from tests.unit.test_store import cell, meta, samples
+
+
+def finished_run(store: Store, run_dir: Path, run_id: str = "20261128-000000-aaaaaa") -> RunMeta:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "report.md").write_text("# lab run\n")
+    (run_dir / "explain" / "x86_64").mkdir(parents=True)
+    (run_dir / "explain" / "x86_64" / "glibc-dynamic.json").write_text("{}")
+    m = replace(meta(run_id), run_dir=str(run_dir))
+    store.begin_run(m)
+    store.add_cell(run_id, replace(cell(), host="hostA"), samples())
+    store.add_cell(run_id, replace(cell(variant="glibc-dynamic"), host="hostA", accel="kvm", host_cpu="AMD EPYC"), samples(5))
+    store.add_error(run_id, CellError("riscv64", "musl-static", 1 << 20, "boot", "no", "console tail", 2, "", "hostA"))
+    store.finish_run(run_id, "failed", ended=2000.0)
+    return store.run(run_id)
+
+
+def snapshot(store: Store, run_id: str) -> dict[str, object]:
+    rows = bundle._rows(store, run_id)
+    rows["run"] = {k: v for k, v in rows["run"].items() if k != "run_dir"}
+    return rows
+
+
+def test_a_bundle_moves_a_whole_run_to_another_store_and_importing_twice_changes_nothing(tmp_path: Path) -> None:
+    with Store(tmp_path / "a" / "lab.sqlite") as a:
+        run = finished_run(a, tmp_path / "a" / "runs" / "r1")
+        path = bundle.export(a, run.id, tmp_path / "out" / "r1.labrun.tar.gz")
+        original = snapshot(a, run.id)
+    with Store(tmp_path / "b" / "lab.sqlite") as b:
+        first = bundle.import_(b, path, tmp_path / "b")
+        assert first == bundle.Imported(run.id, "failed", 2, 1, new=True)
+        assert snapshot(b, run.id) == original  # cells, samples (in order), errors, environment incl. host and CPU
+        moved = Path(b.run(run.id).run_dir)
+        assert moved == tmp_path / "b" / "runs" / run.id
+        assert (moved / "report.md").read_text() == "# lab run\n" and (moved / "explain" / "x86_64" / "glibc-dynamic.json").exists()
+        again = bundle.import_(b, path, tmp_path / "b")
+        assert again.new is False and len(b.runs()) == 1 and len(b.cells(run.id)) == 2 and len(b.errors(run.id)) == 1
+
+
+def rewrite(path: Path, change: dict[str, object] | None = None, member: tuple[str, bytes] | None = None) -> None:
+    """Rewrite a bundle: ``change`` merges into its manifest; ``member`` replaces one member's bytes (checksums kept)."""
+    with tarfile.open(path) as tar:
+        members = {i.name: tar.extractfile(i).read() for i in tar.getmembers()}  # type: ignore[union-attr]
+    manifest = json.loads(members["manifest.json"]) | (change or {})
+    members["manifest.json"] = json.dumps(manifest).encode()
+    if member:
+        members[member[0]] = member[1]
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ({"change": {"schema": 2}}, "bundle schema 2, this lab reads schema 1"),
+        ({"member": ("rundir/report.md", b"edited\n")}, "checksum mismatch in rundir/report.md"),
+        ({"change": {"format": "zip"}}, "format is not lab-run-bundle"),
+        ({"truncate": True}, "unreadable archive"),
+    ],
+)
+def test_a_bad_bundle_is_refused_in_one_line_and_writes_nothing(tmp_path: Path, damage: dict[str, object], message: str) -> None:
+    with Store(tmp_path / "a" / "lab.sqlite") as a:
+        path = bundle.export(a, finished_run(a, tmp_path / "a" / "runs" / "r1").id, tmp_path / "r1.labrun.tar.gz")
+    if damage.get("truncate"):
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        rewrite(path, damage.get("change"), damage.get("member"))  # type: ignore[arg-type]
+    with Store(tmp_path / "b" / "lab.sqlite") as b, pytest.raises(UserError) as err:
+        bundle.import_(b, path, tmp_path / "b")
+    assert message in err.value.message and str(path) in err.value.message and err.value.remedy
+    with Store(tmp_path / "b" / "lab.sqlite") as b:
+        assert b.runs() == []
+    assert not (tmp_path / "b" / "runs").exists()
+
+
+def test_the_same_run_id_with_other_content_is_refused(tmp_path: Path) -> None:
+    with Store(tmp_path / "a" / "lab.sqlite") as a:
+        path = bundle.export(a, finished_run(a, tmp_path / "a" / "runs" / "r1").id, tmp_path / "r1.labrun.tar.gz")
+    with Store(tmp_path / "b" / "lab.sqlite") as b:
+        finished_run(b, tmp_path / "b" / "elsewhere")
+        b.add_cell("20261128-000000-aaaaaa", cell(variant="musl-dynamic"), samples())  # the same id, measured differently
+        with pytest.raises(UserError, match="already in .* with different content"):
+            bundle.import_(b, path, tmp_path / "b")
+
+
+def test_a_running_run_is_not_exported(tmp_path: Path) -> None:
+    with Store(tmp_path / "lab.sqlite") as s:
+        s.begin_run(meta("r-live"))
+        with pytest.raises(UserError, match="still running"):
+            bundle.export(s, "r-live", tmp_path / "x.tar.gz")
+    assert not (tmp_path / "x.tar.gz").exists()
+
+
+def test_a_v4_store_migrates_giving_cells_and_errors_their_runs_host(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    for migration in MIGRATIONS[:4]:
+        for statement in migration:
+            con.execute(statement)
+    con.execute("PRAGMA user_version = 4")
+    con.execute("INSERT INTO runs VALUES ('r', 1, 2, 'complete', 'oldhost', 1, '0.1', 'g', 'c', 'lab run', 3, '/r')")
+    old = cell()
+    con.execute(f"INSERT INTO cells VALUES (7, 'r', {', '.join('?' * 20)})", tuple(asdict(old).values())[:20])
+    con.execute("INSERT INTO errors VALUES (1, 'r', 'x86_64', 'musl-static', 1, 'boot', 'm', 'e', 1, '')")
+    con.close()
+    with Store(db) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        [(_, migrated)] = s.cells("r")
+        assert migrated.host == "oldhost" and migrated.host_cpu == ""
+        assert [e.host for e in s.errors("r")] == ["oldhost"]
+        s.add_error("r", CellError("arm64", "glibc-static", 1, "host", "host b unreachable", "", 1, "", "b"))  # the fleet's stage
