@@ -28,6 +28,7 @@ from lab.errors import InfraError, UserError
 from lab.explain import account as account_mod
 from lab.explain import render as render_mod
 from lab.explain.checks import Check
+from lab.fleet import run as fleet_mod
 from lab.guests import doctor as doctor_mod
 from lab.measure import programs
 from lab.measure.plan import Plan, make_plan, with_out
@@ -71,6 +72,18 @@ def run(cfg: Config, req: RunRequest, progress: Progress = _quiet, argv: list[st
         summary = Runner(cfg, the_plan, store, progress, argv or ["lab", *sys.argv[1:]]).run()
         written = report.write_run_reports(store, summary.run_id, summary.run_dir) if reports else []
     return RunResult(summary, cfg.run.store, tuple(written))
+
+
+def fleet_run(cfg: Config, req: RunRequest, inventory: Path, argv: list[str] | None = None, reports: bool = True) -> RunResult:
+    """``lab fleet run``: the matrix spread over an Ansible inventory's lab hosts, merged into one run here."""
+    cfg = with_out(cfg, req.out)
+    summary, store = fleet_mod.fleet_run(cfg, req, inventory, argv or ["lab", *sys.argv[1:]])
+    return RunResult(summary, store, tuple(fleet_mod.write_reports(cfg, summary)) if reports else ())
+
+
+def fleet_provision(cfg: Config, inventory: Path, limit: tuple[str, ...] = ()) -> fleet_mod.Provisioned:
+    """``lab fleet provision``: make the inventory's hosts lab hosts at this lab's version (the Ansible role)."""
+    return fleet_mod.provision(cfg, inventory, limit)
 
 
 @dataclass(frozen=True)
@@ -249,12 +262,15 @@ class NightlyResult:
         return self.comparison.exit_code
 
 
-def nightly(cfg: Config, req: NightlyRequest, progress: Progress = _quiet, argv: list[str] | None = None) -> NightlyResult:
-    """``lab nightly``: run, compare with the baseline, write a dated directory, prune old run directories."""
+def nightly(
+    cfg: Config, req: NightlyRequest, progress: Progress = _quiet, argv: list[str] | None = None, fleet: Path | None = None
+) -> NightlyResult:
+    """``lab nightly``: run (on this host, or on the ``fleet`` inventory's hosts), compare with the baseline, write
+    a dated directory, prune old run directories."""
     name = req.baseline or cfg.nightly.baseline
     with Store(cfg.run.store) as store:
         store.baseline_document(name)  # fail before an hour of running if it does not exist
-    ran = run(cfg, req.run, progress, argv, reports=False)
+    ran = fleet_run(cfg, req.run, fleet, argv, reports=False) if fleet else run(cfg, req.run, progress, argv, reports=False)
     runs_dir = ran.summary.run_dir.parent  # the run's own results directory (--out), not the configured one
     out_dir = nightly_mod.new_dir(cfg.nightly.dir)
     tol = compare_mod.tolerance(cfg, req.tolerance_faults, req.tolerance_percent)

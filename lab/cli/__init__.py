@@ -26,12 +26,12 @@ from types import FrameType
 import shtab
 
 from lab import __version__, config
-from lab.cli import baselines, explain, guests, payloads, runs
+from lab.cli import baselines, explain, fleet, guests, payloads, runs
 from lab.cli.common import Handler, Parser
 from lab.errors import LabError
 
 log = logging.getLogger("lab")
-GROUPS = (runs, baselines, guests, payloads, explain)
+GROUPS = (runs, baselines, fleet, guests, payloads, explain)
 
 EPILOG = """exit codes: 0 ok; 1 a check or guest failed (lab exec: the command's own status);
 3 usage or config error; 4 infrastructure error (QEMU, apt, SSH); 130 interrupted

@@ -46,11 +46,11 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     c = sub.add_parser("compare", help="verdicts: a run against a baseline, or run A against run B")
     c.add_argument("runs", nargs="*", help="[RUN] with --baseline (default: the latest run), or RUN_A RUN_B")
     c.add_argument("--baseline", help="baseline name")
-    _verdict_options(c)
+    verdict_options(c)
 
     n = sub.add_parser("nightly", help="run, compare with the baseline, write report + JUnit into a dated directory, prune old runs")
     n.add_argument("--baseline", help="baseline name (default: nightly.baseline in lab.yaml)")
-    _verdict_options(n, formats=False)
+    verdict_options(n, formats=False)
     run_options(n)
 
     h = sub.add_parser("history", help="one cell's stage across runs")
@@ -64,7 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     return {"baseline": cmd_baseline, "compare": cmd_compare, "nightly": cmd_nightly, "history": cmd_history}
 
 
-def _verdict_options(p: argparse.ArgumentParser, formats: bool = True) -> None:
+def verdict_options(p: argparse.ArgumentParser, formats: bool = True) -> None:
     p.add_argument("--tolerance-faults", type=float, help="override compare.faults for every stage")
     p.add_argument("--tolerance-percent", type=float, help="override compare.percent for every stage")
     if formats:
@@ -125,12 +125,12 @@ def cmd_compare(args: argparse.Namespace, cfg: config.Config) -> int:
     return result.exit_code
 
 
-def cmd_nightly(args: argparse.Namespace, cfg: config.Config) -> int:
+def cmd_nightly(args: argparse.Namespace, cfg: config.Config, fleet: Path | None = None) -> int:
     req = api.NightlyRequest(run_request(args), args.baseline, args.tolerance_faults, args.tolerance_percent)
     selected = api.plan(cfg, req.run)
     quiet = args.quiet or args.run_quiet
     with Progress.for_stream(selected.labels(), quiet=quiet or args.json) as progress:
-        result = api.nightly(cfg, req, progress.update, ["lab", *sys.argv[1:]])
+        result = api.nightly(cfg, req, progress.update, ["lab", *sys.argv[1:]], fleet=fleet)
     if args.json:
         doc = {
             "run": api.summary_dict(result.run),

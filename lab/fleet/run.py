@@ -1,0 +1,145 @@
+"""A fleet run: plan arches onto hosts, run ``lab run`` on each through Ansible, merge their runs into one.
+
+1. The inventory (:mod:`lab.fleet.inventory`) says which hosts may run which arch; :func:`assign` gives each
+   requested arch to one host. The run options are validated here first, against this lab's tables.
+2. ``ansible/fleet-run.yml`` runs ``lab run --arch <its arches> <options>`` on every planned host at once, exports
+   each host's run as a bundle and fetches it into ``<results>/fleet/<id>/bundles/``.
+3. Every bundle that arrived is imported (:mod:`lab.results.bundle`): each host's run is in this store as it was
+   on the host. Then one merged run (this command's) gets every host's cells and errors, each naming its host;
+   a host that was unreachable or whose run failed contributes a ``host`` error for each cell it owed.
+4. The merged run's reports are written like a local run's; compare, baselines and nightly treat it as one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import socket
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lab import __version__
+from lab.config import Config
+from lab.files import sha256_text
+from lab.fleet import ansible, inventory, package
+from lab.fleet.ansible import HostOutcome
+from lab.measure import rundir
+from lab.measure.plan import Plan, RunRequest, make_plan
+from lab.measure.runner import Summary
+from lab.results import bundle, report
+from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
+
+log = logging.getLogger(__name__)
+
+
+def run_args(req: RunRequest) -> list[str]:
+    """The options a host's ``lab run`` gets (its arches come from the plan; paths stay the host's own)."""
+    args: list[str] = []
+    for flag, value in (
+        ("--libc", req.libc),
+        ("--linkage", req.linkage),
+        ("--variant", req.variant),
+        ("--repeat", req.repeat),
+        ("--jobs", req.jobs),
+        ("--size", req.size),
+        ("--accel", req.accel),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    for axis in req.axis:
+        args += ["--axis", axis]
+    return args + (["--explain"] if req.explain else []) + (["--cold-boot"] if req.cold_boot else [])
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    wheel: Path
+    hosts: dict[str, HostOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.good for o in self.hosts.values())
+
+
+def provision(cfg: Config, inv: Path, limit: tuple[str, ...] = ()) -> Provisioned:
+    """``lab fleet provision``: build the controller's wheel (and its dependencies'), run the provisioning playbook."""
+    inventory.load(inv)  # a bad inventory is a usage error before anything is built
+    work = cfg.results_dir / "fleet" / "provision"
+    wheel = package.wheel(cfg.cache_dir / "fleet" / "dist")
+    house = package.wheelhouse(cfg, wheel)
+    outcomes = ansible.play("provision.yml", inv, {"lab_wheel": str(wheel), "lab_wheelhouse": str(house)}, work, limit)
+    return Provisioned(wheel, outcomes)
+
+
+def _owed(plan: Plan, arches_: tuple[str, ...]) -> list[tuple[str, str, int, str]]:
+    """(arch, variant, size, axes) of every cell a host owed for ``arches_``."""
+    return [
+        (arch.name, v.name, size, plan.identity(suite, point))
+        for arch, suite in plan.groups()
+        if arch.name in arches_
+        for point in plan.run_points()
+        for v in plan.variants
+        for size in plan.sizes
+    ]
+
+
+def fleet_run(cfg: Config, req: RunRequest, inv: Path, argv: list[str]) -> tuple[Summary, Path]:
+    """``lab fleet run``: the matrix over the inventory's hosts, merged into one run of this store. Returns the
+    merged run's summary and the store."""
+    started, t0 = time.time(), time.monotonic()
+    plan = make_plan(cfg, req)  # usage errors (variants, sizes, axes) before any host is touched
+    hosts = inventory.load(inv)
+    assignment = inventory.assign(hosts, [a.name for a in plan.arches], inv)
+    for host, arches_ in assignment.items():
+        log.info("%s runs %s", host, ", ".join(arches_))
+    run_id = new_run_id()
+    work = cfg.results_dir / "fleet" / run_id
+    bundles = work / "bundles"
+    bundles.mkdir(parents=True, exist_ok=True)
+    extra = {"lab_fleet_plan": assignment, "lab_fleet_args": run_args(req), "lab_fleet_dest": str(bundles), "lab_fleet_id": run_id}
+    outcomes = ansible.play("fleet-run.yml", inv, extra, work, tuple(assignment))
+    run_dir = cfg.results_dir / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cells: list[tuple[Cell, list[Sample]]] = []
+    errors: list[CellError] = []
+    with Store(cfg.run.store) as store:
+        for host, arches_ in assignment.items():
+            got = bundles / f"{host}.labrun.tar.gz"
+            outcome = outcomes.get(host)
+            if not got.exists():
+                why = outcome.why if outcome and outcome.why else "its run never delivered a bundle"
+                state = "unreachable" if outcome and outcome.unreachable else "failed"
+                log.warning("%s %s: %s", host, state, why)
+                errors += [
+                    CellError(a, v, size, "host", f"host {host} {state}: {why}", f"ansible output: {work}", 1, axes, host)
+                    for a, v, size, axes in _owed(plan, arches_)
+                ]
+                continue
+            imported = bundle.import_(store, got, cfg.results_dir)
+            for cell_id, cell in store.cells(imported.run_id):
+                cells.append((replace(cell, host=cell.host or host), store.samples(cell_id)))
+            errors += [replace(e, host=e.host or host) for e in store.errors(imported.run_id)]
+        status = "failed" if errors or not cells else "complete"
+        meta = RunMeta(
+            id=run_id,
+            started=started,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            lab_version=__version__,
+            git_revision=rundir.git_revision(),
+            config_digest=sha256_text(cfg.path.read_text()) if cfg.path.exists() else "",
+            argv=shlex.join(argv),
+            repeat=plan.repeat,
+            run_dir=str(run_dir),
+            status=status,
+            ended=time.time(),
+        )
+        store.insert_run(meta, cells, errors)
+    return Summary(run_id, run_dir, status, len(cells), len(errors), time.monotonic() - t0), cfg.run.store
+
+
+def write_reports(cfg: Config, summary: Summary) -> list[Path]:
+    with Store(cfg.run.store) as store:
+        return report.write_run_reports(store, summary.run_id, summary.run_dir)
