@@ -7,7 +7,7 @@ directories as the packages ``lab._payloads``, ``lab._images`` and ``lab._ansibl
 
 from __future__ import annotations
 
-from importlib import resources
+from importlib import util
 from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parents[1]
@@ -17,7 +17,10 @@ def _find(top: str, package: str) -> Path:
     here = _CHECKOUT / top
     if here.is_dir() and (_CHECKOUT / "pyproject.toml").is_file():
         return here
-    return Path(str(resources.files(package)))
+    spec = util.find_spec(package)  # a namespace package (data only, no __init__.py): its one directory
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"lab is installed without its {top}/ ({package})")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def payloads_dir() -> Path:
