@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Sets up a lab host, idempotently: the Debian packages from ansible/host-packages.txt
 # (only those missing; needs root or sudo), then .venv with lab and its dev tools.
+# --tests: also the packages only the test suite needs (tests/packages.txt); ./test.sh passes it.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-mapfile -t wanted < <(sed -e 's/#.*//' ansible/host-packages.txt | awk 'NF {print $1}')
+lists=(ansible/host-packages.txt)
+[ "${1:-}" = "--tests" ] && lists+=(tests/packages.txt)
+mapfile -t wanted < <(sed -e 's/#.*//' "${lists[@]}" | awk 'NF {print $1}')
 missing=()
 for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -7,6 +7,7 @@ sshd and every session it serves (as a crashed or unplugged host would), so the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -80,17 +81,41 @@ class LoopbackHost:
         return f"[{self.address}]:{self.port} {pub[0]} {pub[1]}"
 
     def stop(self) -> None:
-        """The listener and every session it serves (they run under this sshd's config path), at once."""
-        subprocess.run(["pkill", "-KILL", "-f", f"sshd.*{self.config}"], check=False)
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
+        """The listener and every sshd process serving a session (they retitle themselves "sshd: root@notty", so
+        they are found as the listener's descendants), at once: the host drops off the network. Commands the
+        sessions started are left running, orphaned, as on a host whose network went away."""
+        if self.proc is None:
+            return
+        parent: dict[int, int] = {}
+        comm: dict[int, str] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = (entry / "stat").read_text()
+                    comm[int(entry.name)] = stat[stat.index("(") + 1 : stat.rindex(")")]
+                    parent[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+        doomed, frontier = {self.proc.pid}, [self.proc.pid]
+        while frontier:
+            pid = frontier.pop()
+            for child, ppid in parent.items():
+                if ppid == pid and comm.get(child, "").startswith("sshd") and child not in doomed:
+                    doomed.add(child)
+                    frontier.append(child)
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc = None
 
 
-def inventory(path: Path, hosts: list[LoopbackHost], client_key: Path, known_hosts: Path, groups: dict[str, list[str]], per_host: dict[str, dict[str, object]]) -> Path:
+def inventory(
+    path: Path,
+    hosts: list[LoopbackHost],
+    client_key: Path,
+    known_hosts: Path,
+    groups: dict[str, list[str]],
+    per_host: dict[str, dict[str, object]],
+) -> Path:
     """An Ansible inventory for these hosts: root over SSH with pinned host keys, everything under each host's directory."""
     known_hosts.write_text("".join(h.known_host() + "\n" for h in hosts))
     by_name = {h.name: h for h in hosts}

@@ -99,7 +99,7 @@ def test_the_same_run_id_with_other_content_is_refused(tmp_path: Path) -> None:
     with Store(tmp_path / "b" / "lab.sqlite") as b:
         finished_run(b, tmp_path / "b" / "elsewhere")
         b.add_cell("20261128-000000-aaaaaa", cell(variant="musl-dynamic"), samples())  # the same id, measured differently
-        with pytest.raises(UserError, match="already in .* with different content"):
+        with pytest.raises(UserError, match=r"already in .* with different content"):
             bundle.import_(b, path, tmp_path / "b")
 
 
