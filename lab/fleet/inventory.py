@@ -79,7 +79,13 @@ def load(inventory: Path) -> list[FleetHost]:
         raise UserError(
             f"{inventory}: Ansible cannot read this inventory: {last}", "fix the inventory (ansible-inventory -i INV --list shows it)"
         )
-    return parse(inventory, json.loads(proc.stdout))
+    try:
+        return parse(inventory, json.loads(proc.stdout))
+    except UserError as exc:  # Ansible reads a file it cannot parse as an empty inventory, with a warning
+        said = [ln.strip() for ln in proc.stderr.splitlines() if "WARNING" in ln]
+        if said and "no hosts" in exc.message:
+            raise UserError(f"{exc.message} (Ansible: {said[0][:200]})", exc.remedy) from None
+        raise
 
 
 def assign(hosts: list[FleetHost], wanted: list[str], inventory: Path) -> dict[str, tuple[str, ...]]:

@@ -93,6 +93,14 @@ def test_the_role_provisions_every_host_and_a_second_provisioning_changes_nothin
         assert rendered["host"] == name and rendered["paths"]["cache"] == str(h.root / "cache")
         version = subprocess.run([str(h.root / "lab" / "venv" / "bin" / "lab"), "--version"], capture_output=True, text=True, check=True)
         assert version.stdout.split()[-1] == __import__("lab").__version__  # the controller's version, from its wheel
+        # regression: an installed wheel's lab looked for "MultiplexedPath('…/lab/_images')/tiny.yaml"
+        where = "from lab import resources as r; print(r.images_dir(), r.payloads_dir(), r.ansible_dir(), sep='\\n')"
+        found = subprocess.run(
+            [str(h.root / "lab" / "venv" / "bin" / "python"), "-c", where], capture_output=True, text=True, check=True, cwd="/"
+        )
+        images, payloads, playbooks = (Path(p) for p in found.stdout.split("\n")[:3])
+        assert (images / "tiny.yaml").is_file() and (payloads / "fault_probe.c").is_file() and (playbooks / "fleet-run.yml").is_file()
+        assert "site-packages" in str(images)
         units = sorted(str(p) for p in (h.root / "systemd").iterdir())
         assert [Path(u).name for u in units] == ["lab-nightly-failure.service", "lab-nightly.service", "lab-nightly.timer"]
         verify = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True)

@@ -1,0 +1,131 @@
+"""Fleet planning and Ansible plumbing as data: inventory parsing, arch assignment, argv builders, outcomes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import resources
+from lab.errors import UserError
+from lab.fleet import ansible, inventory
+from lab.fleet.run import run_args
+from lab.measure.plan import RunRequest
+
+INV = Path("inv.yml")
+
+
+def listing(hosts: dict[str, dict[str, object]], groups: dict[str, list[str]]) -> dict[str, object]:
+    """What ansible-inventory --list prints for lab_hosts with these child groups."""
+    doc: dict[str, object] = {
+        "_meta": {"hostvars": hosts},
+        "all": {"children": ["ungrouped", "lab_hosts"]},
+        "lab_hosts": {"children": list(groups)},
+    }
+    doc.update({g: {"hosts": names} for g, names in groups.items()})
+    return doc
+
+
+def test_hosts_come_from_lab_hosts_and_its_child_groups_with_their_arches_and_kvm_groups() -> None:
+    data = listing(
+        {"a": {"lab_arches": ["amd64", "riscv"]}, "b": {"lab_arches": "arm64"}, "c": {}},
+        {"kvm_x86_64": ["a"], "kvm_arm64": ["b"], "tcg": ["c"]},
+    )
+    hosts = inventory.parse(INV, data)
+    assert [(h.name, h.arches, h.kvm) for h in hosts] == [
+        ("a", ("x86_64", "riscv64"), ("x86_64",)),
+        ("b", ("arm64",), ("arm64",)),
+        ("c", ("x86_64", "arm64", "riscv64"), ()),  # no lab_arches: every arch
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (listing({"a": {"lab_arches": ["sparc"]}}, {"tcg": ["a"]}), "inv.yml: a: lab_arches: unknown arch 'sparc'"),
+        (listing({"a": {"lab_arches": []}}, {"tcg": ["a"]}), "inv.yml: a: lab_arches: [] is not valid"),
+        ({"_meta": {"hostvars": {}}, "all": {"children": ["ungrouped"]}}, "inv.yml: no hosts in the group lab_hosts"),
+    ],
+)
+def test_bad_inventories_are_usage_errors_naming_file_host_and_value(data: dict[str, object], message: str) -> None:
+    with pytest.raises(UserError) as err:
+        inventory.parse(INV, data)
+    assert message in err.value.message and err.value.remedy
+
+
+def test_each_arch_goes_to_one_host_kvm_hosts_first_then_the_least_loaded() -> None:
+    hosts = inventory.parse(
+        INV,
+        listing(
+            {"a": {"lab_arches": ["x86_64", "riscv64"]}, "b": {"lab_arches": ["arm64", "riscv64"]}, "c": {"lab_arches": ["x86_64"]}},
+            {"tcg": ["a"], "kvm_x86_64": ["c"], "more": ["b"]},
+        ),
+    )
+    assert inventory.assign(hosts, ["x86_64", "arm64", "riscv64"], INV) == {"c": ("x86_64",), "b": ("arm64",), "a": ("riscv64",)}
+    a, b = (h for h in hosts if h.name in ("a", "b"))
+    assert inventory.assign([a, b], ["x86_64", "arm64", "riscv64"], INV) == {"a": ("x86_64", "riscv64"), "b": ("arm64",)}
+    with pytest.raises(UserError, match="no host in lab_hosts runs arm64"):
+        inventory.assign([hosts[0]], ["arm64"], INV)
+
+
+def test_a_real_inventory_file_is_read_through_ansible_inventory(tmp_path: Path) -> None:
+    """The example inventory parses with Ansible's own parser, and a broken file is one usage error."""
+    hosts = inventory.load(resources.ansible_dir() / "inventory.example.yml")
+    assert [(h.name, h.kvm) for h in hosts] == [
+        ("x86-01.lab.example.org", ("x86_64",)),
+        ("arm-01.lab.example.org", ("arm64",)),
+        ("spare-01.lab.example.org", ()),
+    ]
+    bad = tmp_path / "bad.yml"
+    bad.write_text("lab_hosts: [unclosed\n")
+    with pytest.raises(UserError) as err:
+        inventory.load(bad)
+    assert "bad.yml: no hosts in the group lab_hosts (Ansible: " in err.value.message  # with what Ansible said about it
+
+
+def test_run_options_reach_each_hosts_lab_run_but_not_its_paths() -> None:
+    req = RunRequest(arch="all", repeat=7, size="1M,8M", variant="musl-static", axis=("thp=never,always",), out=Path("/x"), cold_boot=True)
+    assert run_args(req) == ["--variant", "musl-static", "--repeat", "7", "--size", "1M,8M", "--axis", "thp=never,always", "--cold-boot"]
+    assert run_args(RunRequest()) == []
+
+
+def test_playbook_argv_names_inventory_playbook_vars_file_and_limit() -> None:
+    argv = ansible.playbook_argv("fleet-run.yml", INV, Path("/w/vars.json"), ("a", "b"))
+    assert argv[0].endswith("ansible-playbook")
+    assert argv[1:] == ["-i", "inv.yml", str(resources.ansible_dir() / "fleet-run.yml"), "-e", "@/w/vars.json", "--limit", "a,b"]
+    assert ansible.inventory_argv(INV)[1:] == ["-i", "inv.yml", "--list"]
+    env = ansible.environment(Path("/tmp/cp"))
+    assert env["ANSIBLE_CONFIG"] == str(resources.ansible_dir() / "ansible.cfg") and env["ANSIBLE_SSH_CONTROL_PATH_DIR"] == "/tmp/cp"
+
+
+def test_outcomes_are_read_from_the_callbacks_document() -> None:
+    doc = {
+        "stats": {
+            "a": {"ok": 3, "changed": 1, "unreachable": 0, "failures": 0},
+            "b": {"ok": 1, "changed": 0, "unreachable": 1, "failures": 0},
+        },
+        "why": {"b": "Run lab on this host's arches: Failed to connect to the host via ssh"},
+    }
+    got = ansible.outcomes(doc)
+    assert got["a"] == ansible.HostOutcome(3, 1, 0, 0, "") and got["a"].good
+    assert not got["b"].good and "Failed to connect" in got["b"].why
+
+
+def test_the_ansible_callback_writes_outcomes_only_when_asked(tmp_path: Path) -> None:
+    """lab_outcomes runs inside ansible-playbook: a local play with one failing host writes stats and the reason."""
+    inv = tmp_path / "inv.yml"
+    inv.write_text(
+        f"lab_hosts:\n  hosts:\n    here:\n      ansible_connection: local\n      ansible_python_interpreter: {sys.executable}\n"
+    )
+    play = tmp_path / "p.yml"
+    play.write_text(
+        "- hosts: lab_hosts\n  gather_facts: false\n  tasks:\n    - name: Fail on purpose\n      ansible.builtin.fail:\n        msg: boom\n"
+    )
+    out = tmp_path / "out.json"
+    env = {**ansible.environment(), "LAB_ANSIBLE_OUTCOMES": str(out)}
+    subprocess.run([ansible.tool("ansible-playbook"), "-i", str(inv), str(play)], env=env, capture_output=True, check=False)
+    doc = json.loads(out.read_text())
+    assert doc["stats"]["here"]["failures"] == 1 and doc["why"] == {"here": "Fail on purpose: boom"}
