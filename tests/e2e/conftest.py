@@ -6,6 +6,7 @@ Every test here is marked ``e2e``. Images come from the lab's normal cache
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -78,9 +79,17 @@ def no_qemu_left_behind(cfg: config.Config) -> Iterator[None]:
     assert not leftovers, f"QEMU processes outlived the tests: {leftovers}"
 
 
+def interruptible() -> None:
+    """preexec_fn for a child the test will Ctrl-C: SIGINT back to its default. A suite started in the background
+    by a non-interactive shell (`./test.sh &`) inherits SIGINT ignored, and so would every lab it starts: Python
+    then installs no KeyboardInterrupt handler and the test's SIGINT does nothing (the Ctrl-C tests hung)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_lab(cli_config: Path, *argv: str, until: str) -> subprocess.Popen[str]:
     """Start ``lab`` in the background and return once a progress line containing ``until`` was printed."""
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "--config", str(cli_config), *argv], stderr=subprocess.PIPE, text=True)
+    argv_ = [sys.executable, "-m", "lab", "--config", str(cli_config), *argv]
+    proc = subprocess.Popen(argv_, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:

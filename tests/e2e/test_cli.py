@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lab import arches, config
 from lab.guests.images import Image, ImageStore, verify
-from tests.e2e.conftest import qemu_processes
+from tests.e2e.conftest import interruptible, qemu_processes
 
 LAB = [sys.executable, "-m", "lab"]
 
@@ -55,7 +55,11 @@ def test_lab_exec_returns_the_commands_status(cli_config: Path, images: dict[str
 
 def boot_in_background(cli_config: Path, cfg: config.Config, arch: str) -> tuple[subprocess.Popen[str], list[int]]:
     proc = subprocess.Popen(
-        [*LAB, "--config", str(cli_config), "boot", "--arch", arch], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*LAB, "--config", str(cli_config), "boot", "--arch", arch],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
     )
     assert proc.stdout is not None
     lines = []
@@ -67,6 +71,19 @@ def boot_in_background(cli_config: Path, cfg: config.Config, arch: str) -> tuple
     qemu = children_qemu(proc.pid, cfg.cache_dir)
     assert len(qemu) == 1
     return proc, qemu
+
+
+def test_a_child_the_tests_interrupt_hears_sigint_even_when_the_suite_ignores_it() -> None:
+    """Regression: the suite run as `./test.sh &` from a script ignored SIGINT, so did every lab it started, and
+    the Ctrl-C tests hung (leaving a QEMU that failed three more tests)."""
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"]
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        plain = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+        fixed = subprocess.run(probe, capture_output=True, text=True, check=True, preexec_fn=interruptible).stdout.strip()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert (plain, fixed) == ("False", "True")
 
 
 def test_ctrl_c_on_lab_boot_stops_its_qemu(cli_config: Path, cfg: config.Config, images: dict[str, Image]) -> None:

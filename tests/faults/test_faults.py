@@ -36,7 +36,7 @@ from lab.payloads.build import Payload, PayloadStore
 from lab.payloads.probe import parse as parse_probe
 from lab.payloads.variants import Variant, variant
 from lab.results.store import Store
-from tests.e2e.conftest import qemu_processes, start_lab
+from tests.e2e.conftest import interruptible, qemu_processes, start_lab
 
 LAB = [sys.executable, "-m", "lab"]
 
@@ -172,7 +172,8 @@ def test_hanging_crashing_and_garbled_probes_error_their_cells_only(
 def test_ctrl_c_during_an_image_build_leaves_no_partial_image(cfg: config.Config, cli_config: Path, images: dict[str, Image]) -> None:
     victim = images["riscv64"].dir
     shutil.rmtree(victim)
-    proc = subprocess.Popen([*LAB, "--config", str(cli_config), "images", "build", "--arch", "riscv64"], stderr=subprocess.PIPE, text=True)
+    argv = [*LAB, "--config", str(cli_config), "images", "build", "--arch", "riscv64"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
     code = proc.wait(timeout=60)
