@@ -23,9 +23,9 @@ from benchlib import REPO, temp_config
 from benchlib import lab_run as local_run
 
 sys.path.insert(0, str(REPO))
-from lab import config  # noqa: E402
-from tests.e2e.fleet_hosts import LoopbackHost, free_port, inventory  # noqa: E402
-from tests.e2e.test_fleet import seed_cache  # noqa: E402
+from lab import config
+from tests.e2e.fleet_hosts import LoopbackHost, free_port, inventory
+from tests.e2e.test_fleet import seed_cache
 
 
 def timed(conf: Path, *args: str) -> float:
@@ -58,7 +58,10 @@ def main() -> int:
                 key,
                 d / "known_hosts",
                 {"kvm_x86_64": ["hosta"], "tcg": ["hostb"]},
-                {"hosta": {"lab_arches": ["x86_64", "riscv64"], "lab_accel": "tcg"}, "hostb": {"lab_arches": ["arm64", "riscv64"], "lab_accel": "tcg"}},
+                {
+                    "hosta": {"lab_arches": ["x86_64", "riscv64"], "lab_accel": "tcg"},
+                    "hostb": {"lab_arches": ["arm64", "riscv64"], "lab_accel": "tcg"},
+                },
             )
             first = timed(conf, "fleet", "provision", "-i", str(inv))
             again = timed(conf, "fleet", "provision", "-i", str(inv))
