@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import socket
 import time
 from dataclasses import dataclass, replace
@@ -118,6 +119,9 @@ def fleet_run(cfg: Config, req: RunRequest, inv: Path, argv: list[str]) -> tuple
                 ]
                 continue
             imported = bundle.import_(store, got, cfg.results_dir)
+            traced = Path(store.run(imported.run_id).run_dir) / "explain"  # lab run --explain's accounts, per arch
+            if traced.is_dir():
+                shutil.copytree(traced, run_dir / "explain", dirs_exist_ok=True)
             for cell_id, cell in store.cells(imported.run_id):
                 cells.append((replace(cell, host=cell.host or host), store.samples(cell_id)))
             errors += [replace(e, host=e.host or host) for e in store.errors(imported.run_id)]
