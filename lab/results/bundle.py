@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import tarfile
 import tempfile
@@ -127,24 +128,51 @@ def read(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     return rows, {name.removeprefix("rundir/"): data for name, data in members.items()}
 
 
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "str | None": (str, type(None)),
+    "float | None": (float, int, type(None)),
+}
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # it names a directory: no separators, no leading dot
+
+
 def _make(cls: type[Any], data: object, path: Path, what: str) -> Any:
-    names = {f.name for f in fields(cls)}
-    if not isinstance(data, dict) or set(data) - names:
-        raise _bad(path, f"{what} has fields this lab does not know: {sorted(set(data) - names) if isinstance(data, dict) else data!r}")
+    """``cls`` from a bundle's mapping, every field present and of its declared type (the store would take anything)."""
+    if not isinstance(data, dict):
+        raise _bad(path, f"{what} is not a mapping: {data!r:.80}")
+    types = {f.name: _TYPES.get(str(f.type), (object,)) for f in fields(cls)}
+    if set(data) - set(types):
+        raise _bad(path, f"{what} has fields this lab does not know: {sorted(set(data) - set(types))}")
+    for name, value in data.items():
+        if not isinstance(value, types[name]) or isinstance(value, bool):
+            raise _bad(path, f"{what}.{name}: {value!r:.80} is not {fields(cls)[[f.name for f in fields(cls)].index(name)].type!s}")
     try:
         return cls(**data)
-    except TypeError as exc:
+    except TypeError as exc:  # a required field missing
         raise _bad(path, f"{what}: {exc}") from None
+
+
+def _list(rows: dict[str, Any], key: str, path: Path) -> list[Any]:
+    value = rows[key]
+    if not isinstance(value, list):
+        raise _bad(path, f"run.json {key} is not a list")
+    return value
 
 
 def import_(store: Store, path: Path, results_dir: Path) -> Imported:
     """Import one bundle (idempotent); nothing is written unless the whole bundle checks out."""
     rows, files = read(path)
     meta: RunMeta = _make(RunMeta, rows["run"], path, "run")
-    cells = [
-        (_make(Cell, c.get("cell"), path, "cell"), [_make(Sample, s, path, "sample") for s in c.get("samples", [])]) for c in rows["cells"]
-    ]
-    errors = [_make(CellError, e, path, "error") for e in rows["errors"]]
+    if not RUN_ID.fullmatch(meta.id) or meta.status == "running":
+        raise _bad(path, f"run id {meta.id!r:.80} or status {meta.status!r:.20} is not one lab writes")
+    cells = []
+    for c in _list(rows, "cells", path):
+        if not isinstance(c, dict) or not isinstance(c.get("samples", []), list):
+            raise _bad(path, f"a cell entry is not a mapping with a samples list: {c!r:.80}")
+        cells.append((_make(Cell, c.get("cell"), path, "cell"), [_make(Sample, s, path, "sample") for s in c.get("samples", [])]))
+    errors = [_make(CellError, e, path, "error") for e in _list(rows, "errors", path)]
     summary = Imported(meta.id, meta.status, len(cells), len(errors), new=True)
     if any(m.id == meta.id for m in store.runs()):
         if content_digest(_rows(store, meta.id)) != content_digest(rows):

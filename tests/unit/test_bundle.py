@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import sqlite3
@@ -54,14 +55,18 @@ def test_a_bundle_moves_a_whole_run_to_another_store_and_importing_twice_changes
         assert again.new is False and len(b.runs()) == 1 and len(b.cells(run.id)) == 2 and len(b.errors(run.id)) == 1
 
 
-def rewrite(path: Path, change: dict[str, object] | None = None, member: tuple[str, bytes] | None = None) -> None:
-    """Rewrite a bundle: ``change`` merges into its manifest; ``member`` replaces one member's bytes (checksums kept)."""
+def rewrite(path: Path, change: dict[str, object] | None = None, member: tuple[str, bytes] | None = None, resum: bool = False) -> None:
+    """Rewrite a bundle: ``change`` merges into its manifest; ``member`` replaces one member's bytes (its checksum
+    kept, or with ``resum`` recomputed: a hand-edited bundle that checks out)."""
     with tarfile.open(path) as tar:
         members = {i.name: tar.extractfile(i).read() for i in tar.getmembers()}  # type: ignore[union-attr]
     manifest = json.loads(members["manifest.json"]) | (change or {})
     members["manifest.json"] = json.dumps(manifest).encode()
     if member:
         members[member[0]] = member[1]
+        if resum:
+            manifest["files"][member[0]] = hashlib.sha256(member[1]).hexdigest()
+            members["manifest.json"] = json.dumps(manifest).encode()
     with tarfile.open(path, "w:gz") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
@@ -91,6 +96,43 @@ def test_a_bad_bundle_is_refused_in_one_line_and_writes_nothing(tmp_path: Path, 
     with Store(tmp_path / "b" / "lab.sqlite") as b:
         assert b.runs() == []
     assert not (tmp_path / "b" / "runs").exists()
+
+
+def edited_run(path: Path, edit: str) -> bytes:
+    with tarfile.open(path) as tar:
+        rows = json.loads(tar.extractfile("run.json").read())  # type: ignore[union-attr]
+    if edit == "traversal":
+        rows["run"]["id"] = "../../etc"
+    elif edit == "types":
+        rows["cells"][0]["cell"]["buffer_size"] = "lots"
+    elif edit == "shape":
+        rows["cells"] = {"not": "a list"}
+    else:
+        rows["errors"][0]["attempts"] = True
+    return json.dumps(rows).encode()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ("traversal", "run id '../../etc'"),
+        ("types", "cell.buffer_size: 'lots' is not int"),
+        ("shape", "run.json cells is not a list"),
+        ("bool", "error.attempts: True is not int"),
+    ],
+)
+def test_a_hand_edited_bundle_that_checks_out_is_still_validated_field_by_field(tmp_path: Path, edit: str, message: str) -> None:
+    """A bundle's checksums only prove it arrived intact: its run id names a directory (no path traversal) and its
+    rows go into SQLite, which would store text in an integer column."""
+    with Store(tmp_path / "a" / "lab.sqlite") as a:
+        path = bundle.export(a, finished_run(a, tmp_path / "a" / "runs" / "r1").id, tmp_path / "r1.labrun.tar.gz")
+    rewrite(path, member=("run.json", edited_run(path, edit)), resum=True)
+    with Store(tmp_path / "b" / "lab.sqlite") as b, pytest.raises(UserError) as err:
+        bundle.import_(b, path, tmp_path / "b")
+    assert message in err.value.message, err.value.message
+    with Store(tmp_path / "b" / "lab.sqlite") as b:
+        assert b.runs() == []
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "b" / "runs").exists()
 
 
 def test_the_same_run_id_with_other_content_is_refused(tmp_path: Path) -> None:
