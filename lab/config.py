@@ -256,7 +256,8 @@ def parse(raw: object, file: Path) -> Config:
         select_arches(arches)
     except UserError as exc:
         raise UserError(f"{file}: arches: {exc.message}", exc.remedy) from None
-    recipe = top.text("recipe", str(resources.images_dir() / "tiny.yaml"))  # default: the recipe lab ships
+    # default: the recipe lab ships (looked up only when needed: an installed lab without it still reads a config naming one)
+    recipe = top.text("recipe", "-") if "recipe" in top.data else str(resources.images_dir() / "tiny.yaml")
     accel = top.text("accel", "auto", ACCELS)
 
     g = top.section("guest")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from importlib import util
 from pathlib import Path
 
+from lab.errors import InfraError
+
 _CHECKOUT = Path(__file__).resolve().parents[1]
 
 
@@ -19,7 +21,7 @@ def _find(top: str, package: str) -> Path:
         return here
     spec = util.find_spec(package)  # a namespace package (data only, no __init__.py): its one directory
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"lab is installed without its {top}/ ({package})")
+        raise InfraError(f"lab is installed without its {top}/ ({package})", "reinstall lab from a complete wheel or use a checkout")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -9,6 +9,7 @@ sockets in a private directory, and every master is told to exit when the play e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -115,9 +116,13 @@ def play(
 
 
 def _close_masters(control: Path) -> None:
-    """Tell every SSH connection master Ansible left in ``control`` to exit (they detach from our process group)."""
-    for sock in control.iterdir():
-        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab-fleet-host"], capture_output=True, timeout=10, check=False)
+    """Tell every SSH connection master Ansible left in ``control`` to exit (they detach from our process group).
+    Never raises: it runs while another error (or Ctrl-C) may be on its way out."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        for sock in control.iterdir():
+            subprocess.run(
+                ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab-fleet-host"], capture_output=True, timeout=10, check=False
+            )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

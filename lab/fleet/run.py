@@ -22,7 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lab import __version__
+from lab import axes as axes_mod
 from lab.config import Config
+from lab.errors import LabError, UserError
 from lab.files import sha256_text
 from lab.fleet import ansible, inventory, package
 from lab.fleet.ansible import HostOutcome
@@ -31,26 +33,27 @@ from lab.measure.plan import Plan, RunRequest, make_plan
 from lab.measure.runner import Summary
 from lab.results import bundle, report
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
+from lab.text import size_text
 
 log = logging.getLogger(__name__)
 
 
-def run_args(req: RunRequest) -> list[str]:
-    """The options a host's ``lab run`` gets (its arches come from the plan; paths stay the host's own)."""
-    args: list[str] = []
-    for flag, value in (
-        ("--libc", req.libc),
-        ("--linkage", req.linkage),
-        ("--variant", req.variant),
-        ("--repeat", req.repeat),
-        ("--jobs", req.jobs),
-        ("--size", req.size),
-        ("--accel", req.accel),
-    ):
+def run_args(plan: Plan, req: RunRequest) -> list[str]:
+    """What each host's ``lab run`` measures, resolved here (a host's own lab.yaml may hold other defaults): the
+    variants, sizes, repeat and every axis's values; the accelerator and jobs only when asked (they are the host's).
+    Its arches come from the assignment; its paths stay the host's own."""
+    args = ["--variant", ",".join(v.name for v in plan.variants), "--repeat", str(plan.repeat)]
+    args += ["--size", ",".join(size_text(s) for s in plan.sizes)]
+    for axis in axes_mod.AXES:
+        values = plan.values(axis.name)
+        if axis.name == "tunables":  # one value per --axis (a tunables string may hold ',')
+            for v in values:
+                args += ["--axis", f"tunables={v}"]
+        else:
+            args += ["--axis", f"{axis.name}={','.join(values)}"]
+    for flag, value in (("--jobs", req.jobs), ("--accel", req.accel)):
         if value is not None:
             args += [flag, str(value)]
-    for axis in req.axis:
-        args += ["--axis", axis]
     return args + (["--explain"] if req.explain else []) + (["--cold-boot"] if req.cold_boot else [])
 
 
@@ -66,7 +69,9 @@ class Provisioned:
 
 def provision(cfg: Config, inv: Path, limit: tuple[str, ...] = ()) -> Provisioned:
     """``lab fleet provision``: build the controller's wheel (and its dependencies'), run the provisioning playbook."""
-    inventory.load(inv)  # a bad inventory is a usage error before anything is built
+    known = {h.name for h in inventory.load(inv)}  # a bad inventory is a usage error before anything is built
+    if unknown := sorted(set(limit) - known):
+        raise UserError(f"--limit {','.join(unknown)}: not in {inv}'s lab_hosts", f"hosts there: {', '.join(sorted(known))}")
     work = cfg.results_dir / "fleet" / "provision"
     wheel = package.wheel(cfg.cache_dir / "fleet" / "dist")
     house = package.wheelhouse(cfg, wheel)
@@ -99,7 +104,7 @@ def fleet_run(cfg: Config, req: RunRequest, inv: Path, argv: list[str]) -> tuple
     work = cfg.results_dir / "fleet" / run_id
     bundles = work / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
-    extra = {"lab_fleet_plan": assignment, "lab_fleet_args": run_args(req), "lab_fleet_dest": str(bundles), "lab_fleet_id": run_id}
+    extra = {"lab_fleet_plan": assignment, "lab_fleet_args": run_args(plan, req), "lab_fleet_dest": str(bundles), "lab_fleet_id": run_id}
     outcomes = ansible.play("fleet-run.yml", inv, extra, work, tuple(assignment))
     run_dir = cfg.results_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,16 +114,20 @@ def fleet_run(cfg: Config, req: RunRequest, inv: Path, argv: list[str]) -> tuple
         for host, arches_ in assignment.items():
             got = bundles / f"{host}.labrun.tar.gz"
             outcome = outcomes.get(host)
-            if not got.exists():
-                why = outcome.why if outcome and outcome.why else "its run never delivered a bundle"
-                state = "unreachable" if outcome and outcome.unreachable else "failed"
-                log.warning("%s %s: %s", host, state, why)
+            try:
+                if not got.exists():
+                    state = "unreachable" if outcome and outcome.unreachable else "failed"
+                    raise UserError(
+                        f"host {host} {state}: {outcome.why if outcome and outcome.why else 'its run never delivered a bundle'}"
+                    )
+                imported = bundle.import_(store, got, cfg.results_dir, part_of=run_id)
+            except LabError as exc:  # no bundle, or one that does not import: that host's cells are owed, the rest stand
+                log.warning("%s", exc.message)
                 errors += [
-                    CellError(a, v, size, "host", f"host {host} {state}: {why}", f"ansible output: {work}", 1, axes, host)
+                    CellError(a, v, size, "host", exc.message, f"ansible output: {work}", 1, axes, host)
                     for a, v, size, axes in _owed(plan, arches_)
                 ]
                 continue
-            imported = bundle.import_(store, got, cfg.results_dir)
             traced = Path(store.run(imported.run_id).run_dir) / "explain"  # lab run --explain's accounts, per arch
             if traced.is_dir():
                 shutil.copytree(traced, run_dir / "explain", dirs_exist_ok=True)

@@ -18,12 +18,13 @@ import shutil
 import tarfile
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from lab.errors import UserError
 from lab.files import sha256_text
+from lab.results.schema import ERROR_STAGES
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store
 
 FORMAT = "lab-run-bundle"
@@ -46,12 +47,6 @@ def _rows(store: Store, run_id: str) -> dict[str, Any]:
     return {"run": asdict(meta), "cells": cells, "errors": [asdict(e) for e in store.errors(meta.id)]}
 
 
-def content_digest(rows: dict[str, Any]) -> str:
-    """What identifies a run's content: everything but where its run directory lives."""
-    run = {k: v for k, v in rows["run"].items() if k != "run_dir"}
-    return sha256_text(json.dumps({**rows, "run": run}, sort_keys=True))
-
-
 def export(store: Store, run_ref: str | None, out: Path | None) -> Path:
     """Write the run's bundle (default: ``./<run id>.labrun.tar.gz``); a running run cannot be exported."""
     meta = store.run(run_ref)
@@ -72,14 +67,20 @@ def export(store: Store, run_ref: str | None, out: Path | None) -> Path:
         "created": created,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise UserError(f"-o {out}: is a directory", f"name the bundle file, e.g. {out / (meta.id + SUFFIX)}")
     tmp = out.with_name(f".{out.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for name, data in {"manifest.json": json.dumps(manifest, indent=1).encode(), **members}.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), int(created), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tmp, "w:gz") as tar:
+            for name, data in {"manifest.json": json.dumps(manifest, indent=1).encode(), **members}.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), int(created), 0o644
+                tar.addfile(info, io.BytesIO(data))
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"-o {out}: cannot write the bundle ({exc.strerror})", "pick a writable place with free space") from None
     return out
 
 
@@ -136,20 +137,23 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "float | None": (float, int, type(None)),
 }
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # it names a directory: no separators, no leading dot
+STATUSES = ("complete", "failed", "incomplete")  # a bundle holds an ended run
 
 
 def _make(cls: type[Any], data: object, path: Path, what: str) -> Any:
-    """``cls`` from a bundle's mapping, every field present and of its declared type (the store would take anything)."""
+    """``cls`` from a bundle's mapping, every field of its declared type (the store would take anything); integers
+    in float fields become floats, so the object is what the store gives back."""
     if not isinstance(data, dict):
         raise _bad(path, f"{what} is not a mapping: {data!r:.80}")
-    types = {f.name: _TYPES.get(str(f.type), (object,)) for f in fields(cls)}
-    if set(data) - set(types):
-        raise _bad(path, f"{what} has fields this lab does not know: {sorted(set(data) - set(types))}")
+    declared = {f.name: str(f.type) for f in fields(cls)}
+    if set(data) - set(declared):
+        raise _bad(path, f"{what} has fields this lab does not know: {sorted(set(data) - set(declared))}")
     for name, value in data.items():
-        if not isinstance(value, types[name]) or isinstance(value, bool):
-            raise _bad(path, f"{what}.{name}: {value!r:.80} is not {fields(cls)[[f.name for f in fields(cls)].index(name)].type!s}")
+        if not isinstance(value, _TYPES.get(declared[name], (object,))) or isinstance(value, bool):
+            raise _bad(path, f"{what}.{name}: {value!r:.80} is not {declared[name]}")
+    fixed = {k: float(v) if declared[k].startswith("float") and isinstance(v, int) else v for k, v in data.items()}
     try:
-        return cls(**data)
+        return cls(**fixed)
     except TypeError as exc:  # a required field missing
         raise _bad(path, f"{what}: {exc}") from None
 
@@ -161,21 +165,43 @@ def _list(rows: dict[str, Any], key: str, path: Path) -> list[Any]:
     return value
 
 
-def import_(store: Store, path: Path, results_dir: Path) -> Imported:
-    """Import one bundle (idempotent); nothing is written unless the whole bundle checks out."""
-    rows, files = read(path)
+def _parse(rows: dict[str, Any], path: Path) -> tuple[RunMeta, list[tuple[Cell, list[Sample]]], list[CellError]]:
     meta: RunMeta = _make(RunMeta, rows["run"], path, "run")
-    if not RUN_ID.fullmatch(meta.id) or meta.status == "running":
-        raise _bad(path, f"run id {meta.id!r:.80} or status {meta.status!r:.20} is not one lab writes")
+    if not RUN_ID.fullmatch(meta.id):
+        raise _bad(path, f"run id {meta.id!r:.80} is not one lab writes")
+    if meta.status not in STATUSES:
+        raise _bad(path, f"run status {meta.status!r:.20} is not one of {', '.join(STATUSES)}")
     cells = []
     for c in _list(rows, "cells", path):
-        if not isinstance(c, dict) or not isinstance(c.get("samples", []), list):
+        if not isinstance(c, dict) or not isinstance(c.get("samples"), list):
             raise _bad(path, f"a cell entry is not a mapping with a samples list: {c!r:.80}")
-        cells.append((_make(Cell, c.get("cell"), path, "cell"), [_make(Sample, s, path, "sample") for s in c.get("samples", [])]))
+        cells.append((_make(Cell, c.get("cell"), path, "cell"), [_make(Sample, s, path, "sample") for s in c["samples"]]))
     errors = [_make(CellError, e, path, "error") for e in _list(rows, "errors", path)]
+    for e in errors:
+        if e.stage not in ERROR_STAGES:
+            raise _bad(path, f"error.stage {e.stage!r:.20} is not one of {', '.join(ERROR_STAGES)}")
+    return meta, cells, errors
+
+
+def _digest(meta: RunMeta, cells: list[tuple[Cell, list[Sample]]], errors: list[CellError]) -> str:
+    """A run's content: everything but where its run directory lives and which fleet run it is part of."""
+    run = {k: v for k, v in asdict(meta).items() if k not in ("run_dir", "part_of")}
+    doc = {"run": run, "cells": [[asdict(c), [asdict(s) for s in ss]] for c, ss in cells], "errors": [asdict(e) for e in errors]}
+    return sha256_text(json.dumps(doc, sort_keys=True))
+
+
+def _stored(store: Store, run_id: str) -> tuple[RunMeta, list[tuple[Cell, list[Sample]]], list[CellError]]:
+    return store.run(run_id), [(c, store.samples(cid)) for cid, c in store.cells(run_id)], store.errors(run_id)
+
+
+def import_(store: Store, path: Path, results_dir: Path, part_of: str = "") -> Imported:
+    """Import one bundle (idempotent); nothing is written unless the whole bundle checks out. ``part_of``: the fleet
+    run this host's run belongs to (it is then never "the latest run" itself)."""
+    rows, files = read(path)
+    meta, cells, errors = _parse(rows, path)
     summary = Imported(meta.id, meta.status, len(cells), len(errors), new=True)
     if any(m.id == meta.id for m in store.runs()):
-        if content_digest(_rows(store, meta.id)) != content_digest(rows):
+        if _digest(*_stored(store, meta.id)) != _digest(meta, cells, errors):
             raise UserError(
                 f"{path}: run {meta.id} is already in {store.path} with different content",
                 "import it into another store (run.store), or leave the one already there",
@@ -185,15 +211,22 @@ def import_(store: Store, path: Path, results_dir: Path) -> Imported:
     results_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{meta.id}-", dir=results_dir))
     try:
-        for name, data in files.items():
-            target = staging / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        store.insert_run(RunMeta(**{**asdict(meta), "run_dir": str(run_dir)}), cells, errors)
+        try:
+            for name, data in files.items():
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        except OSError as exc:  # members that cannot all be files (a/ and a/b), or a full disk
+            raise _bad(path, f"its run directory cannot be unpacked ({exc.strerror}: {exc.filename})") from None
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(run_dir)
+        staging.rename(run_dir)  # the directory first: a run row never points at a directory that is not there
+        try:
+            store.insert_run(replace(meta, run_dir=str(run_dir), part_of=part_of), cells, errors)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary

@@ -32,8 +32,10 @@ def new_dir(root: Path, stamp: str | None = None) -> Path:
 
 def prune_runs(store: Store, runs_dir: Path, keep: int) -> list[Path]:
     """Delete run directories beyond the newest ``keep``; never a running run's, nor one a baseline references. Store rows stay."""
-    protected = {source for _, _, source in store.baselines()} | {r.id for r in store.runs() if r.status == "running"}
-    dirs = sorted((d for d in runs_dir.iterdir() if d.is_dir()), key=lambda d: d.name) if runs_dir.exists() else []
+    runs = store.runs()
+    protected = {source for _, _, source in store.baselines()} | {r.id for r in runs if r.status == "running"}
+    parts = {r.id for r in runs if r.part_of}  # a fleet run's host runs: not counted, not pruned on their own
+    dirs = sorted((d for d in runs_dir.iterdir() if d.is_dir() and d.name not in parts), key=lambda d: d.name) if runs_dir.exists() else []
     doomed = [d for d in dirs[: max(0, len(dirs) - keep)] if d.name not in protected]
     for d in doomed:
         shutil.rmtree(d)

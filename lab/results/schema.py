@@ -151,6 +151,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TABLE errors",
         "ALTER TABLE errors_v5 RENAME TO errors",
         "CREATE INDEX errors_run ON errors(run_id)",
+        # a host's run imported into a fleet run: kept, but never "the latest run", history or retention on its own
+        "ALTER TABLE runs ADD COLUMN part_of TEXT NOT NULL DEFAULT ''",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+ERROR_STAGES = ("image", "build", "boot", "ssh", "payload", "parse", "host")  # the errors table's CHECK (v5)

@@ -45,6 +45,7 @@ class RunMeta:
     run_dir: str
     status: str = "running"
     ended: float | None = None
+    part_of: str = ""  # the fleet run this host's run was imported into ("" for a run of its own)
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,7 @@ def _db_error(path: Path, exc: sqlite3.Error, doing: str) -> InfraError:
 
 
 class Store:
-    """One SQLite results database. Open it, use it, :meth:`close` it (or ``with``).
-
-    ``readonly`` opens for reading only: no migration, no write lock, works on a read-only directory.
-    """
+    """One SQLite results database (use ``with``); ``readonly``: no migration, no write lock, works on a read-only directory."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path, self.readonly = path, readonly
@@ -330,6 +328,7 @@ class Store:
             "SELECT runs.id, runs.started, cells.buffer_size, samples.delta_minflt, samples.delta_majflt FROM samples "
             "JOIN cells ON cells.id = samples.cell_id JOIN runs ON runs.id = cells.run_id "
             "WHERE cells.arch = ? AND cells.variant = ? AND samples.stage = ? AND (? IS NULL OR cells.buffer_size = ?) AND cells.axes = ? "
+            "AND runs.part_of = '' "
             "AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.run_id = cells.run_id AND e.arch = cells.arch "
             "AND e.variant = cells.variant AND e.buffer_size = cells.buffer_size AND e.axes = cells.axes) "
             "ORDER BY runs.started, runs.id, samples.repeat"
@@ -353,10 +352,10 @@ class Store:
         return [self._meta(r) for r in self.db.execute(f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started, id")]
 
     def run(self, ref: str | None = None) -> RunMeta:
-        """A run by id or unique id prefix; None means the latest run."""
+        """A run by id or unique id prefix; None means the latest run (of its own: not a fleet run's host run)."""
         if ref is None:
-            rows = self.db.execute(f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started DESC, id DESC LIMIT 1").fetchall()
-            if not rows:
+            latest = f"SELECT {self._RUN_COLUMNS} FROM runs WHERE part_of = '' ORDER BY started DESC, id DESC LIMIT 1"
+            if not (rows := self.db.execute(latest).fetchall()):
                 raise UserError(f"{self.path}: no runs yet", "run lab run first")
             return self._meta(rows[0])
         rows = self.db.execute(

@@ -27,11 +27,12 @@ ENV_FIELDS = (
     "qemu_version",
     "accel",
     "probe_schema",
-    "host",
     "host_cpu",
 )
-# Recorded since store v5: a baseline saved before that has no value for them, which is not a change.
-OPTIONAL_ENV = ("host", "host_cpu")
+# Recorded since store v5 (KVM cells: the host's CPU): a baseline saved before that has none, which is not a change.
+# The host's name is recorded with every cell but is not compared: a TCG guest counts the same on any host, and
+# containers get a new hostname every run.
+OPTIONAL_ENV = ("host_cpu",)
 COUNTERS = ("minflt", "majflt")
 ORDER = ("regressed", "missing", "incomparable", "improved", "new", "unchanged")  # worst first
 

@@ -107,6 +107,10 @@ def edited_run(path: Path, edit: str) -> bytes:
         rows["cells"][0]["cell"]["buffer_size"] = "lots"
     elif edit == "shape":
         rows["cells"] = {"not": "a list"}
+    elif edit == "status":
+        rows["run"]["status"] = "done"
+    elif edit == "stage":
+        rows["errors"][0]["stage"] = "zzz"
     else:
         rows["errors"][0]["attempts"] = True
     return json.dumps(rows).encode()
@@ -118,6 +122,8 @@ def edited_run(path: Path, edit: str) -> bytes:
         ("traversal", "run id '../../etc'"),
         ("types", "cell.buffer_size: 'lots' is not int"),
         ("shape", "run.json cells is not a list"),
+        ("status", "run status 'done' is not one of complete, failed, incomplete"),  # was: exit 4 "two writers?"
+        ("stage", "error.stage 'zzz' is not one of"),
         ("bool", "error.attempts: True is not int"),
     ],
 )
@@ -171,3 +177,48 @@ def test_a_v4_store_migrates_giving_cells_and_errors_their_runs_host(tmp_path: P
         assert migrated.host == "oldhost" and migrated.host_cpu == ""
         assert [e.host for e in s.errors("r")] == ["oldhost"]
         s.add_error("r", CellError("arm64", "glibc-static", 1, "host", "host b unreachable", "", 1, "", "b"))  # the fleet's stage
+
+
+def test_an_integer_start_time_and_a_cell_without_host_import_twice_unchanged(tmp_path: Path) -> None:
+    """Regression (review): the second import compared the stored run (floats, filled defaults) with the bundle's raw
+    JSON (an int ``started``, no ``host``) and refused its own run as "different content"."""
+    with Store(tmp_path / "a" / "lab.sqlite") as a:
+        path = bundle.export(a, finished_run(a, tmp_path / "a" / "runs" / "r1").id, tmp_path / "r1.labrun.tar.gz")
+    with tarfile.open(path) as tar:
+        rows = json.loads(tar.extractfile("run.json").read())  # type: ignore[union-attr]
+    rows["run"]["started"] = 1000
+    del rows["cells"][0]["cell"]["host"]
+    rewrite(path, member=("run.json", json.dumps(rows).encode()), resum=True)
+    with Store(tmp_path / "b" / "lab.sqlite") as b:
+        assert bundle.import_(b, path, tmp_path / "b").new
+        assert not bundle.import_(b, path, tmp_path / "b").new
+
+
+def test_members_that_cannot_all_be_files_are_a_bad_bundle_not_a_disk_error(tmp_path: Path) -> None:
+    with Store(tmp_path / "a" / "lab.sqlite") as a:
+        path = bundle.export(a, finished_run(a, tmp_path / "a" / "runs" / "r1").id, tmp_path / "r1.labrun.tar.gz")
+    rewrite(path, member=("rundir/report.md/inner", b"x"), resum=True)  # report.md is a file and a directory
+    with Store(tmp_path / "b" / "lab.sqlite") as b, pytest.raises(UserError, match="cannot be unpacked"):
+        bundle.import_(b, path, tmp_path / "b")
+    with Store(tmp_path / "b" / "lab.sqlite") as b:
+        assert b.runs() == []
+
+
+def test_export_to_a_directory_is_a_usage_error_and_leaves_nothing(tmp_path: Path) -> None:
+    with Store(tmp_path / "a" / "lab.sqlite") as a:
+        run = finished_run(a, tmp_path / "a" / "runs" / "r1")
+        with pytest.raises(UserError, match="is a directory"):
+            bundle.export(a, run.id, tmp_path)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_fleet_runs_host_runs_are_never_the_latest_run(tmp_path: Path) -> None:
+    """Regression (review): imported host runs started after their fleet run, so `lab report`/`compare` without a
+    run id picked one host's partial run."""
+    with Store(tmp_path / "a" / "lab.sqlite") as a:
+        path = bundle.export(a, finished_run(a, tmp_path / "a" / "runs" / "r1").id, tmp_path / "r1.labrun.tar.gz")
+    with Store(tmp_path / "b" / "lab.sqlite") as b:
+        own = replace(meta("20261127-000000-bbbbbb"), started=10.0, status="complete")
+        b.insert_run(own, [], [])
+        bundle.import_(b, path, tmp_path / "b", part_of=own.id)
+        assert b.run().id == own.id and b.run("20261128").part_of == own.id

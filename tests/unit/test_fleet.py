@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lab import resources
+from lab import axes, config, resources
+from lab.cli import build_parser
+from lab.cli.common import run_request
 from lab.errors import UserError
 from lab.fleet import ansible, inventory
-from lab.fleet.run import run_args
-from lab.measure.plan import RunRequest
+from lab.fleet.run import provision, run_args
+from lab.measure.plan import RunRequest, make_plan
 
 INV = Path("inv.yml")
 
@@ -86,10 +89,31 @@ def test_a_real_inventory_file_is_read_through_ansible_inventory(tmp_path: Path)
     assert "bad.yml: no hosts in the group lab_hosts (Ansible: " in err.value.message  # with what Ansible said about it
 
 
-def test_run_options_reach_each_hosts_lab_run_but_not_its_paths() -> None:
-    req = RunRequest(arch="all", repeat=7, size="1M,8M", variant="musl-static", axis=("thp=never,always",), out=Path("/x"), cold_boot=True)
-    assert run_args(req) == ["--variant", "musl-static", "--repeat", "7", "--size", "1M,8M", "--axis", "thp=never,always", "--cold-boot"]
-    assert run_args(RunRequest()) == []
+def test_each_host_runs_the_controllers_resolved_matrix_not_its_own_defaults() -> None:
+    """Regression (review): only typed options were forwarded, so a host's own lab.yaml (repeat, sizes, axes) decided
+    what it measured while the merged run and its owed cells followed the controller's plan."""
+    cfg = config.load(resources.images_dir().parent / "lab.yaml")
+    req = RunRequest(
+        arch="all", repeat=7, size="1M,8M", variant="musl-static", axis=("thp=never,always", "tunables=a=1", "tunables="), cold_boot=True
+    )
+    args = run_args(make_plan(cfg, req), req)
+    assert args == [
+        "--variant", "musl-static", "--repeat", "7", "--size", "1M,8M",
+        "--axis", "suite=trixie", "--axis", "thp=never,always", "--axis", "cache=cold", "--axis", "order=random",
+        "--axis", "tunables=a=1", "--axis", "tunables=",
+        "--cold-boot",
+    ]  # fmt: skip
+    # the host parses them back into the same plan (its arches aside)
+    mine, theirs = make_plan(cfg, req), make_plan(cfg, host_request(args))
+    assert (theirs.variants, theirs.sizes, theirs.repeat) == (mine.variants, (1 << 20, 8 << 20), 7)
+    assert {a.name: theirs.values(a.name) for a in axes.AXES} == {a.name: mine.values(a.name) for a in axes.AXES}
+    defaults = run_args(make_plan(cfg, RunRequest()), RunRequest())
+    assert defaults[:6] == ["--variant", "glibc-dynamic,glibc-static,musl-dynamic,musl-static", "--repeat", "5", "--size", "1M"]
+
+
+def host_request(args: list[str]) -> RunRequest:
+    """The RunRequest a host's `lab run --arch all ARGS` builds (the CLI's own parser)."""
+    return run_request(build_parser()[0].parse_args(["run", "--arch", "all", *args]))
 
 
 def test_playbook_argv_names_inventory_playbook_vars_file_and_limit() -> None:
@@ -125,7 +149,23 @@ def test_the_ansible_callback_writes_outcomes_only_when_asked(tmp_path: Path) ->
         "- hosts: lab_hosts\n  gather_facts: false\n  tasks:\n    - name: Fail on purpose\n      ansible.builtin.fail:\n        msg: boom\n"
     )
     out = tmp_path / "out.json"
+    subprocess.run(
+        [ansible.tool("ansible-playbook"), "-i", str(inv), str(play)],
+        env=ansible.environment(),
+        capture_output=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert not out.exists() and not list(tmp_path.glob("*.json"))  # not asked: nothing written
     env = {**ansible.environment(), "LAB_ANSIBLE_OUTCOMES": str(out)}
     subprocess.run([ansible.tool("ansible-playbook"), "-i", str(inv), str(play)], env=env, capture_output=True, check=False)
     doc = json.loads(out.read_text())
     assert doc["stats"]["here"]["failures"] == 1 and doc["why"] == {"here": "Fail on purpose: boom"}
+
+
+def test_a_limit_naming_no_inventory_host_is_a_usage_error_before_anything_is_built(tmp_path: Path) -> None:
+    cfg = config.load(resources.images_dir().parent / "lab.yaml")
+    cfg = replace(cfg, cache_dir=tmp_path / "cache", results_dir=tmp_path / "results")
+    with pytest.raises(UserError, match="--limit nope: not in"):
+        provision(cfg, resources.ansible_dir() / "inventory.example.yml", ("nope",))
+    assert not (tmp_path / "cache").exists()
