@@ -96,9 +96,10 @@ def host_cpu(accel: str) -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.machine()
+    facts: dict[str, str] = {}  # the first CPU's value of each key
+    for key, _, value in (line.partition(":") for line in info.splitlines()):
+        facts.setdefault(key.strip(), value.strip())
     for key in ("model name", "uarch", "Hardware"):  # x86; riscv64; some arm64 kernels
-        for line in info.splitlines():
-            if line.split(":")[0].strip() == key:
-                return line.split(":", 1)[1].strip()
-    parts = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info.splitlines()) if k.strip().startswith("CPU ")}
-    return " ".join(f"{k} {parts[k]}" for k in ("CPU implementer", "CPU part", "CPU variant") if k in parts) or platform.machine()
+        if key in facts:
+            return facts[key]
+    return " ".join(f"{k} {facts[k]}" for k in ("CPU implementer", "CPU part", "CPU variant") if k in facts) or platform.machine()

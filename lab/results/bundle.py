@@ -41,18 +41,28 @@ class Imported:
     new: bool  # False: the store already held this run, unchanged
 
 
-def _rows(store: Store, run_id: str) -> dict[str, Any]:
-    meta = store.run(run_id)
-    cells = [{"cell": asdict(c), "samples": [asdict(s) for s in store.samples(cid)]} for cid, c in store.cells(meta.id)]
-    return {"run": asdict(meta), "cells": cells, "errors": [asdict(e) for e in store.errors(meta.id)]}
+Run = tuple[RunMeta, list[tuple[Cell, list[Sample]]], list[CellError]]
+
+
+def _load(store: Store, run_ref: str | None) -> Run:
+    """A run as the store holds it: its row, its cells with their samples, its errors."""
+    meta = store.run(run_ref)
+    return meta, [(c, store.samples(cid)) for cid, c in store.cells(meta.id)], store.errors(meta.id)
+
+
+def _rows(meta: RunMeta, cells: list[tuple[Cell, list[Sample]]], errors: list[CellError]) -> dict[str, Any]:
+    """run.json's document for a run."""
+    listed = [{"cell": asdict(c), "samples": [asdict(s) for s in ss]} for c, ss in cells]
+    return {"run": asdict(meta), "cells": listed, "errors": [asdict(e) for e in errors]}
 
 
 def export(store: Store, run_ref: str | None, out: Path | None) -> Path:
     """Write the run's bundle (default: ``./<run id>.labrun.tar.gz``); a running run cannot be exported."""
-    meta = store.run(run_ref)
+    run = _load(store, run_ref)
+    meta = run[0]
     if meta.status == "running":
         raise UserError(f"run {meta.id} is still running", "export it when it has ended")
-    rows = _rows(store, meta.id)
+    rows = _rows(*run)
     out = out or Path.cwd() / f"{meta.id}{SUFFIX}"
     members: dict[str, bytes] = {"run.json": json.dumps(rows, indent=1, sort_keys=True).encode()}
     run_dir = Path(meta.run_dir)
@@ -165,7 +175,7 @@ def _list(rows: dict[str, Any], key: str, path: Path) -> list[Any]:
     return value
 
 
-def _parse(rows: dict[str, Any], path: Path) -> tuple[RunMeta, list[tuple[Cell, list[Sample]]], list[CellError]]:
+def _parse(rows: dict[str, Any], path: Path) -> Run:
     meta: RunMeta = _make(RunMeta, rows["run"], path, "run")
     if not RUN_ID.fullmatch(meta.id):
         raise _bad(path, f"run id {meta.id!r:.80} is not one lab writes")
@@ -185,13 +195,9 @@ def _parse(rows: dict[str, Any], path: Path) -> tuple[RunMeta, list[tuple[Cell, 
 
 def _digest(meta: RunMeta, cells: list[tuple[Cell, list[Sample]]], errors: list[CellError]) -> str:
     """A run's content: everything but where its run directory lives and which fleet run it is part of."""
-    run = {k: v for k, v in asdict(meta).items() if k not in ("run_dir", "part_of")}
-    doc = {"run": run, "cells": [[asdict(c), [asdict(s) for s in ss]] for c, ss in cells], "errors": [asdict(e) for e in errors]}
-    return sha256_text(json.dumps(doc, sort_keys=True))
-
-
-def _stored(store: Store, run_id: str) -> tuple[RunMeta, list[tuple[Cell, list[Sample]]], list[CellError]]:
-    return store.run(run_id), [(c, store.samples(cid)) for cid, c in store.cells(run_id)], store.errors(run_id)
+    rows = _rows(meta, cells, errors)
+    rows["run"] = {k: v for k, v in rows["run"].items() if k not in ("run_dir", "part_of")}
+    return sha256_text(json.dumps(rows, sort_keys=True))
 
 
 def import_(store: Store, path: Path, results_dir: Path, part_of: str = "") -> Imported:
@@ -201,7 +207,7 @@ def import_(store: Store, path: Path, results_dir: Path, part_of: str = "") -> I
     meta, cells, errors = _parse(rows, path)
     summary = Imported(meta.id, meta.status, len(cells), len(errors), new=True)
     if any(m.id == meta.id for m in store.runs()):
-        if _digest(*_stored(store, meta.id)) != _digest(meta, cells, errors):
+        if _digest(*_load(store, meta.id)) != _digest(meta, cells, errors):
             raise UserError(
                 f"{path}: run {meta.id} is already in {store.path} with different content",
                 "import it into another store (run.store), or leave the one already there",

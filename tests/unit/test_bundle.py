@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sqlite3
 import tarfile
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -14,9 +13,9 @@ import pytest
 
 from lab.errors import UserError
 from lab.results import bundle
-from lab.results.schema import MIGRATIONS, SCHEMA_VERSION
+from lab.results.schema import SCHEMA_VERSION
 from lab.results.store import CellError, RunMeta, Store
-from tests.unit.test_store import cell, meta, samples
+from tests.unit.test_store import cell, meta, old_store, samples
 
 
 def finished_run(store: Store, run_dir: Path, run_id: str = "20261128-000000-aaaaaa") -> RunMeta:
@@ -34,7 +33,7 @@ def finished_run(store: Store, run_dir: Path, run_id: str = "20261128-000000-aaa
 
 
 def snapshot(store: Store, run_id: str) -> dict[str, object]:
-    rows = bundle._rows(store, run_id)
+    rows = bundle._rows(*bundle._load(store, run_id))
     rows["run"] = {k: v for k, v in rows["run"].items() if k != "run_dir"}
     return rows
 
@@ -161,12 +160,7 @@ def test_a_running_run_is_not_exported(tmp_path: Path) -> None:
 
 def test_a_v4_store_migrates_giving_cells_and_errors_their_runs_host(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
-    con = sqlite3.connect(db, isolation_level=None)
-    for migration in MIGRATIONS[:4]:
-        for statement in migration:
-            con.execute(statement)
-    con.execute("PRAGMA user_version = 4")
-    con.execute("INSERT INTO runs VALUES ('r', 1, 2, 'complete', 'oldhost', 1, '0.1', 'g', 'c', 'lab run', 3, '/r')")
+    con = old_store(db, 4, host="oldhost")
     old = cell()
     con.execute(f"INSERT INTO cells VALUES (7, 'r', {', '.join('?' * 20)})", tuple(asdict(old).values())[:20])
     con.execute("INSERT INTO errors VALUES (1, 'r', 'x86_64', 'musl-static', 1, 'boot', 'm', 'e', 1, '')")
