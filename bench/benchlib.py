@@ -1,7 +1,8 @@
-"""What the benchmarks share: a throwaway config over the lab's warm cache, and a timed `lab run`."""
+"""What the benchmarks share: their options, a throwaway config over the lab's warm cache, and a timed `lab run`."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -12,6 +13,14 @@ import yaml
 from lab import config
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def options(doc: str | None) -> tuple[argparse.Namespace, config.Config]:
+    """``--rounds`` (side-by-side repetitions, default 3) and ``--repeat`` (lab run's, default 5), and the lab's config."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
+    return p.parse_args(), config.load(REPO / "lab.yaml")
 
 
 def temp_config(cfg: config.Config, tmp: str) -> Path:

@@ -9,24 +9,18 @@ last traced run (its checks). Results and stores go to a temp directory; the lab
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import REPO, lab_run, temp_config
+from benchlib import lab_run, options, temp_config
 
-from lab import config
 from lab.explain import render
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=3)
-    args = p.parse_args()
-    cfg = config.load(REPO / "lab.yaml")
+    args, cfg = options(__doc__)
     with tempfile.TemporaryDirectory(prefix="lab-bench-explain-") as tmp:
         conf = temp_config(cfg, tmp)
         lab_run(conf, "--out", f"{tmp}/warm", "--repeat", "1", "--explain", quiet=True)  # warm every cache (tracer, debug symbols) first

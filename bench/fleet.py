@@ -11,7 +11,6 @@ figure is the fleet's overhead (wheel build, Ansible, bundles, import, merge) ov
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
@@ -19,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import REPO, temp_config
+from benchlib import REPO, options, temp_config
 from benchlib import lab_run as local_run
 
 sys.path.insert(0, str(REPO))
-from lab import config
 from tests.e2e.fleet_hosts import LoopbackHost, free_port, inventory
 from tests.e2e.test_fleet import seed_cache
 
@@ -37,11 +35,7 @@ def timed(conf: Path, *args: str) -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--repeat", type=int, default=5)
-    args = p.parse_args()
-    cfg = config.load(REPO / "lab.yaml")
+    args, cfg = options(__doc__)
     with tempfile.TemporaryDirectory(prefix="lab-bench-fleet-") as tmp:
         d = Path(tmp)
         conf = temp_config(cfg, tmp)

@@ -12,13 +12,12 @@ Results and stores go to a temp directory; the lab's cache (images, payloads, sn
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
 
-from benchlib import REPO, temp_config
 from benchlib import lab_run as run_timed
+from benchlib import options, temp_config
 
 from lab import arches, config
 from lab.guests.boot import boot
@@ -55,11 +54,7 @@ def boot_figures(cfg: config.Config, rounds: int) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--repeat", type=int, default=5)
-    args = p.parse_args()
-    cfg = config.load(REPO / "lab.yaml")
+    args, cfg = options(__doc__)
     boot_figures(cfg, args.rounds)
     with tempfile.TemporaryDirectory(prefix="lab-bench-snap-") as tmp:
         conf = temp_config(cfg, tmp)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lab.errors import InfraError, UserError
-from lab.results.schema import SCHEMA_VERSION
+from lab.results.schema import MIGRATIONS, SCHEMA_VERSION
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -256,17 +256,21 @@ def test_a_writer_waiting_for_another_says_so_then_writes(tmp_path: Path, caplog
     assert any("waiting for another lab process to finish writing" in r.getMessage() for r in caplog.records)
 
 
-def test_a_v2_store_migrates_to_axes_keeping_every_sample(tmp_path: Path) -> None:
-    """Issue 11: cells gain axes in their identity; the cells table is rebuilt and samples keep their cells."""
-    from lab.results.schema import MIGRATIONS
-
-    db = tmp_path / "old.db"
+def old_store(db: Path, version: int, host: str = "h") -> sqlite3.Connection:
+    """A store at schema ``version`` (only its migrations applied) holding one complete run ``r`` from ``host``."""
     con = sqlite3.connect(db, isolation_level=None)
-    for migration in MIGRATIONS[:2]:
+    for migration in MIGRATIONS[:version]:
         for statement in migration:
             con.execute(statement)
-    con.execute("PRAGMA user_version = 2")
-    con.execute("INSERT INTO runs VALUES ('r', 1, 2, 'complete', 'h', 1, '0.1', 'g', 'c', 'lab run', 3, '/r')")
+    con.execute(f"PRAGMA user_version = {version}")
+    con.execute("INSERT INTO runs VALUES ('r', 1, 2, 'complete', ?, 1, '0.1', 'g', 'c', 'lab run', 3, '/r')", (host,))
+    return con
+
+
+def test_a_v2_store_migrates_to_axes_keeping_every_sample(tmp_path: Path) -> None:
+    """Issue 11: cells gain axes in their identity; the cells table is rebuilt and samples keep their cells."""
+    db = tmp_path / "old.db"
+    con = old_store(db, 2)
     old = cell()
     con.execute(f"INSERT INTO cells VALUES (7, 'r', {', '.join('?' * 18)})", tuple(asdict(old).values())[:18])
     con.executemany("INSERT INTO samples VALUES (7, ?, ?, ?, ?, ?, ?, ?)", [tuple(asdict(x).values()) for x in samples()])
