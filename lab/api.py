@@ -17,7 +17,8 @@ import shutil
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ from lab.explain import render as render_mod
 from lab.explain.checks import Check
 from lab.fleet import run as fleet_mod
 from lab.guests import doctor as doctor_mod
+from lab.guests import smoke as smoke_mod
+from lab.guests.boot import Booted, boot, new_log_dir
+from lab.guests.images import ImageStore
 from lab.measure import programs
 from lab.measure.plan import Plan, make_plan, with_out
 from lab.measure.plan import RunRequest as RunRequest  # re-exported: part of the API
@@ -37,6 +41,7 @@ from lab.measure.rundir import raw_stem
 from lab.measure.runner import Runner, Summary
 from lab.payloads import toolchains
 from lab.payloads import variants as variants_mod
+from lab.payloads.build import reseed_helper
 from lab.payloads.probe import ProbeResult
 from lab.payloads.probe import parse as parse_probe
 from lab.results import compare as compare_mod
@@ -307,6 +312,23 @@ def history(
         rows = store.history(arch, variant, stage, size, last, axes)
         statuses = {r.id: r.status for r in store.runs()}
     return [HistoryRow(r, started, statuses.get(r, "?"), sz, tuple(mins), tuple(majs)) for r, started, sz, mins, majs in rows]
+
+
+@contextmanager
+def booted(cfg: Config, arch: str, accel: str | None = None) -> Iterator[Booted]:
+    """``lab boot``/``shell``/``exec``: one fresh guest of ``arch`` (restored, and reseeded, when a snapshot matches),
+    shut down when the block ends."""
+    a = arches_mod.get(arch)
+    image = ImageStore(cfg).ensure(a)
+    with boot(cfg, image, accel, new_log_dir(cfg, a.name), reseed=reseed_helper(cfg, a)) as b:
+        yield b
+
+
+def smoke(cfg: Config, arch: str | None = None, accel: str | None = None) -> list[smoke_mod.SmokeResult]:
+    """``lab smoke``: boot each selected arch and check what measurements rely on; a failure is a result."""
+    store = ImageStore(cfg)
+    selected = arches_mod.select(arch if arch is not None else cfg.arches)
+    return [smoke_mod.smoke(cfg, a, store, accel, lambda a: reseed_helper(cfg, a)) for a in selected]
 
 
 def doctor(cfg: Config, kvm: bool = True) -> list[doctor_mod.Check]:

@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ def file_lock(path: Path, what: str, seconds: float) -> Iterator[None]:
                         f"{what} is still held by pid {holder} after {seconds:.0f}s ({path})",
                         f"wait for that lab command to finish or stop it (kill {holder}); a suspended one (Ctrl-Z) holds it forever",
                     ) from None
-                time.sleep(min(POLL_SECONDS, deadline.remaining))
+                deadline.pause(POLL_SECONDS)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:

@@ -12,7 +12,7 @@
  * Kernel instruction pointers are named by a separate call (--kernel-symbols), once for a batch of traces.
  *
  * usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] -- PROGRAM [ARGS...]
- *        fault-trace --kernel-symbols IP...   (names kernel IPs from /proc/kallsyms, as JSON)
+ *        fault-trace --kernel-symbols FILE   (names the kernel IPs listed in FILE from /proc/kallsyms, as JSON)
  * --env-ppid NAME sets NAME to the tracer's PID in the program's environment (before the exec, so its cost is
  * in the pre-exec count): how the fault probe recognises the launcher that re-executed it, so a traced probe
  * runs exactly as it does under lab run.
@@ -247,25 +247,47 @@ static uint64_t parse_hex(const char **p)
 	}
 }
 
-/* --kernel-symbols IP...: name each kernel IP (decimal) by the nearest text symbol at or below it, in one
- * pass over /proc/kallsyms (170k-390k lines: seconds under TCG, so lab asks once per batch of traces). The
- * kernel's own symbols come sorted by address, so the pass stops at the first text symbol past every IP
- * (usercopy helpers sit early: this reads a tenth of riscv64's file). */
-static int kernel_symbols(int n, char **args)
+/* --kernel-symbols FILE: name each kernel IP listed in FILE (decimal, one per line; as many as it holds: the host
+ * ships the list as a file, never on a command line) by the nearest text symbol at or below it, in one pass over
+ * /proc/kallsyms (170k-390k lines: seconds under TCG, so lab asks once per batch of traces). The kernel's own
+ * symbols come sorted by address, so the pass stops at the first text symbol past every IP (usercopy helpers sit
+ * early: this reads a tenth of riscv64's file). */
+struct ksym {
+	uint64_t ip, addr;
+	char name[96];
+};
+
+static int kernel_symbols(const char *path)
 {
-	uint64_t ips[256], best_addr[256], top = 0;
-	char best[256][96], line[512];
-	int i;
-	FILE *k = fopen("/proc/kallsyms", "r");
-	if (n > 256)
-		n = 256;
-	for (i = 0; i < n; i++) {
-		ips[i] = strtoull(args[i], NULL, 10);
-		if (ips[i] > top)
-			top = ips[i];
-		best_addr[i] = 0;
-		strcpy(best[i], "?");
+	struct ksym *syms = NULL;
+	size_t n = 0, cap = 0, i;
+	uint64_t top = 0;
+	char line[512];
+	FILE *in = fopen(path, "r"), *k;
+	if (!in) {
+		perror(path);
+		return 2;
 	}
+	while (fgets(line, sizeof line, in)) {
+		if (line[0] < '0' || line[0] > '9')
+			continue;
+		if (n == cap) {
+			struct ksym *more = realloc(syms, (cap = cap ? 2 * cap : 64) * sizeof *syms);
+			if (!more) {
+				fprintf(stderr, "fault-trace: out of memory\n");
+				return 2;
+			}
+			syms = more;
+		}
+		syms[n].ip = strtoull(line, NULL, 10);
+		syms[n].addr = 0;
+		strcpy(syms[n].name, "?");
+		if (syms[n].ip > top)
+			top = syms[n].ip;
+		n++;
+	}
+	fclose(in);
+	k = fopen("/proc/kallsyms", "r");
 	while (k && fgets(line, sizeof line, k)) {
 		const char *p = line;
 		uint64_t addr = parse_hex(&p);
@@ -275,27 +297,28 @@ static int kernel_symbols(int n, char **args)
 		if (addr > top)
 			break;
 		for (i = 0; i < n; i++)
-			if (addr <= ips[i] && addr >= best_addr[i]) {
+			if (addr <= syms[i].ip && addr >= syms[i].addr) {
 				size_t len = strcspn(p + 3, " \t\n");
-				best_addr[i] = addr;
-				snprintf(best[i], sizeof best[i], "%.*s", (int)(len < 95 ? len : 95), p + 3);
+				syms[i].addr = addr;
+				snprintf(syms[i].name, sizeof syms[i].name, "%.*s", (int)(len < 95 ? len : 95), p + 3);
 			}
 	}
 	if (k)
 		fclose(k);
 	fputs("{", stdout);
 	for (i = 0; i < n; i++) {
-		printf("%s\"%" PRIu64 "\":", i ? "," : "", ips[i]);
-		json_string(stdout, best[i], strlen(best[i]));
+		printf("%s\"%" PRIu64 "\":", i ? "," : "", syms[i].ip);
+		json_string(stdout, syms[i].name, strlen(syms[i].name));
 	}
 	fputs("}\n", stdout);
+	free(syms);
 	return fflush(stdout) == 0 ? 0 : 2;
 }
 
 static int usage(void)
 {
 	fputs("usage: fault-trace [--pages N] [--out FILE] [--env-ppid NAME] -- PROGRAM [ARGS...]\n"
-	      "       fault-trace --kernel-symbols IP...\n",
+	      "       fault-trace --kernel-symbols FILE\n",
 	      stderr);
 	return 64;
 }
@@ -314,8 +337,8 @@ int main(int argc, char **argv)
 	pid_t pid;
 	ssize_t got;
 
-	if (argc > 1 && !strcmp(argv[1], "--kernel-symbols"))
-		return kernel_symbols(argc - 2, argv + 2);
+	if (argc == 3 && !strcmp(argv[1], "--kernel-symbols"))
+		return kernel_symbols(argv[2]);
 	for (argi = 1; argi < argc && strcmp(argv[argi], "--"); argi++) {
 		if (!strcmp(argv[argi], "--pages") && argi + 1 < argc) {
 			pages = strtoul(argv[++argi], NULL, 10);

@@ -14,9 +14,8 @@ from dataclasses import asdict
 from lab import api, arches, config
 from lab.cli.common import Handler, Parser, arch_option
 from lab.errors import UserError
-from lab.guests.boot import Booted, boot, new_log_dir
+from lab.guests.boot import Booted
 from lab.guests.images import ImageStore
-from lab.guests.smoke import smoke
 from lab.text import text_table
 
 log = logging.getLogger("lab")
@@ -80,9 +79,7 @@ def cmd_images(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def _booted(args: argparse.Namespace, cfg: config.Config) -> AbstractContextManager[Booted]:
-    arch = arches.get(args.arch)
-    image = ImageStore(cfg).ensure(arch)
-    return boot(cfg, image, args.accel, new_log_dir(cfg, arch.name))
+    return api.booted(cfg, args.arch, args.accel)
 
 
 def _ssh_argv(b: Booted) -> list[str]:
@@ -122,9 +119,7 @@ def cmd_exec(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_smoke(args: argparse.Namespace, cfg: config.Config) -> int:
-    selected = arches.select(args.arch if args.arch is not None else cfg.arches)
-    store = ImageStore(cfg)
-    results = [smoke(cfg, arch, store, args.accel) for arch in selected]
+    results = api.smoke(cfg, args.arch, args.accel)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import tempfile
 import time
@@ -18,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.config import Config
-from lab.deadline import Deadline
+from lab.deadline import Deadline, cancelled
 from lab.errors import BootError, GuestError
 from lab.guests import accel as accel_mod
 from lab.guests import snapshots as snapshots_mod
 from lab.guests.images import Image
 from lab.guests.keys import client_key
-from lab.guests.protocol import FAIL_MARKER, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT
+from lab.guests.protocol import FAIL_MARKER, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT, THP_CONTROL
 from lab.guests.qemu import VM, VMSpec, free_port, kernel_cmdline, qemu_argv, tail
 from lab.guests.qmp import QMP
 from lab.guests.snapshots import SnapshotStore
@@ -99,7 +100,7 @@ def _launch(
         try:
             vm.launch()
             assert spec.qmp is not None
-            qmp = QMP(spec.qmp, deadline)
+            qmp = QMP(spec.qmp, deadline, vm.check_alive)
             if incoming:  # the snapshot was taken paused: it loads paused, then runs on "cont"
                 if qmp.wait_status({"paused", "running"}, deadline) == "paused":
                     qmp.command("cont", deadline)
@@ -139,16 +140,25 @@ def _restore(cfg: Config, image: Image, log_dir: Path, tb_size_mib: int | None, 
         return exc.message
 
 
-def _post_boot(restored: bool, scratch: bool) -> str:
-    """The first command in every guest: mount the scratch disk (never part of a snapshot); after a restore,
-    set the wall clock (the snapshot's is stale) and stir host randomness into the entropy pool (a restored
-    guest starts from the snapshot's RNG state). Pure apart from the clock and randomness it embeds."""
+RESEED_REMOTE = "/tmp/lab-reseed"  # the helper (payloads/reseed.c), uploaded after every restore
+SEED_REMOTE = "/tmp/lab-seed"  # its seed from the host (0600; the helper deletes it)
+SEED_BYTES = 64
+
+
+def _post_boot(restored: bool, scratch: bool, thp: str) -> str:
+    """The first command in every guest. After a restore: prove the timers fire (a restored riscv64 guest's did
+    not), set the wall clock (the snapshot's is stale) and reseed the CRNG from the host's seed (every guest
+    restored from one snapshot starts from the same RNG state). Then the configured THP mode, set through sysfs
+    and read back (the kernel ignores ``transparent_hugepage=`` below 512 MiB of RAM, so the command line alone
+    is not enough), and the scratch disk (never part of a snapshot). Pure apart from the clock it embeds."""
     steps = []
-    if restored:  # the sleep proves the guest's timers fire (a restored riscv64 guest's did not)
-        steps += ["sleep 0.01", f"date -s @{int(time.time())} >/dev/null", f"echo {secrets.token_hex(64)} > /dev/urandom"]
+    if restored:
+        steps += ["sleep 0.01", f"date -s @{int(time.time())} >/dev/null", f"{RESEED_REMOTE} {SEED_REMOTE}"]
+    steps.append(f"echo {shlex.quote(thp)} > {THP_CONTROL}")
+    steps.append(f'grep -qF {shlex.quote(f"[{thp}]")} {THP_CONTROL} || {{ echo "THP is $(cat {THP_CONTROL}), not {thp}" >&2; false; }}')
     if scratch:
         steps.append(f"mount -t ext4 -o noatime {SCRATCH_DEVICE} {SCRATCH_MOUNT}")
-    return " && ".join(steps) or "true"
+    return " && ".join(steps)
 
 
 @contextmanager
@@ -159,11 +169,13 @@ def boot(
     log_dir: Path | None = None,
     tb_size_mib: int | None = None,
     snapshots: bool = True,
+    reseed: Path | None = None,
 ) -> Iterator[Booted]:
     """Boot ``image`` (KVM or TCG per ``accel_choice``/config), connect over SSH, yield; always clean up.
 
     A TCG guest is restored from its snapshot when there is one (``snapshots`` and ``guest.snapshots``);
     otherwise it boots cold and its snapshot is saved. ``BootInfo.boot`` says which happened, and why.
+    A restore needs ``reseed``, the arch's static reseed helper (payloads/reseed.c): without it the guest boots cold.
     """
     arch = image.arch
     log_dir = log_dir or new_log_dir(cfg, arch.name)
@@ -171,8 +183,17 @@ def boot(
     memo_key = memo.key(arch, image.key)
     choice = accel_choice or cfg.accel
     plan = accel_mod.plan(choice, arch, memo.broken(memo_key), accel_mod.kvm_precheck(arch))
-    snaps = SnapshotStore(cfg.cache_dir) if snapshots and cfg.guest.snapshots and arch.snapshots else None
-    path = "cold" if snaps else "cold (snapshots off)" if arch.snapshots else f"cold (no snapshots on {arch.name})"
+    usable = snapshots and cfg.guest.snapshots and arch.snapshots and reseed is not None
+    snaps = SnapshotStore(cfg.cache_dir) if usable else None
+    path = (
+        "cold"
+        if snaps
+        else f"cold (no snapshots on {arch.name})"
+        if not arch.snapshots
+        else "cold (snapshots off)"
+        if not (snapshots and cfg.guest.snapshots)
+        else "cold (no reseed helper)"
+    )
     with ExitStack() as stack:
         vm: VM | None = None
         note = plan.note
@@ -216,14 +237,27 @@ def boot(
         guest = Guest(arch.name, vm.ssh_port, client_key(cfg.cache_dir / "keys"), image.host_key, cfg.timeouts.scaled("command"))
         stack.callback(guest.close)
         try:
-            guest.connect(Deadline(cfg.timeouts.scaled("ssh")))
+            guest.connect(Deadline(cfg.timeouts.scaled("ssh")), lambda: vm.check_alive("before its SSH server answered"))
+            is_restored = path == "restored"
+            if is_restored:
+                assert reseed is not None
+                guest.put_bytes(reseed.read_bytes(), RESEED_REMOTE, 0o755)
+                guest.put_bytes(secrets.token_bytes(SEED_BYTES), SEED_REMOTE, 0o600)
             # Bounded: a restored guest whose timers are dead hangs in its first sleep (lab.guests.snapshots).
-            done = guest.run(_post_boot(path == "restored", image.scratch.exists()), timeout=cfg.timeouts.scaled("restore"))
+            done = guest.run(
+                _post_boot(is_restored, image.scratch.exists(), cfg.guest.transparent_hugepage), timeout=cfg.timeouts.scaled("restore")
+            )
             if done.exited != 0:
-                raise GuestError(f"{arch.name}: setting up the booted guest failed: {done.stderr.strip()[:200]}", "see the console log")
-        except GuestError as exc:
+                why = (done.stderr.strip() or done.stdout.strip())[-300:] or "no output"
+                raise GuestError(
+                    f"{arch.name}: setting up the booted guest failed (exit status {done.exited}): {why}", "see the console log"
+                )
+        except (GuestError, BootError) as exc:
             exc.logs = (*exc.logs, vm.console_log)  # what the guest printed says why sshd never answered
-            if path == "restored" and snaps is not None:  # a snapshot whose guest does not answer is no use: boot cold next time
+            # A cancelled run's guests are killed under it: that is no verdict on the snapshot.
+            if (
+                path == "restored" and snaps is not None and not cancelled()
+            ):  # a snapshot whose guest does not answer is no use: boot cold next time
                 bad = snaps.find(arch.name, snapshot_key(cfg, image))
                 if bad is not None:
                     snaps.discard(bad)

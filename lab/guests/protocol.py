@@ -14,3 +14,4 @@ TEST_FILE = "probe.dat"  # on the scratch disk: the file-backed fault stages map
 TEST_FILE_PATH = f"{SCRATCH_MOUNT}/{TEST_FILE}"
 GUEST_IP, GATEWAY = "10.0.2.15", "10.0.2.2"  # QEMU user-mode network
 SSH_GUEST_PORT = 22
+THP_CONTROL = "/sys/kernel/mm/transparent_hugepage/enabled"

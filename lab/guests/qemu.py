@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 from lab.arches import Arch
-from lab.deadline import Deadline
+from lab.deadline import Deadline, check
 from lab.errors import BootError, InfraError
 from lab.guests.protocol import SSH_GUEST_PORT
 
@@ -183,11 +183,33 @@ class VM:
 
     @property
     def returncode(self) -> int | None:
-        return self.proc.poll() if self.proc else None
+        """QEMU's exit status once it has exited (negative: killed by that signal), else None.
+
+        Read without reaping (``WNOWAIT``): until :meth:`shutdown` reaps it, the zombie's pid keeps naming its
+        process group, so the group kill can never hit a group that reused the number."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.returncode is not None:
+            return proc.returncode
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped elsewhere
+            return proc.poll()
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def check_alive(self, what: str = "before the guest was ready") -> None:
+        """Raise :class:`BootError` (exit status, QEMU's stderr, console tail) if QEMU has exited."""
+        rc = self.returncode
+        if rc is not None:
+            raise self._boot_error(f"QEMU exited with status {rc} {what}", f"see {self.stderr_log} and {self.console_log}")
 
     def launch(self) -> None:
         if self.proc is not None:
             raise RuntimeError("VM.launch() called twice")
+        check()  # a cancelled run starts no new guest
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self.console_log.write_bytes(b"")
         log.debug("launching %s: %s", self.name, shlex.join(self.argv))
@@ -233,34 +255,45 @@ class VM:
                     self.ready_line = rest.split(b"\n")[0].decode(errors="replace").strip()
                     self.ready_at = time.monotonic()
                     return self.ready_line
-            if self.proc.poll() is not None:
-                raise self._boot_error(
-                    f"QEMU exited with status {self.proc.returncode} before the guest was ready",
-                    f"see {self.stderr_log} and {self.console_log}",
-                )
+            self.check_alive()
             if deadline.expired:
                 raise self._boot_error(
                     f"guest not ready after {deadline.seconds:.0f}s",
                     f"see the console log {self.console_log}; on a slow host raise timeouts.multiplier",
                 )
-            time.sleep(min(POLL, deadline.remaining))
+            deadline.pause(POLL)
+
+    def _exited(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for QEMU to exit, without reaping it."""
+        end = time.monotonic() + seconds
+        while self.returncode is None:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(POLL)  # cleanup is never cancelled: it is what a cancellation runs
+        return True
 
     def shutdown(self) -> None:
-        """Polite (SIGTERM), then forced (SIGKILL to the process group). Idempotent; never raises for a dead QEMU."""
+        """Polite (SIGTERM), then forced (SIGKILL to the process group). Idempotent; never raises for a dead QEMU.
+
+        The group is killed while the leader is still unreaped (a zombie at worst), so its id cannot have been
+        reused; every wait is bounded (a QEMU that outlives SIGKILL, stuck in the kernel, is logged and left)."""
         proc = self.proc
         if proc is None:
             return
         try:
-            if proc.poll() is None:
+            if self.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=self.shutdown_timeout)
-                except subprocess.TimeoutExpired:
+                if not self._exited(self.shutdown_timeout):
                     log.warning("%s: QEMU ignored SIGTERM for %.1fs; killing it", self.name, self.shutdown_timeout)
         finally:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # the group: QEMU and anything it forked
-            proc.wait()
-            with _live_lock:
-                _live.discard(self)
+            if proc.returncode is None:  # not reaped yet: the pid still names the group
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the group: QEMU and anything it forked (zstd)
+            try:
+                proc.wait(timeout=self.shutdown_timeout)
+            except subprocess.TimeoutExpired:
+                log.error("%s: QEMU (pid %d) survived SIGKILL for %.1fs (stuck in the kernel?)", self.name, proc.pid, self.shutdown_timeout)
+            else:
+                with _live_lock:
+                    _live.discard(self)

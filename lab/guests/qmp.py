@@ -9,23 +9,34 @@ from __future__ import annotations
 
 import json
 import socket
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.deadline import Deadline
+from lab.deadline import Deadline, check
 from lab.errors import BootError
 
 POLL = 0.02
+SLICE = 0.25  # the longest a read blocks before checking cancellation and QEMU's liveness
 FAILED = frozenset({"internal-error", "guest-panicked", "shutdown"})
 
 
+def _alive() -> None:
+    return None
+
+
 class QMP:
-    def __init__(self, path: Path, deadline: Deadline) -> None:
-        """Connect to QEMU's QMP socket at ``path`` (retrying until QEMU has created it) and negotiate."""
+    def __init__(self, path: Path, deadline: Deadline, alive: Callable[[], None] = _alive) -> None:
+        """Connect to QEMU's QMP socket at ``path`` (retrying until QEMU has created it) and negotiate.
+
+        ``alive`` raises (a :class:`BootError` with QEMU's exit status, stderr and console tail) once QEMU has
+        exited: a QEMU that dies at once is reported as such within a poll, not after the whole deadline.
+        """
         self.path = path
+        self.alive = alive
         self._buf = b""
         while True:
+            alive()
             try:
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.sock.connect(str(path))
@@ -34,22 +45,27 @@ class QMP:
                 self.sock.close()
                 if deadline.expired:
                     raise BootError(f"QMP socket {path}: {exc.strerror or exc}", "see QEMU's stderr log") from None
-                time.sleep(POLL)
+                deadline.pause(POLL)
         self._read(deadline)  # the greeting
         self.command("qmp_capabilities", deadline=deadline)
 
     def _read(self, deadline: Deadline) -> dict[str, Any]:
         while b"\n" not in self._buf:
+            check()
             if deadline.expired:
+                self.alive()
                 raise BootError(f"QMP {self.path}: no answer in {deadline.seconds:.0f}s", "QEMU is hung; it is killed")
-            self.sock.settimeout(max(0.01, deadline.remaining))
+            self.sock.settimeout(max(0.01, min(SLICE, deadline.remaining)))
             try:
                 chunk = self.sock.recv(65536)
             except TimeoutError:
+                self.alive()
                 continue
             except OSError as exc:
+                self.alive()
                 raise BootError(f"QMP {self.path}: {exc}", "QEMU died; see its stderr log") from None
             if not chunk:
+                self.alive()
                 raise BootError(f"QMP {self.path}: QEMU closed the socket", "QEMU died; see its stderr log")
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
@@ -64,6 +80,7 @@ class QMP:
         try:
             self.sock.sendall(json.dumps(msg).encode() + b"\n")
         except OSError as exc:
+            self.alive()
             raise BootError(f"QMP {name}: {exc}", "QEMU died; see its stderr log") from None
         while True:
             reply = self._read(deadline)
@@ -86,7 +103,7 @@ class QMP:
                 raise BootError(f"QMP: the guest is {state}", "see QEMU's stderr log")
             if deadline.expired:
                 raise BootError(f"QMP: the guest is still {state} after {deadline.seconds:.0f}s", "QEMU is hung; it is killed")
-            time.sleep(POLL)
+            deadline.pause(POLL)
 
     def close(self) -> None:
         self.sock.close()

@@ -8,7 +8,9 @@ building payloads or touching the results store.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from lab.arches import Arch
 from lab.config import Config
@@ -55,11 +57,14 @@ def check_facts(arch: Arch, facts: dict[str, str], thp: str) -> list[str]:
     return problems
 
 
-def smoke(cfg: Config, arch: Arch, store: ImageStore, accel: str | None = None) -> SmokeResult:
-    """Boot ``arch`` and check it; failures become a result, never an exception (except Ctrl-C)."""
+def smoke(
+    cfg: Config, arch: Arch, store: ImageStore, accel: str | None = None, reseed: Callable[[Arch], Path] | None = None
+) -> SmokeResult:
+    """Boot ``arch`` and check it; failures become a result, never an exception (except Ctrl-C).
+    ``reseed`` builds the arch's reseed helper (lab.guests.boot: restores need it)."""
     try:
         image = store.ensure(arch)
-        with boot(cfg, image, accel) as b:
+        with boot(cfg, image, accel, reseed=reseed(arch) if reseed else None) as b:
             facts = {}
             for key, command in FACTS.items():
                 result = b.guest.run(command)

@@ -111,7 +111,7 @@ class SnapshotStore:
                     break
                 if status in ("failed", "cancelled") or deadline.expired:
                     raise BootError(f"saving the {arch} guest failed: migration {status or 'timed out'}", "see QEMU's stderr log")
-                time.sleep(0.02)
+                deadline.pause(0.02)
             qmp.command("cont", deadline)
             qmp.wait_status({"running"}, deadline)
             (work / STATE).chmod(0o600)

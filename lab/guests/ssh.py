@@ -12,6 +12,7 @@ import base64
 import logging
 import select
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 from invoke.runners import Result
 
-from lab.deadline import Deadline
+from lab.deadline import Deadline, check
 from lab.errors import GuestError
 from lab.guests.keys import KeyPair
 
@@ -93,12 +94,16 @@ class Guest:
         conn.client.get_host_keys().add(self.host_alias, self.host_key.key_type, pinned)
         return conn
 
-    def connect(self, deadline: Deadline) -> float:
-        """Open an authenticated session; returns seconds spent. Retries transport errors until ``deadline``."""
+    def connect(self, deadline: Deadline, alive: Callable[[], None] = lambda: None) -> float:
+        """Open an authenticated session; returns seconds spent. Retries transport errors until ``deadline``.
+
+        ``alive`` raises once the guest's QEMU has exited (retrying a dead guest's port is pointless), and a
+        cancelled run (:func:`lab.deadline.cancel`) stops the retries at once with :class:`~lab.deadline.Cancelled`."""
         started = time.monotonic()
         attempt, last = 0, "no attempt"
         while True:
             attempt += 1
+            check()
             conn = self._connection(deadline)
             try:
                 conn.open()
@@ -121,12 +126,13 @@ class Guest:
             except (paramiko.SSHException, EOFError, OSError) as exc:  # OSError covers refused, reset and timeouts
                 conn.close()
                 last = f"{type(exc).__name__}: {exc}"
+                alive()
             if deadline.expired:
                 raise GuestError(
                     f"{self.name}: no SSH session on {self.host_alias} after {deadline.seconds:.0f}s ({attempt} attempts; last: {last})",
                     "the guest is up but sshd does not answer: check the console log; raise timeouts.ssh on slow hosts",
                 )
-            time.sleep(min(0.2, deadline.remaining))
+            deadline.pause(0.2)
 
     def _require(self) -> Connection:
         if self.conn is None:
@@ -136,18 +142,23 @@ class Guest:
     def run(self, command: str, timeout: float | None = None, hide: bool = True, pty: bool = False) -> Result:
         """Run ``command`` in the guest's shell; a non-zero exit is returned, not raised."""
         limit = timeout or self.command_timeout
+        timed_out = GuestError(f"{self.name}: command timed out after {limit:.0f}s: {command}", "raise timeouts.command or fix the command")
+        started = time.monotonic()
         try:
             result: Result = self._require().run(
                 command, hide=hide, warn=True, timeout=limit, pty=pty, in_stream=False if not pty else None
             )
         except CommandTimedOut:
-            raise GuestError(
-                f"{self.name}: command timed out after {limit:.0f}s: {command}", "raise timeouts.command or fix the command"
-            ) from None
+            raise timed_out from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise GuestError(
                 f"{self.name}: SSH failed while running {command!r}: {exc}", "see the console log; the guest may have crashed"
             ) from None
+        # invoke raises CommandTimedOut only if its timer thread has finished by the time the closed channel ends the
+        # wait; under load it may not have, and the run comes back with no exit status (-1). Past the limit, a run
+        # without a status is the timeout, whichever thread won.
+        if result.exited == -1 and time.monotonic() - started >= limit:
+            raise timed_out
         return result
 
     def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
@@ -204,6 +215,21 @@ class Guest:
             self._require().put(str(local), remote)
         except (paramiko.SSHException, OSError) as exc:
             raise GuestError(f"{self.name}: upload of {local} to {remote} failed: {exc}", "check free space in the guest") from None
+
+    def put_bytes(self, data: bytes, remote: str, mode: int = 0o644) -> None:
+        """Write ``data`` to ``remote`` over SFTP, the file's mode set before its contents arrive. How lab ships
+        anything of unbounded size (scripts, seeds): never inside a command line, which the guest's SSH server caps
+        (dropbear refuses commands over 9000 bytes)."""
+        try:
+            sftp = self._require().sftp()
+            sftp.get_channel().settimeout(self.command_timeout)  # a frozen guest must not hang the upload forever
+            with sftp.open(remote, "wb") as f:
+                f.chmod(mode)
+                f.write(data)
+        except (paramiko.SSHException, OSError) as exc:
+            raise GuestError(
+                f"{self.name}: writing {remote} failed: {exc or type(exc).__name__}", "check free space in the guest"
+            ) from None
 
     def get(self, remote: str, local: Path) -> None:
         try:

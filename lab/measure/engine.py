@@ -20,16 +20,18 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from lab.guests.protocol import TEST_FILE_PATH
-from lab.guests.ssh import Guest
+from lab.deadline import check
+from lab.errors import GuestError
+from lab.guests.protocol import TEST_FILE_PATH, THP_CONTROL
+from lab.guests.ssh import Guest, Streamed
 from lab.measure import batch
 from lab.payloads.build import Payload
 from lab.payloads.probe import ProbeOutputError, ProbeResult
 from lab.payloads.probe import parse as parse_probe
 
 REMOTE_DIR = "/tmp/lab-payloads"
+BATCH_SCRIPT = f"{REMOTE_DIR}/round.sh"
 PROBE_CHILD_ENV = "LAB_PROBE_CHILD"  # names the re-executing parent's PID (payloads/fault_probe.c)
-THP_CONTROL = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 def stall_seconds(per_run_seconds: int) -> int:
@@ -75,6 +77,18 @@ def point_command(remote: str, size: int, file_bytes: int, point: Mapping[str, s
     return f"{thp}{env}exec {launcher}{probe}"
 
 
+def run_batch(guest: Guest, jobs: list[batch.Job], per_run_seconds: int) -> tuple[Streamed, list[batch.Outcome]]:
+    """One round trip: the jobs' script shipped as a file (its size is unbounded; a command string is not), then
+    run and streamed back (see :mod:`lab.measure.batch`). A guest that cannot take the file counts as stalled."""
+    try:
+        guest.put_bytes(batch.script(jobs, per_run_seconds).encode(), BATCH_SCRIPT)
+    except GuestError as exc:
+        done = Streamed("", "", None, exc.message)
+    else:
+        done = guest.stream(f"sh {BATCH_SCRIPT}", stall_seconds(per_run_seconds), f"{batch.MARK}-END")
+    return done, batch.parse(done.stdout, jobs)
+
+
 def install(guest: Guest, payloads: list[Payload]) -> dict[str, str]:
     """Upload each payload (SFTP); returns variant name → path in the guest."""
     guest.run(f"mkdir -p {REMOTE_DIR}")
@@ -114,7 +128,9 @@ class RawRun:
 
 def _judge(name: str, job: batch.Job, out: batch.Outcome, size: int, file_bytes: int) -> ProbeResult | Failure:
     if out.status != 0:
-        why = "killed by the per-run deadline" if out.status == 137 else f"exit status {out.status}"
+        why = out.why()
+        if out.oom_kills:
+            why += " (raise guest.memory_mib, or measure a smaller --size)"
         evidence = f"command: {job.command}\nstderr: {out.stderr[-2000:]}\nstdout: {out.stdout[:2000]}"
         return Failure("payload", f"{name}: probe failed ({why})", evidence)
     try:
@@ -155,9 +171,9 @@ def measure(
         ]
         if not jobs:
             break
-        script = f"sh -c {shlex.quote(batch.script(jobs, per_run_seconds))}"
-        done = guest.stream(script, stall_seconds(per_run_seconds), f"{batch.MARK}-END")
-        for job, out in zip(jobs, batch.parse(done.stdout, jobs), strict=True):
+        check()  # an interrupted run starts no new round
+        done, outcomes = run_batch(guest, jobs, per_run_seconds)
+        for job, out in zip(jobs, outcomes, strict=True):
             name, size_text, pi, _ = job.key.split(":")
             cell = cells[(name, int(size_text), int(pi))]
             if out.status == -1 and done.stalled:

@@ -22,6 +22,7 @@ from lab.explain.account import Account
 from lab.guests.boot import boot
 from lab.guests.images import ImageStore
 from lab.measure import tracing
+from lab.payloads.build import reseed_helper
 
 PUT_DIR = "/tmp/lab-put"
 
@@ -72,7 +73,7 @@ def explain_program(
                 f"{command[0]} does not exist in the {arch.name} image", "name a program the image has, or upload one with --put"
             )
         progress(arch.name, "booting")
-        with boot(cfg, image, None, None) as b:
+        with boot(cfg, image, None, None, reseed=reseed_helper(cfg, arch)) as b:
             tracing.install_tracer(b.guest, tracer)
             if put and remote_put:
                 b.guest.run(f"mkdir -p {PUT_DIR}")

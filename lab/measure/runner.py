@@ -43,7 +43,7 @@ from lab.guests.keys import client_key
 from lab.guests.qemu import shutdown_all
 from lab.measure import engine, libc, rundir, tracing
 from lab.measure.plan import Plan
-from lab.payloads.build import Payload, PayloadStore
+from lab.payloads.build import Payload, PayloadStore, reseed_helper
 from lab.payloads.probe import SCHEMA_VERSION, ProbeResult
 from lab.payloads.variants import Variant
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
@@ -74,6 +74,7 @@ class Prepared:
 
     image: Image
     payloads: dict[str, Payload]
+    reseed: Path  # the arch's reseed helper: restored guests need it (lab.guests.boot)
     tracer: Payload | None = None  # with --explain
     files: GuestFiles | None = None  # the guest's files on the host, for attribution (with --explain)
 
@@ -179,6 +180,7 @@ class Runner:
                 built = list(pool.map(lambda v: store.ensure(g.arch, v), self.plan.variants))
             payloads = {v.name: p for v, p in zip(self.plan.variants, built, strict=True)}
             tracer = tracing.build_tracer(self.cfg, g.arch, g.suite) if self.plan.explain else None
+            reseed = reseed_helper(self.cfg, g.arch, g.suite)
         except UserError:
             raise
         except LabError as exc:
@@ -192,7 +194,7 @@ class Runner:
             uploads = {f"{engine.REMOTE_DIR}/{name}": p.binary for name, p in payloads.items()}
             files = tracing.guest_files(self.cfg, image, g.suite, uploads)
         self.progress(g.label, "waiting for a guest slot")
-        return Prepared(image, payloads, tracer, files)
+        return Prepared(image, payloads, reseed, tracer, files)
 
     def _fail_group(self, g: Group, outcome: ArchOutcome, stage: str, exc: LabError, attempts: int) -> None:
         evidence = "\n".join(x for x in (exc.details, *(f"log: {p}" for p in exc.logs)) if x)
@@ -211,7 +213,8 @@ class Runner:
             stage = "boot"
             try:
                 self.progress(g.label, "booting" if attempt == 1 else "booting (retry)")
-                with boot(self.cfg, prep.image, self.plan.accel, self.run_dir / "logs" / g.slug, tb, not self.plan.cold_boot) as b:
+                logs = self.run_dir / "logs" / g.slug
+                with boot(self.cfg, prep.image, self.plan.accel, logs, tb, not self.plan.cold_boot, prep.reseed) as b:
                     stage = "payload"
                     self._run_cells(g, prep, b, outcome, attempt)
                 return

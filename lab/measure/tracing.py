@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 TRACER_VARIANT = "glibc-static"  # the tracer is static: one binary per arch runs in every image
 TRACER_REMOTE = f"{engine.REMOTE_DIR}/fault-trace"
+KERNEL_IPS = f"{engine.REMOTE_DIR}/kernel-ips"  # the IPs to name, shipped as a file (no command-line limit)
 LD_STATS = "LD_DEBUG=statistics"
 
 
@@ -134,10 +135,8 @@ def trace_cells(
     ]
     stats = [n for n in remotes if (variant(n).libc, variant(n).linkage) == ("glibc", "dynamic")]  # LD_DEBUG is glibc's loader's
     jobs += [batch.Job(f"ld:{n}", f"{LD_STATS} {shlex.quote(remotes[n])} --size 4096 --no-reexec 2>&1 >/dev/null") for n in stats]
-    done = guest.stream(
-        f"sh -c {shlex.quote(batch.script(jobs, per_run_seconds))}", engine.stall_seconds(per_run_seconds), f"{batch.MARK}-END"
-    )
-    outcomes = dict(zip((j.key for j in jobs), batch.parse(done.stdout, jobs), strict=True))
+    _, results = engine.run_batch(guest, jobs, per_run_seconds)
+    outcomes = dict(zip((j.key for j in jobs), results, strict=True))
     parsed: dict[engine.CellKey, trace_mod.Trace] = {}
     out = []
     for job in jobs:
@@ -174,7 +173,8 @@ def kernel_names(guest: Guest, ips: set[int]) -> dict[int, str]:
     """Name kernel IPs in the guest (one pass over its /proc/kallsyms for the whole batch); unnamed on failure."""
     if not ips:
         return {}
-    result = guest.run(f"{shlex.quote(TRACER_REMOTE)} --kernel-symbols {' '.join(str(ip) for ip in sorted(ips))}")
+    guest.put_bytes("".join(f"{ip}\n" for ip in sorted(ips)).encode(), KERNEL_IPS)
+    result = guest.run(f"{shlex.quote(TRACER_REMOTE)} --kernel-symbols {KERNEL_IPS}")
     try:
         return {int(k): str(v) for k, v in json.loads(result.stdout).items()} if result.exited == 0 else {}
     except (ValueError, AttributeError):

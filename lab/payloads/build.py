@@ -30,7 +30,7 @@ from lab.guests import elf
 from lab.guests.images import ImageStore
 from lab.payloads import toolchains
 from lab.payloads.sysroot import Sysroot, SysrootStore
-from lab.payloads.variants import Variant, toolchain
+from lab.payloads.variants import Variant, toolchain, variant
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Program:
 
 PROBE = Program("fault-probe", "fault_probe.c")
 TRACER = Program("fault-trace", "fault_trace.c")  # built as one static variant per arch: it runs in any image
+RESEED = Program("lab-reseed", "reseed.c")  # reseeds a restored guest's CRNG; static musl: a few KiB to upload
 
 
 class BuildError(ImageError):
@@ -202,3 +203,9 @@ def verify(d: Path) -> str | None:
     except CacheError as exc:
         return exc.message
     return check_files(d, {str(info.get("program", PROBE.binary)): {"sha256": info.get("sha256")}})
+
+
+def reseed_helper(cfg: Config, arch: Arch, suite: str | None = None) -> Path:
+    """The arch's reseed helper (payloads/reseed.c, static musl), built and cached like every payload.
+    :func:`lab.guests.boot.boot` restores a snapshot only with it: it reseeds each restored guest's CRNG."""
+    return PayloadStore(cfg, suite=suite, program=RESEED).ensure(arch, variant("musl-static")).binary

@@ -10,14 +10,19 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from lab import arches, config
+from lab.guests import boot as boot_mod
+from lab.guests.boot import Booted
 from lab.guests.images import Image, ImageStore
+from lab.payloads.build import reseed_helper
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,3 +102,8 @@ def start_lab(cli_config: Path, *argv: str, until: str) -> subprocess.Popen[str]
         if until in line:
             return proc
     raise AssertionError(f"lab ended before printing {until!r}: {''.join(seen[-20:])}")
+
+
+def boot(cfg: config.Config, image: Image, accel: str | None = None, **kwargs: Any) -> AbstractContextManager[Booted]:
+    """lab.guests.boot.boot as lab's commands call it: with the arch's reseed helper, so snapshots restore."""
+    return boot_mod.boot(cfg, image, accel, reseed=reseed_helper(cfg, image.arch), **kwargs)

@@ -20,11 +20,12 @@ import pytest
 from lab import api, arches, config
 from lab.errors import GuestError
 from lab.guests import boot as boot_mod
-from lab.guests.boot import boot, snapshot_key
+from lab.guests.boot import snapshot_key
 from lab.guests.images import Image
 from lab.guests.snapshots import SnapshotStore
 from lab.measure.plan import RunRequest
 from lab.results.store import Store
+from tests.e2e.conftest import boot
 
 EXACT = ("malloc", "touch1", "touch2", "file_map", "file_read")
 
@@ -117,7 +118,7 @@ def test_a_restored_guest_that_fails_over_ssh_loses_its_snapshot(
         pass  # a snapshot exists now
     assert current(cfg, image) is not None
     real = boot_mod._post_boot
-    monkeypatch.setattr(boot_mod, "_post_boot", lambda restored, scratch: "exit 3" if restored else real(restored, scratch))
+    monkeypatch.setattr(boot_mod, "_post_boot", lambda restored, scratch, thp: "exit 3" if restored else real(restored, scratch, thp))
     with pytest.raises(GuestError, match="setting up the booted guest failed"), boot(cfg, image, "tcg"):
         pass
     assert current(cfg, image) is None
@@ -146,7 +147,9 @@ def test_a_restored_guest_with_dead_timers_is_caught_and_loses_its_snapshot(
         pass  # a snapshot exists now
     assert current(quick, image) is not None
     real = boot_mod._post_boot
-    monkeypatch.setattr(boot_mod, "_post_boot", lambda restored, scratch: ("sleep 1000 && " if restored else "") + real(restored, scratch))
+    monkeypatch.setattr(
+        boot_mod, "_post_boot", lambda restored, scratch, thp: ("sleep 1000 && " if restored else "") + real(restored, scratch, thp)
+    )
     with pytest.raises(GuestError, match="timed out after 5s"), boot(quick, image, "tcg"):
         pass
     assert current(quick, image) is None

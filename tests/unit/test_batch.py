@@ -31,7 +31,7 @@ def test_the_deadline_kills_the_whole_process_group(tmp_path: object) -> None:
 
 
 def test_missing_blocks_are_failures_not_silence() -> None:
-    text = '@@LAB-BEGIN a:1:0\n{}\n@@LAB-STDERR\n\n@@LAB-END 0\n@@LAB-BEGIN b:1:0\n{"trunc'
+    text = '@@LAB-BEGIN a:1:0\n{}\n@@LAB-STDERR\n\n@@LAB-END 0 0 0\n@@LAB-BEGIN b:1:0\n{"trunc'
     a, b, c = batch.parse(text, JOBS)
     assert a.status == 0 and a.stdout == "{}"
     assert b.status == -1 and c.status == -1 and "batch ended" in c.stderr

@@ -13,7 +13,7 @@ SIZE = GOLDEN["facts"]["buffer_size"]
 
 
 def block(key: str, stdout: str, status: int = 0) -> str:
-    return f"{batch.MARK}-BEGIN {key}\n{stdout}\n{batch.MARK}-STDERR\n\n{batch.MARK}-END {status}\n"
+    return f"{batch.MARK}-BEGIN {key}\n{stdout}\n{batch.MARK}-STDERR\n\n{batch.MARK}-END {status} 0 0\n"
 
 
 class FakeGuest:
@@ -24,8 +24,13 @@ class FakeGuest:
     def __init__(self, rounds: list[tuple[str, str | None]]) -> None:
         self.rounds = rounds
         self.calls = 0
+        self.files: dict[str, bytes] = {}
+
+    def put_bytes(self, data: bytes, remote: str, mode: int = 0o644) -> None:
+        self.files[remote] = data
 
     def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
+        assert len(command) < 100, "the round's script goes as a file, never in the command string"
         out, stalled = self.rounds[self.calls]
         self.calls += 1
         return Streamed(out, "", None if stalled else 0, stalled)

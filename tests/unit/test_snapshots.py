@@ -7,6 +7,7 @@ import pytest
 from lab import config
 from lab.errors import UserError
 from lab.guests import boot, qemu, snapshots
+from lab.guests.protocol import THP_CONTROL
 from lab.guests.snapshots import SnapshotStore
 from tests.unit.test_qemu_argv import spec
 
@@ -32,15 +33,30 @@ def test_key_ignores_per_boot_parts_and_follows_what_shapes_the_guest(monkeypatc
     assert snapshots.key(spec("arm64"), "image-1") != base  # another QEMU build: its snapshots are not valid
 
 
-def test_post_boot_mounts_the_scratch_disk_and_refreshes_a_restored_guest() -> None:
-    cold = boot._post_boot(False, True)
-    assert cold == "mount -t ext4 -o noatime /dev/vda /scratch"
-    restored = boot._post_boot(True, True).split(" && ")
+def test_post_boot_sets_thp_mounts_the_scratch_disk_and_reseeds_a_restored_guest() -> None:
+    cold = boot._post_boot(False, True, "never").split(" && ")
+    assert cold[0] == "echo never > /sys/kernel/mm/transparent_hugepage/enabled"
+    assert cold[1].startswith("grep -qF '[never]' /sys/kernel/mm/transparent_hugepage/enabled || ")  # read back: applied, or an error
+    assert cold[2] == "mount -t ext4 -o noatime /dev/vda /scratch"
+    restored = boot._post_boot(True, True, "never").split(" && ")
     assert restored[0] == "sleep 0.01"  # the restored guest's timers fire
-    assert restored[1].startswith("date -s @") and restored[2].startswith("echo ") and restored[2].endswith(" > /dev/urandom")
-    assert restored[3] == cold
-    assert boot._post_boot(True, True) != boot._post_boot(True, True)  # fresh randomness every time
-    assert boot._post_boot(False, False) == "true"
+    assert restored[1].startswith("date -s @")
+    assert restored[2] == f"{boot.RESEED_REMOTE} {boot.SEED_REMOTE}"  # the CRNG reseeded from the host's seed
+    assert restored[3:] == cold
+    assert "mount" not in boot._post_boot(False, False, "always") and "[always]" in boot._post_boot(False, False, "always")
+
+
+def test_a_thp_mode_the_guest_does_not_take_fails_the_boot_with_the_mode_it_has(tmp_path: Path) -> None:
+    """Regression (issue 19.4): below 512 MiB the kernel ignored transparent_hugepage=always and the cells said never."""
+    import subprocess
+
+    control = tmp_path / "enabled"
+    control.write_text("always madvise [never]\n")
+    command = boot._post_boot(False, False, "always").replace(THP_CONTROL, str(control))
+    # a control file that keeps its own mode (as a kernel that refuses it would): the read-back catches it
+    command = command.replace(f"echo always > {control}", "true", 1)
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert done.returncode != 0 and "THP is always madvise [never], not always" in done.stderr
 
 
 def test_a_snapshot_must_be_complete_and_private(tmp_path: Path) -> None:
