@@ -25,7 +25,8 @@ from types import FrameType
 
 import shtab
 
-from lab import __version__, config
+from lab import config
+from lab.version import __version__
 from lab.cli import baselines, explain, fleet, guests, payloads, runs
 from lab.cli.common import Handler, Parser
 from lab.errors import LabError

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lab import __version__
+from lab.version import __version__
 from lab import axes as axes_mod
 from lab.config import Config
 from lab.errors import LabError, UserError

@@ -35,6 +35,7 @@ class QMP:
         self.path = path
         self.alive = alive
         self._buf = b""
+        self._id = 0  # every command carries an id, and only the reply with that id answers it
         while True:
             alive()
             try:
@@ -74,7 +75,8 @@ class QMP:
 
     def command(self, name: str, deadline: Deadline, **arguments: Any) -> Any:
         """Run one command; its "return" value, or BootError with QEMU's error."""
-        msg: dict[str, Any] = {"execute": name}
+        self._id += 1
+        msg: dict[str, Any] = {"execute": name, "id": self._id}
         if arguments:
             msg["arguments"] = arguments
         try:
@@ -84,7 +86,7 @@ class QMP:
             raise BootError(f"QMP {name}: {exc}", "QEMU died; see its stderr log") from None
         while True:
             reply = self._read(deadline)
-            if "event" in reply:
+            if "event" in reply or reply.get("id") != self._id:  # events, and late replies to abandoned commands
                 continue
             if "error" in reply:
                 raise BootError(f"QMP {name}: {reply['error'].get('desc', reply['error'])}", "see QEMU's stderr log")

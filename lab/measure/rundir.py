@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from lab import __version__
+from lab.version import __version__
 from lab.config import Config
 from lab.files import write_atomic
 from lab.measure.plan import Plan

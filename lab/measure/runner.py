@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lab import __version__
+from lab import deadline
+from lab.version import __version__
 from lab.arches import Arch
 from lab.config import Config
 from lab.errors import BootError, GuestError, InfraError, LabError, UserError
@@ -334,6 +335,7 @@ class Runner:
 
     def run(self) -> Summary:
         started = time.monotonic()
+        deadline.reset()  # a new run in this process starts uncancelled
         self.preflight()
         for note in self.plan.skipped():
             log.warning("%s", note)
@@ -370,8 +372,10 @@ class Runner:
                         outcomes.append(future.result())
                         self._commit(outcomes[-1])
                 except BaseException:
-                    # Ctrl-C lands in this thread: stop every guest so the workers fail fast, then wait for them.
+                    # Ctrl-C lands in this thread: wake every worker's wait (lab.deadline), stop every guest so the
+                    # workers fail fast, then wait for them. Nothing a cancelled worker saw is blamed on a snapshot.
                     self.cancel.set()
+                    deadline.cancel()
                     shutdown_all()
                     raise
             measured = any(o.cells for o in outcomes)

@@ -14,6 +14,7 @@ MAX_LINES = 400
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "lab",
+        "lab.version",
         "lab.errors",
         "lab.resources",
         "lab.deadline",
