@@ -26,10 +26,10 @@ from types import FrameType
 import shtab
 
 from lab import config
-from lab.version import __version__
 from lab.cli import baselines, explain, fleet, guests, payloads, runs
 from lab.cli.common import Handler, Parser
 from lab.errors import LabError
+from lab.version import __version__
 
 log = logging.getLogger("lab")
 GROUPS = (runs, baselines, fleet, guests, payloads, explain)

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lab.version import __version__
 from lab import axes as axes_mod
 from lab.config import Config
 from lab.errors import LabError, UserError
@@ -34,6 +33,7 @@ from lab.measure.runner import Summary
 from lab.results import bundle, report
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
 from lab.text import size_text
+from lab.version import __version__
 
 log = logging.getLogger(__name__)
 

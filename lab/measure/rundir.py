@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from lab.version import __version__
 from lab.config import Config
 from lab.files import write_atomic
 from lab.measure.plan import Plan
+from lab.version import __version__
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab import deadline
-from lab.version import __version__
 from lab.arches import Arch
 from lab.config import Config
 from lab.errors import BootError, GuestError, InfraError, LabError, UserError
@@ -48,6 +47,7 @@ from lab.payloads.build import Payload, PayloadStore, reseed_helper
 from lab.payloads.probe import SCHEMA_VERSION, ProbeResult
 from lab.payloads.variants import Variant
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
+from lab.version import __version__
 
 log = logging.getLogger(__name__)
 
