@@ -32,7 +32,7 @@ from lab.explain.checks import Check
 from lab.fleet import run as fleet_mod
 from lab.guests import doctor as doctor_mod
 from lab.guests import smoke as smoke_mod
-from lab.guests.boot import Booted, boot, new_log_dir
+from lab.guests.boot import Booted, boot, new_log_dir, snapshot_key_of
 from lab.guests.images import ImageStore
 from lab.measure import programs
 from lab.measure.plan import Plan, make_plan, with_out
@@ -329,6 +329,11 @@ def smoke(cfg: Config, arch: str | None = None, accel: str | None = None) -> lis
     store = ImageStore(cfg)
     selected = arches_mod.select(arch if arch is not None else cfg.arches)
     return [smoke_mod.smoke(cfg, a, store, accel, lambda a: reseed_helper(cfg, a)) for a in selected]
+
+
+def prune_images(cfg: Config) -> list[Path]:
+    """``lab images prune``: images current for no arch and every snapshot that is not current (what was deleted)."""
+    return ImageStore(cfg).prune(lambda arch, key: snapshot_key_of(cfg, arch, key))
 
 
 def doctor(cfg: Config, kvm: bool = True) -> list[doctor_mod.Check]:

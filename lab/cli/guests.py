@@ -56,7 +56,7 @@ def cmd_images(args: argparse.Namespace, cfg: config.Config) -> int:
             print(f"{arch.name}: {image.dir} ({image.kernel_release}, {time.monotonic() - started:.1f}s)")
         return 0
     if args.images_command == "prune":
-        for d in store.prune():
+        for d in api.prune_images(cfg):
             print(f"deleted {d}")
         return 0
     rows = store.cached()

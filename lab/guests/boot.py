@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.arches import Arch
 from lab.config import Config
 from lab.deadline import Deadline, cancelled
 from lab.errors import BootError, GuestError
@@ -124,6 +125,24 @@ def _launch(
 def snapshot_key(cfg: Config, image: Image) -> str:
     """The key of ``image``'s guest snapshot under ``cfg`` (lab.guests.snapshots.key)."""
     return snapshots_mod.key(_spec(cfg, image, "tcg", Path("/"), None, live=False), image.key)
+
+
+def snapshot_key_of(cfg: Config, arch: Arch, image_key: str) -> str:
+    """:func:`snapshot_key` from an image's arch and key alone (the key leaves the image's paths out)."""
+    placeholder = Path("/@")
+    spec = VMSpec(
+        arch=arch,
+        kernel=placeholder,
+        initrd=placeholder,
+        scratch=placeholder,
+        append=kernel_cmdline(arch, cfg.guest.transparent_hugepage, cfg.guest.kernel_args),
+        memory_mib=cfg.guest.memory_mib,
+        cpus=cfg.guest.cpus,
+        accel="tcg",
+        ssh_port=1,
+        console_log=placeholder,
+    )
+    return snapshots_mod.key(spec, image_key)
 
 
 def _restore(cfg: Config, image: Image, log_dir: Path, tb_size_mib: int | None, store: SnapshotStore) -> tuple[VM, QMP] | str:

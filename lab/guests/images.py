@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 import jinja2
 
-from lab.arches import ARCHES, Arch
+from lab.arches import ARCHES, Arch, get
 from lab.axes import SUITES
 from lab.cache import BuildCache, check_files, file_lock, read_record
 from lab.config import Config
@@ -153,9 +154,10 @@ class ImageStore:
             )
         return Image(arch, key, entry.path, _read_manifest(entry.path), hostk)
 
-    def prune(self) -> list[Path]:
+    def prune(self, snapshot_key: Callable[[Arch, str], str]) -> list[Path]:
         """Delete cached images that are current for no arch of the recipe's suite nor of ``run.axes`` suites,
-        abandoned build dirs, and the snapshots of deleted images."""
+        abandoned build dirs, and every snapshot that is not the current one of a current image (``snapshot_key``:
+        the key of (arch, image key) under this config; other QEMU builds, kernel arguments or memory sizes go)."""
         suites = dict.fromkeys((self.recipe.suite, *self.cfg.run.axes.get("suite", ())))
         stores = [self if suite == self.suite else ImageStore(self.cfg, suite) for suite in suites]
         with self.apt_lock():
@@ -164,7 +166,8 @@ class ImageStore:
             doomed = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keep] if self.root.exists() else []
             for d in doomed:
                 shutil.rmtree(d)
-            return doomed + SnapshotStore(self.cfg.cache_dir).prune(set(current))
+            keys = {snapshot_key(get(arch), key) for key, arch in current.items()}
+            return doomed + SnapshotStore(self.cfg.cache_dir).prune(keys)
 
     def _build(
         self, arch: Arch, key: str, work: Path, kernel_pkg: Package, packages: list[Package], client: KeyPair, hostk: KeyPair

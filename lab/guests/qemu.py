@@ -204,7 +204,10 @@ class VM:
         """Raise :class:`BootError` (exit status, QEMU's stderr, console tail) if QEMU has exited."""
         rc = self.returncode
         if rc is not None:
-            raise self._boot_error(f"QEMU exited with status {rc} {what}", f"see {self.stderr_log} and {self.console_log}")
+            said = tail(self.stderr_log, 1)  # QEMU's own last word ("load of migration failed: ...", "Could not open ...")
+            raise self._boot_error(
+                f"QEMU exited with status {rc} {what}" + (f": {said}" if said else ""), f"see {self.stderr_log} and {self.console_log}"
+            )
 
     def launch(self) -> None:
         if self.proc is not None:

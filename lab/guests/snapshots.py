@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -96,21 +97,24 @@ class SnapshotStore:
 
     def save(self, qmp: QMP, arch: str, k: str, image_key: str, deadline: Deadline) -> Snapshot:
         """Pause the guest, write its state, resume it. BootError (and nothing kept) on any failure."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        work = self.root / f".{arch}-{k[:16]}-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(mode=0o700)
+        work = self.root / f".{arch}-{k[:16]}-{os.getpid()}"  # the pid marks a live saver (prune spares it)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(mode=0o700)
+        except OSError as exc:
+            raise BootError(f"saving the {arch} guest failed: {exc.strerror or exc} ({exc.filename})", "check paths.cache") from None
         started = time.monotonic()
         try:
             qmp.command("stop", deadline)
-            qmp.command("migrate", deadline, uri=f"exec:zstd -1 -q > {work / STATE}")
+            qmp.command("migrate", deadline, uri=f"exec:zstd -1 -q > {shlex.quote(str(work / STATE))}")
             while True:
                 info = qmp.command("query-migrate", deadline)
                 status = info.get("status") if isinstance(info, dict) else None
                 if status == "completed":
                     break
                 if status in ("failed", "cancelled") or deadline.expired:
-                    raise BootError(f"saving the {arch} guest failed: migration {status or 'timed out'}", "see QEMU's stderr log")
+                    raise BootError(f"saving the {arch} guest failed: {_why(info, status, work)}", "see QEMU's stderr log")
                 deadline.pause(0.02)
             qmp.command("cont", deadline)
             qmp.wait_status({"running"}, deadline)
@@ -122,6 +126,12 @@ class SnapshotStore:
             final = self._dir(arch, k)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(work, final)
+        except OSError as exc:  # disk full, a rename race: a snapshot not saved, never a run aborted
+            shutil.rmtree(work, ignore_errors=True)
+            _resume(qmp)
+            raise BootError(
+                f"saving the {arch} guest failed: {exc.strerror or exc} ({exc.filename or self.root})", "free space in the cache"
+            ) from None
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             _resume(qmp)
@@ -132,16 +142,46 @@ class SnapshotStore:
     def discard(self, snap: Snapshot) -> None:
         shutil.rmtree(snap.dir, ignore_errors=True)
 
-    def prune(self, keep_image_keys: set[str]) -> list[Path]:
-        """Delete snapshots of images that are no longer current (and abandoned temp dirs)."""
+    def prune(self, keep_keys: set[str]) -> list[Path]:
+        """Delete every snapshot whose key is not in ``keep_keys`` (other images, QEMU builds, kernel arguments,
+        memory sizes) and abandoned temp dirs; a live saver's temp dir is spared."""
         doomed = []
         if self.root.is_dir():
             for d in self.root.iterdir():
-                try:
-                    image = json.loads((d / META).read_text()).get("image", "")
-                except (OSError, ValueError):
-                    image = ""
-                if d.name.startswith(".") or image not in keep_image_keys:
-                    shutil.rmtree(d, ignore_errors=True)
-                    doomed.append(d)
+                if d.name.startswith("."):
+                    if _saver_alive(d.name):
+                        continue
+                else:
+                    try:
+                        k = json.loads((d / META).read_text()).get("key", "")
+                    except (OSError, ValueError):
+                        k = ""
+                    if k in keep_keys:
+                        continue
+                shutil.rmtree(d, ignore_errors=True)
+                doomed.append(d)
         return doomed
+
+
+def _saver_alive(name: str) -> bool:
+    """Whether the process named by a temp dir's ``-PID`` suffix is alive."""
+    pid = name.rsplit("-", 1)[-1]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _why(info: object, status: str | None, work: Path) -> str:
+    """Why a save failed, in words: QEMU's own reason, and a full disk named as such."""
+    desc = info.get("error-desc") if isinstance(info, dict) else None
+    why = f"migration {status or 'timed out'}" + (f": {desc}" if desc else "")
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(work).free < 64 * 2**20:
+            why += f" (no space left: {shutil.disk_usage(work).free // 2**20} MiB free in {work.parent})"
+    return why

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from lab import arches, config
+from lab.guests.boot import snapshot_key, snapshot_key_of
 from lab.guests.images import Image, ImageStore, verify
+from lab.guests.snapshots import SnapshotStore
 from tests.e2e.conftest import interruptible, qemu_processes
 
 LAB = [sys.executable, "-m", "lab"]
@@ -139,7 +141,14 @@ def test_prune_keeps_current_images_only(store: ImageStore, images: dict[str, Im
     (stale / "kernel").write_bytes(b"old")
     abandoned = store.root / ".x86_64-abandoned"
     abandoned.mkdir()
-    deleted = store.prune()
+    snaps = SnapshotStore(store.cfg.cache_dir)
+    current_snapshot = snaps.find("x86_64", snapshot_key(store.cfg, images["x86_64"]))
+    other_qemu = snaps.root / "x86_64-ffffffffffffffff"  # a snapshot of a current image under another QEMU build
+    other_qemu.mkdir(parents=True, mode=0o700)
+    (other_qemu / "snapshot.json").write_text(json.dumps({"key": "f" * 64, "image": images["x86_64"].key}))
+    deleted = store.prune(lambda arch, key: snapshot_key_of(store.cfg, arch, key))
+    assert other_qemu in deleted and not other_qemu.exists()  # regression (issue 19.7): stale snapshots stayed forever
+    assert current_snapshot is None or current_snapshot.dir.exists()
     # The cache is shared: entries of older builder versions are stale too and go with ours; current ones never.
     assert {stale, abandoned} <= set(deleted) and not {img.dir for img in images.values()} & set(deleted)
     assert all(verify(img.dir) is None for img in images.values())

@@ -70,7 +70,21 @@ def test_a_snapshot_must_be_complete_and_private(tmp_path: Path) -> None:
     (d / "state.zst").chmod(0o600)
     assert store.find("arm64", "0123456789abcdef0000") == snapshots.Snapshot(d, "0123456789abcdef0000")
     assert store.find("arm64", "0123456789abcdef1111") is None  # another key with the same prefix
-    assert store.prune({"img"}) == [] and store.prune({"other"}) == [d] and not d.exists()
+    assert store.prune({"0123456789abcdef0000"}) == [] and store.prune({"other"}) == [d] and not d.exists()
+
+
+def test_prune_spares_a_live_savers_work_dir_and_removes_dead_ones(tmp_path: Path) -> None:
+    """Regression (issue 19.7): prune removed the temp dir of a snapshot being saved by a running lab."""
+    import os
+    import subprocess
+
+    store = SnapshotStore(tmp_path)
+    live = tmp_path / "snapshots" / f".arm64-0123456789abcdef-{os.getpid()}"
+    dead_pid = subprocess.run(["true"], check=True) and max(int(p) for p in os.listdir("/proc") if p.isdigit()) + 100000
+    dead = tmp_path / "snapshots" / f".arm64-0123456789abcdef-{dead_pid}"
+    live.mkdir(parents=True)
+    dead.mkdir()
+    assert store.prune(set()) == [dead] and live.exists()
 
 
 def test_snapshots_key_must_be_a_boolean(tmp_path: Path) -> None:
@@ -79,3 +93,31 @@ def test_snapshots_key_must_be_a_boolean(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"guest\.snapshots: 'sometimes' is not valid"):
         config.load(bad)
     assert config.load(REPO / "lab.yaml").guest.snapshots is True
+
+
+def test_a_snapshot_that_cannot_be_written_is_a_boot_error_not_an_abort(tmp_path: Path) -> None:
+    """Regression (issue 19.7): an OSError while saving escaped boot() and the runner (which catch BootError) and
+    aborted the whole run."""
+    from lab.deadline import Deadline
+    from lab.errors import BootError
+
+    (tmp_path / "snapshots").write_text("a file where the directory should be")
+
+    class NoQMP:
+        def command(self, name: str, deadline: Deadline, **kw: object) -> object:
+            raise AssertionError("nothing is asked of QEMU before the directory exists")
+
+    with pytest.raises(BootError, match="saving the arm64 guest failed"):
+        SnapshotStore(tmp_path).save(NoQMP(), "arm64", "k" * 64, "img", Deadline(5))  # type: ignore[arg-type]
+
+
+def test_the_snapshot_key_needs_only_the_images_arch_and_key(tmp_path: Path) -> None:
+    """lab images prune computes the current snapshot keys without the images' files."""
+    from lab import arches
+    from lab.guests.images import Image
+    from lab.guests.keys import KeyPair
+
+    cfg = config.load(Path(__file__).resolve().parents[2] / "lab.yaml")
+    for arch in arches.ARCHES:
+        image = Image(arch, "k" * 64, tmp_path, {}, KeyPair(tmp_path / "k", "ssh-ed25519 AAAA"))
+        assert boot.snapshot_key_of(cfg, arch, image.key) == boot.snapshot_key(cfg, image)
