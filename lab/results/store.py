@@ -29,6 +29,7 @@ from lab.errors import InfraError, UserError
 from lab.results.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
+WRITE_WAIT_MS = 600_000  # how long a writer waits for another lab process's transaction (as long as a cache lock waits)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def _db_error(path: Path, exc: sqlite3.Error, doing: str) -> InfraError:
     """A one-line message for what SQLite said, with the remedy that fits it."""
     text = str(exc)
     if "locked" in text or "busy" in text:
-        return InfraError(f"{path}: {doing}: another lab process held the store's write lock for 30s", "let it finish, then retry")
+        return InfraError(f"{path}: {doing}: another lab process held the store's write lock for {WRITE_WAIT_MS // 1000}s", "let it finish, then retry")
     if "readonly" in text or "read-only" in text or not os.access(path.parent, os.W_OK):
         return InfraError(
             f"{path}: {doing}: the results directory {path.parent} is read-only", "make it writable or set run.store elsewhere"
@@ -192,7 +193,10 @@ class Store:
         self.db.close()
 
     def _begin(self) -> None:
-        """Take the write lock; when another lab process holds it, say so, then wait up to 30 s in all."""
+        """Take the write lock; when another lab process holds it, say so, then wait up to WRITE_WAIT_MS.
+
+        Long: another run's cell can be a large transaction, and a loaded host writes it slowly (a 30 s limit
+        failed the second of two writers committing 250,000 samples each next to other work)."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
             return
@@ -200,7 +204,7 @@ class Store:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
         log.info("waiting for another lab process to finish writing %s", self.path)
-        self.db.execute("PRAGMA busy_timeout=29000")
+        self.db.execute(f"PRAGMA busy_timeout={WRITE_WAIT_MS}")
         try:
             self.db.execute("BEGIN IMMEDIATE")
         finally:
