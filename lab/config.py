@@ -222,8 +222,11 @@ def find() -> Path:
     )
 
 
-def load(path: Path | str | None = None) -> Config:
-    """Load and validate a config file (default: the first of :func:`candidates` that exists)."""
+def load(path: Path | str | None = None, results: Path | str | None = None) -> Config:
+    """Load and validate a config file (default: the first of :func:`candidates` that exists).
+
+    ``results`` (``lab --results DIR``, else ``$LAB_RESULTS``) replaces ``paths.results``: run directories, and
+    the store and nightly directory unless the file names them itself."""
     file = Path(path or find()).resolve()
     try:
         raw = yaml.safe_load(file.read_text())
@@ -240,10 +243,10 @@ def load(path: Path | str | None = None) -> Config:
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise UserError(f"{file}:{where}: not valid YAML: {problem}", "fix the syntax at that line") from None
-    return parse(raw, file)
+    return parse(raw, file, results)
 
 
-def parse(raw: object, file: Path) -> Config:
+def parse(raw: object, file: Path, results: Path | str | None = None) -> Config:
     base = file.parent
     top = Section(file, "", raw)
     host = top.text("host", socket.gethostname())
@@ -296,6 +299,9 @@ def parse(raw: object, file: Path) -> Config:
     cache = p.text("cache", str(default_cache()))
     cache_dir = _path(base, os.environ.get("LAB_CACHE") or cache)
     results_dir = _path(base, p.text("results", "results"))
+    chosen = results or os.environ.get("LAB_RESULTS")
+    if chosen:
+        results_dir = Path(chosen).expanduser().resolve()
     p.finish()
 
     a = top.section("apt")

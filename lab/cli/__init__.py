@@ -54,6 +54,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     )
     p.add_argument("--version", action="version", version=f"lab {__version__}")
     p.add_argument("--config", help="config file (default: $LAB_CONFIG, ./lab.yaml, or $XDG_CONFIG_HOME/lab/lab.yaml)")
+    p.add_argument(
+        "--results", metavar="DIR", help="results directory: run directories and the store (default: paths.results, or $LAB_RESULTS)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging: full command lines")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -73,8 +76,18 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
+def _tolerant_streams() -> None:
+    """Output to a stream that cannot encode a character (PYTHONIOENCODING=ascii, LC_ALL=C with a non-ASCII path)
+    escapes it instead of failing a finished run with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _tolerant_streams()
     try:
         parser, handlers = build_parser()
         args = parser.parse_args(argv)
@@ -82,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "completion":  # needs no config
             print(shtab.complete(parser, shell=args.shell))
             return 0
-        cfg = config.load(args.config)
+        cfg = config.load(args.config, args.results)
         return handlers[args.command](args, cfg)
     except LabError as exc:
         print(f"lab: error: {exc}", file=sys.stderr)

@@ -352,13 +352,14 @@ class Runner:
             run_dir=str(self.run_dir),
         )
         self.store.begin_run(meta)  # the row (and its liveness lock) exists before the directory: pruning never sees an orphan
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=False)
+        except OSError as exc:
+            self.store.abandon_run(self.run_id)  # a run that never started leaves no row
+            raise InfraError(f"cannot create {self.run_dir}: {exc.strerror}", "check paths.results (free space, permissions)") from None
         status = "incomplete"
         outcomes: list[ArchOutcome] = []
         try:
-            try:
-                self.run_dir.mkdir(parents=True, exist_ok=False)
-            except OSError as exc:
-                raise InfraError(f"cannot create {self.run_dir}: {exc.strerror}", "check paths.results (free space, permissions)") from None
             rundir.write(self.run_dir, self.run_id, self.cfg, self.plan, meta.git_revision)
             # Builds first, one at a time in this thread (they share caches and both cores); then guests in parallel.
             prepared = []

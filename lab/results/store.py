@@ -118,7 +118,9 @@ def _db_error(path: Path, exc: sqlite3.Error, doing: str) -> InfraError:
     """A one-line message for what SQLite said, with the remedy that fits it."""
     text = str(exc)
     if "locked" in text or "busy" in text:
-        return InfraError(f"{path}: {doing}: another lab process held the store's write lock for {WRITE_WAIT_MS // 1000}s", "let it finish, then retry")
+        return InfraError(
+            f"{path}: {doing}: another lab process held the store's write lock for {WRITE_WAIT_MS // 1000}s", "let it finish, then retry"
+        )
     if "readonly" in text or "read-only" in text or not os.access(path.parent, os.W_OK):
         return InfraError(
             f"{path}: {doing}: the results directory {path.parent} is read-only", "make it writable or set run.store elsewhere"
@@ -292,6 +294,14 @@ class Store:
                 _insert(db, "cells", meta.id, cell, samples)
             for err in errors:
                 _insert(db, "errors", meta.id, err)
+
+    def abandon_run(self, run_id: str) -> None:
+        """Remove a run that never got going (its directory could not be made): no row is left behind."""
+        try:
+            with self._tx() as db:
+                db.execute("DELETE FROM runs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM cells WHERE run_id = ?)", (run_id, run_id))
+        finally:
+            self._release(run_id)
 
     def finish_run(self, run_id: str, status: str, ended: float | None = None) -> None:
         try:

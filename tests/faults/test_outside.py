@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lab import api, arches, config
+from lab.errors import InfraError
 from lab.guests.boot import snapshot_key
 from lab.guests.images import Image
 from lab.guests.snapshots import SnapshotStore
@@ -137,3 +138,19 @@ def test_probe_output_of_a_healthy_run_still_parses(cfg: config.Config, images: 
         _, [o] = engine.run_batch(b.guest, [batch.Job("p", engine.probe_command(remotes["musl-static"], 4096, file=None))], 30)
     assert (o.status, o.deadline, o.oom_kills) == (0, False, 0)
     assert parse_probe(o.stdout).facts.buffer_size == 4096
+
+
+# 10. A run that cannot make its directory leaves nothing behind ----------------------------
+
+
+def test_a_run_whose_directory_cannot_be_made_leaves_no_row(cfg: config.Config, images: dict[str, Image], tmp_path: Path) -> None:
+    """Regression: it left an `incomplete` 0-cell row in the store."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "runs").write_text("a file where the run directories go")
+    store = tmp_path / "store" / "lab.sqlite"
+    broken = replace(cfg, results_dir=results, run=replace(cfg.run, store=store))
+    with pytest.raises(InfraError, match="cannot create"):
+        api.run(broken, RunRequest(arch="x86_64", variant="musl-static", repeat=1), reports=False)
+    with Store(store, readonly=True) as s:
+        assert s.runs() == []
