@@ -21,82 +21,19 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from lab.errors import InfraError, UserError
+from lab.results.rows import Cell as Cell
+from lab.results.rows import CellError as CellError
+from lab.results.rows import RunMeta as RunMeta
+from lab.results.rows import Sample as Sample
 from lab.results.schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 WRITE_WAIT_MS = 600_000  # how long a writer waits for another lab process's transaction (as long as a cache lock waits)
-
-
-@dataclass(frozen=True)
-class RunMeta:
-    id: str
-    started: float
-    host: str
-    pid: int
-    lab_version: str
-    git_revision: str
-    config_digest: str
-    argv: str
-    repeat: int
-    run_dir: str
-    status: str = "running"
-    ended: float | None = None
-    part_of: str = ""  # the fleet run this host's run was imported into ("" for a run of its own)
-
-
-@dataclass(frozen=True)
-class Cell:
-    arch: str
-    variant: str
-    libc: str
-    linkage: str
-    buffer_size: int
-    libc_version_build: str
-    libc_version_run: str | None
-    toolchain: str
-    flags: str
-    image_key: str
-    payload_digest: str
-    kernel_release: str
-    page_size: int
-    thp: str
-    qemu_version: str
-    accel: str
-    probe_schema: int
-    attempts: int
-    axes: str = ""  # the non-default axis values (lab.axes), part of the cell's identity
-    boot: str = ""  # how its guest came up: cold | restored | cold (why not restored); not part of comparisons
-    host: str = ""  # the lab host that measured it (lab.yaml's host; a fleet's inventory name)
-    host_cpu: str = ""  # that host's CPU model, for KVM cells (a TCG cell's faults do not depend on it)
-
-
-@dataclass(frozen=True)
-class Sample:
-    repeat: int
-    stage: str
-    minflt: int
-    majflt: int
-    delta_minflt: int
-    delta_majflt: int
-    ns: int
-
-
-@dataclass(frozen=True)
-class CellError:
-    arch: str
-    variant: str
-    buffer_size: int
-    stage: str
-    message: str
-    evidence: str
-    attempts: int
-    axes: str = ""
-    host: str = ""  # the lab host that tried it (a fleet host that never answered: stage "host")
 
 
 def _insert(db: sqlite3.Connection, table: str, run_id: str | None, row_of: Any, samples: Sequence[Sample] = ()) -> None:

@@ -1,0 +1,72 @@
+"""The store's rows as typed, frozen values: a run, a cell (identity + environment), a sample, a cell's error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    id: str
+    started: float
+    host: str
+    pid: int
+    lab_version: str
+    git_revision: str
+    config_digest: str
+    argv: str
+    repeat: int
+    run_dir: str
+    status: str = "running"
+    ended: float | None = None
+    part_of: str = ""  # the fleet run this host's run was imported into ("" for a run of its own)
+
+
+@dataclass(frozen=True)
+class Cell:
+    arch: str
+    variant: str
+    libc: str
+    linkage: str
+    buffer_size: int
+    libc_version_build: str
+    libc_version_run: str | None
+    toolchain: str
+    flags: str
+    image_key: str
+    payload_digest: str
+    kernel_release: str
+    page_size: int
+    thp: str
+    qemu_version: str
+    accel: str
+    probe_schema: int
+    attempts: int
+    axes: str = ""  # the non-default axis values (lab.axes), part of the cell's identity
+    boot: str = ""  # how its guest came up: cold | restored | cold (why not restored); not part of comparisons
+    host: str = ""  # the lab host that measured it (lab.yaml's host; a fleet's inventory name)
+    host_cpu: str = ""  # that host's CPU model, for KVM cells (a TCG cell's faults do not depend on it)
+
+
+@dataclass(frozen=True)
+class Sample:
+    repeat: int
+    stage: str
+    minflt: int
+    majflt: int
+    delta_minflt: int
+    delta_majflt: int
+    ns: int
+
+
+@dataclass(frozen=True)
+class CellError:
+    arch: str
+    variant: str
+    buffer_size: int
+    stage: str
+    message: str
+    evidence: str
+    attempts: int
+    axes: str = ""
+    host: str = ""  # the lab host that tried it (a fleet host that never answered: stage "host")
