@@ -29,6 +29,7 @@ from lab.errors import InfraError, UserError
 from lab.explain import account as account_mod
 from lab.explain import render as render_mod
 from lab.explain.checks import Check
+from lab.explain.checks import check as check_account
 from lab.fleet import run as fleet_mod
 from lab.guests import doctor as doctor_mod
 from lab.guests import smoke as smoke_mod
@@ -193,7 +194,7 @@ def explain(cfg: Config, req: ExplainRequest, progress: Progress = _quiet) -> li
     if req.program or req.put:
         arches = arches_mod.select(req.run.arch if req.run.arch is not None else cfg.arches)
         return [
-            Explained(a)
+            Explained(a, tuple(check_account(a)))  # adds up, and no larger an exec set-up than exec can fault
             for a in programs.explain_program(cfg, arches, req.program or ((req.put.name,) if req.put else ()), req.put, progress)
         ]
     run_req = _explain_run(req)

@@ -1,12 +1,16 @@
 /*
  * fault-trace: every page fault of one process, from its execve to its exit, as JSON.
  *
- * Runs a program as its child and records, with perf_event_open on that child (no perf binary needed):
+ * Runs a program as its child and records, with perf_event_open on that child and, inherited, on every process it
+ * forks and thread it starts (no perf binary needed; each sample names its pid and tid):
  *   - one sample per page fault: minor or major, time (CLOCK_MONOTONIC, the clock the fault probe's
  *     stages are stamped with), instruction pointer, faulting address, thread;
  *   - the child's mmap/mmap2 records (file, offset, protection), so every address has a mapping;
  *   - the child's /proc/PID/maps at its exit (ptrace exit stop: the stack, heap, vdso as the kernel names them);
- *   - the child's own counters: rusage just before execve (what its fork cost) and at its end (wait4).
+ *   - the child's own counters: rusage just before execve (what its fork cost) and at its end (wait4), which covers
+ *     the children it waited for; the tracer is a subreaper, so descendants left behind come to it, are waited for,
+ *     and their counters are added: the samples and the counters cover the same tree of processes;
+ *   - the bytes of argument and environment strings execve copied (its get_user_pages faults raise no event).
  * Counting starts at the exec (enable_on_exec). Faults the kernel takes through get_user_pages while it
  * builds the new process count in rusage but raise no perf event; lab computes them as the difference.
  * Kernel instruction pointers are named by a separate call (--kernel-symbols), once for a batch of traces.
@@ -32,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -40,18 +45,19 @@
 #include <unistd.h>
 
 #define SCHEMA "lab.fault-trace"
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define NEVENTS 2 /* minor, major */
+#define MAXCPUS 64
 
 struct sample {
 	int major;
-	uint32_t tid;
+	uint32_t pid, tid;
 	uint64_t time, ip, addr;
 };
 
 struct region {
 	uint64_t time, start, len, pgoff;
-	uint32_t prot, flags;
+	uint32_t pid, prot, flags;
 	char path[256];
 };
 
@@ -108,16 +114,17 @@ static void drain(struct ring *r, int major)
 		}
 		copy_out(r, tail, rec, h.size);
 		if (h.type == PERF_RECORD_SAMPLE) {
-			/* sample_type IP | TID | TIME | ADDR, in that order */
-			uint64_t *u = (uint64_t *)(rec + sizeof h);
+			/* sample_type IP | TID | TIME | ADDR, in that order; TID is { u32 pid, tid } */
+			unsigned char *u = rec + sizeof h;
 			struct sample *s;
 			samples = grow(samples, &capsamples, nsamples + 1, sizeof *samples);
 			s = &samples[nsamples++];
 			s->major = major;
-			s->ip = u[0];
-			s->tid = (uint32_t)(u[1] >> 32);
-			s->time = u[2];
-			s->addr = u[3];
+			memcpy(&s->ip, u, 8);
+			memcpy(&s->pid, u + 8, 4);
+			memcpy(&s->tid, u + 12, 4);
+			memcpy(&s->time, u + 16, 8);
+			memcpy(&s->addr, u + 24, 8);
 		} else if (h.type == PERF_RECORD_MMAP2 || h.type == PERF_RECORD_MMAP) {
 			/* pid, tid, addr, len, pgoff, [mmap2: dev/ino/generation, prot, flags], filename; sample_id: pid/tid, time */
 			unsigned char *p = rec + sizeof h + 8;
@@ -126,6 +133,7 @@ static void drain(struct ring *r, int major)
 			size_t namemax = h.size - sizeof h - 8 - fixed - 16;
 			regions = grow(regions, &capregions, nregions + 1, sizeof *regions);
 			g = &regions[nregions++];
+			memcpy(&g->pid, rec + sizeof h, 4);
 			memcpy(&g->start, p, 8);
 			memcpy(&g->len, p + 8, 8);
 			memcpy(&g->pgoff, p + 16, 8);
@@ -149,7 +157,9 @@ static void drain(struct ring *r, int major)
 	__atomic_store_n(&r->meta->data_tail, tail, __ATOMIC_RELEASE);
 }
 
-static int open_event(pid_t pid, uint64_t config, int with_mmaps, struct ring *r, size_t pages)
+/* One event of the process and, inherited, of every child it forks and thread it starts (their samples carry their
+ * pid and tid). Inherited events can only be mapped per CPU, so there is one ring per event and online CPU. */
+static int open_event(pid_t pid, int cpu, uint64_t config, int with_mmaps, struct ring *r, size_t pages)
 {
 	struct perf_event_attr a;
 	long psize = sysconf(_SC_PAGESIZE);
@@ -160,6 +170,7 @@ static int open_event(pid_t pid, uint64_t config, int with_mmaps, struct ring *r
 	a.sample_period = 1;
 	a.sample_type = PERF_SAMPLE_IP | PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_ADDR;
 	a.disabled = 1;
+	a.inherit = 1;
 	a.enable_on_exec = 1;
 	a.exclude_hv = 1; /* kernel-mode faults stay: the kernel faulting on the process's behalf */
 	a.use_clockid = 1;
@@ -171,7 +182,7 @@ static int open_event(pid_t pid, uint64_t config, int with_mmaps, struct ring *r
 		a.mmap2 = 1;
 		a.mmap_data = 1;
 	}
-	r->fd = (int)syscall(SYS_perf_event_open, &a, pid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	r->fd = (int)syscall(SYS_perf_event_open, &a, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC);
 	if (r->fd < 0)
 		return -1;
 	r->size = pages * (size_t)psize;
@@ -328,10 +339,10 @@ int main(int argc, char **argv)
 	size_t pages = 256, outlen = 0, mapslen = 0, i;
 	const char *outpath = NULL, *env_ppid = NULL;
 	char me[32];
-	int go[2], status_pipe[2], stdout_fd, status, argi;
-	struct ring rings[NEVENTS];
-	struct rusage ru;
-	long pre[2] = {-1, -1};
+	int go[2], status_pipe[2], stdout_fd, status, status_orphan, argi, ncpus, nrings, reaped = 0;
+	static struct ring rings[NEVENTS * MAXCPUS];
+	struct rusage ru, orphan;
+	long pre[3] = {-1, -1, -1};
 	char maps_path[64], *maps = NULL, *out_text;
 	FILE *out;
 	pid_t pid;
@@ -358,6 +369,15 @@ int main(int argc, char **argv)
 	argv += argi + 1;
 
 	snprintf(me, sizeof me, "%ld", (long)getpid());
+	ncpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (ncpus < 1 || ncpus > MAXCPUS) {
+		fprintf(stderr, "fault-trace: %d CPUs online; this tracer handles 1 to %d\n", ncpus, MAXCPUS);
+		return 2;
+	}
+	nrings = NEVENTS * ncpus;
+	/* Orphaned descendants come to the tracer, which reaps them and adds their counters: the whole tree adds up. */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+		die("prctl");
 	stdout_fd = (int)syscall(SYS_memfd_create, "fault-trace-stdout", 0);
 	if (stdout_fd < 0 || pipe2(go, O_CLOEXEC) != 0 || pipe2(status_pipe, O_CLOEXEC) != 0)
 		die("setup");
@@ -366,8 +386,8 @@ int main(int argc, char **argv)
 		die("fork");
 	if (pid == 0) {
 		struct rusage r;
-		long m[3];
-		char c;
+		long m[4];
+		char c, **e;
 		close(go[1]);
 		close(status_pipe[0]);
 		if (read(go[0], &c, 1) != 1)
@@ -380,6 +400,11 @@ int main(int argc, char **argv)
 		m[0] = 'R';
 		m[1] = r.ru_minflt;
 		m[2] = r.ru_majflt;
+		m[3] = 0; /* the bytes of strings execve copies onto the new stack (through get_user_pages: no perf event) */
+		for (e = argv; *e; e++)
+			m[3] += (long)strlen(*e) + 1;
+		for (e = environ; *e; e++)
+			m[3] += (long)strlen(*e) + 1;
 		if (write(status_pipe[1], m, sizeof m) != sizeof m)
 			_exit(127);
 		execvp(argv[0], argv);
@@ -393,8 +418,11 @@ int main(int argc, char **argv)
 	close(status_pipe[1]);
 	if (ptrace(PTRACE_SEIZE, pid, NULL, (void *)(long)PTRACE_O_TRACEEXIT) != 0)
 		die("ptrace");
-	if (open_event(pid, PERF_COUNT_SW_PAGE_FAULTS_MIN, 1, &rings[0], pages) != 0 ||
-	    open_event(pid, PERF_COUNT_SW_PAGE_FAULTS_MAJ, 0, &rings[1], pages) != 0) {
+	for (i = 0; i < (size_t)nrings; i++)
+		if (open_event(pid, (int)(i / NEVENTS), i % NEVENTS ? PERF_COUNT_SW_PAGE_FAULTS_MAJ : PERF_COUNT_SW_PAGE_FAULTS_MIN,
+			       i % NEVENTS == 0, &rings[i], pages) != 0)
+			break;
+	if (i < (size_t)nrings) {
 		char paranoid[32] = "?";
 		int e = errno, fd = open("/proc/sys/kernel/perf_event_paranoid", O_RDONLY);
 		if (fd >= 0) {
@@ -412,11 +440,12 @@ int main(int argc, char **argv)
 	if (write(go[1], "g", 1) != 1)
 		die("write");
 	{
-		long m[3];
+		long m[4];
 		got = read(status_pipe[0], m, sizeof m);
 		if (got == (ssize_t)sizeof m && m[0] == 'R') {
 			pre[0] = m[1];
 			pre[1] = m[2];
+			pre[2] = m[3];
 			got = read(status_pipe[0], m, sizeof m); /* EOF: the exec happened */
 		}
 		if (got == (ssize_t)sizeof m && m[0] == 'E') {
@@ -427,15 +456,15 @@ int main(int argc, char **argv)
 	}
 
 	for (;;) {
-		struct pollfd pf[NEVENTS];
+		static struct pollfd pf[NEVENTS * MAXCPUS];
 		pid_t w;
-		for (i = 0; i < NEVENTS; i++) {
+		for (i = 0; i < (size_t)nrings; i++) {
 			pf[i].fd = rings[i].fd;
 			pf[i].events = POLLIN;
 		}
-		poll(pf, NEVENTS, 20);
-		for (i = 0; i < NEVENTS; i++)
-			drain(&rings[i], (int)i);
+		poll(pf, (nfds_t)nrings, 20);
+		for (i = 0; i < (size_t)nrings; i++)
+			drain(&rings[i], (int)(i % NEVENTS));
 		w = wait4(pid, &status, WNOHANG | __WALL, &ru);
 		if (w < 0)
 			die("wait4");
@@ -455,8 +484,33 @@ int main(int argc, char **argv)
 		}
 		break; /* exited or killed */
 	}
-	for (i = 0; i < NEVENTS; i++)
-		drain(&rings[i], (int)i);
+	/* Descendants the program left behind: wait for each (the per-run deadline kills the whole group if they hang). */
+	for (;;) {
+		static struct pollfd pf[NEVENTS * MAXCPUS];
+		pid_t w = wait4(-1, &status_orphan, WNOHANG | __WALL, &orphan);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == ECHILD)
+				break;
+			die("wait4");
+		}
+		if (w > 0) {
+			ru.ru_minflt += orphan.ru_minflt;
+			ru.ru_majflt += orphan.ru_majflt;
+			reaped++;
+			continue;
+		}
+		for (i = 0; i < (size_t)nrings; i++) {
+			pf[i].fd = rings[i].fd;
+			pf[i].events = POLLIN;
+		}
+		poll(pf, (nfds_t)nrings, 20);
+		for (i = 0; i < (size_t)nrings; i++)
+			drain(&rings[i], (int)(i % NEVENTS));
+	}
+	for (i = 0; i < (size_t)nrings; i++)
+		drain(&rings[i], (int)(i % NEVENTS));
 
 	out = outpath ? fopen(outpath, "w") : stdout;
 	if (!out)
@@ -471,19 +525,20 @@ int main(int argc, char **argv)
 		fprintf(out, "\"exit_status\":%d,\"signal\":null,", WEXITSTATUS(status));
 	else
 		fprintf(out, "\"exit_status\":null,\"signal\":%d,", WTERMSIG(status));
-	fprintf(out, "\"page_size\":%ld,\"clock\":\"monotonic\",\"pre_exec\":{\"minflt\":%ld,\"majflt\":%ld},", sysconf(_SC_PAGESIZE),
-		pre[0], pre[1]);
+	fprintf(out, "\"page_size\":%ld,\"clock\":\"monotonic\",\"pre_exec\":{\"minflt\":%ld,\"majflt\":%ld},\"exec_bytes\":%ld,",
+		sysconf(_SC_PAGESIZE), pre[0], pre[1], pre[2]);
+	fprintf(out, "\"orphans\":%d,", reaped);
 	fprintf(out, "\"rusage\":{\"minflt\":%ld,\"majflt\":%ld},\"lost\":%" PRIu64 ",", ru.ru_minflt, ru.ru_majflt, lost);
 	fputs("\"samples\":[", out);
 	for (i = 0; i < nsamples; i++)
-		fprintf(out, "%s[%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu32 "]", i ? "," : "", samples[i].major, samples[i].time,
-			samples[i].ip, samples[i].addr, samples[i].tid);
+		fprintf(out, "%s[%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu32 ",%" PRIu32 "]", i ? "," : "", samples[i].major,
+			samples[i].time, samples[i].ip, samples[i].addr, samples[i].tid, samples[i].pid);
 	fputs("],\"mmaps\":[", out);
 	for (i = 0; i < nregions; i++) {
 		const struct region *g = &regions[i];
-		fprintf(out, "%s{\"time\":%" PRIu64 ",\"start\":%" PRIu64 ",\"len\":%" PRIu64 ",\"pgoff\":%" PRIu64 ",\"prot\":%" PRIu32
-			     ",\"flags\":%" PRIu32 ",\"path\":",
-			i ? "," : "", g->time, g->start, g->len, g->pgoff, g->prot, g->flags);
+		fprintf(out, "%s{\"time\":%" PRIu64 ",\"pid\":%" PRIu32 ",\"start\":%" PRIu64 ",\"len\":%" PRIu64 ",\"pgoff\":%" PRIu64
+			     ",\"prot\":%" PRIu32 ",\"flags\":%" PRIu32 ",\"path\":",
+			i ? "," : "", g->time, g->pid, g->start, g->len, g->pgoff, g->prot, g->flags);
 		json_string(out, g->path, strlen(g->path));
 		fputc('}', out);
 	}

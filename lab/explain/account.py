@@ -29,6 +29,7 @@ from lab.explain.objects import ElfObject, load_bias
 from lab.explain.trace import Mapping, Sample, Trace
 
 EXEC_SETUP = "[exec set-up]"  # the unsampled faults: the kernel building the process (get_user_pages)
+CHILDREN = "[child processes]"  # faults of processes the program forked (followed by the tracer), a row of their own
 EXIT_STAGE = "exit"  # after the probe's last stage: its output and exit
 RUN_STAGE = "run"  # the stage of every fault of a program without stages
 
@@ -64,6 +65,8 @@ class Account:
     objects: tuple[ObjectInfo, ...]
     probe_stages: dict[str, tuple[int, int]] = field(default_factory=dict)  # the probe's own deltas in the traced run
     notes: tuple[str, ...] = ()
+    exec_bound: int | None = None  # the most faults exec can take unsampled (None: an account stored before it was known)
+    page_size: int | None = None  # the guest's, as the tracer saw it
 
     def stage_totals(self) -> dict[str, tuple[int, int]]:
         """stage → (minor, major) since exec; the unsampled exec set-up belongs to the first stage."""
@@ -190,6 +193,9 @@ def attribute(
     faults = []
     for s in trace.samples:
         stage = next((name for name, t in stage_ends if s.time < t), EXIT_STAGE) if stage_ends else RUN_STAGE
+        if s.pid != trace.pid:  # a child's: its address space is not the program's (it may have exec'd anything)
+            faults.append(Fault(s.major, stage, CHILDREN, f"pid {s.pid}", "?", s.in_kernel, ""))
+            continue
         obj, section, region = r.where(s)
         faults.append(Fault(s.major, stage, obj, section, r.function(s), s.in_kernel, region))
     objects = tuple(
@@ -205,6 +211,8 @@ def attribute(
         stages=stages,
         objects=objects,
         probe_stages=dict(probe_stages or {}),
+        exec_bound=trace.exec_bound,
+        page_size=trace.page_size,
     )
 
 

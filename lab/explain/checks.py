@@ -5,6 +5,10 @@ Pure. Every traced fault-probe cell carries these checks beside its table:
 - ``adds up``: the process's own rusage equals the sampled faults plus the
   unsampled exec set-up plus the launcher's pre-exec faults (the unsampled line
   is never negative: the trace parser rejects that);
+- ``exec set-up bounded``: the unsampled line is no larger than what execve can
+  fault without a perf event (a page per page of argument and environment
+  strings, plus two), so faults the tracer missed fail the account instead of
+  filling that row;
 - ``probe agrees``: per stage, the account's faults equal the deltas the probe
   itself printed in the traced run (its entry minus the pre-exec faults);
 - ``untraced agrees``: per stage, within ±1 of the median of untraced runs of
@@ -52,6 +56,14 @@ def check(acc: Account, untraced: Mapping[str, tuple[float, float]] | None = Non
             f"{sampled} sampled + {acc.unsampled} exec set-up + {acc.pre_exec} before exec = {acc.rusage_total} (rusage)",
         )
     ]
+    if acc.exec_bound is not None:  # a remainder larger than exec can fault is something the tracer did not see
+        out.append(
+            Check(
+                "exec set-up bounded",
+                acc.unsampled <= acc.exec_bound,
+                f"{acc.unsampled} unsampled faults, at most {acc.exec_bound} from execve's copy of its argument and environment strings",
+            )
+        )
     totals = acc.stage_totals()
     if acc.probe_stages:
         own = dict(acc.probe_stages)

@@ -29,6 +29,8 @@ def to_dict(acc: Account, checks: Sequence[Check] = (), extra: dict[str, Any] | 
         "argv": list(acc.argv),
         "stages": list(acc.stages),
         "unsampled": acc.unsampled,
+        "exec_bound": acc.exec_bound,
+        "page_size": acc.page_size,
         "pre_exec": acc.pre_exec,
         "rusage_total": acc.rusage_total,
         "stage_totals": {k: list(v) for k, v in acc.stage_totals().items()},
@@ -53,6 +55,8 @@ def from_dict(d: dict[str, Any]) -> tuple[Account, list[Check]]:
         objects=tuple(ObjectInfo(**o) for o in d["objects"]),
         probe_stages={k: (v[0], v[1]) for k, v in d["probe_stages"].items()},
         notes=tuple(d.get("notes", ())),
+        exec_bound=d.get("exec_bound"),
+        page_size=d.get("page_size"),
     )
     return acc, [Check(**c) for c in d.get("checks", ())]
 

@@ -1,9 +1,10 @@
 """fault-trace's JSON output (``payloads/fault_trace.c``): parsed and validated in full, or rejected.
 
 Pure: no I/O. A trace is every page-fault sample of one process from its
-``execve`` to its exit, the mappings it made (``mmap`` records, in time order)
-and its ``/proc/PID/maps`` at exit, plus its own counters before the exec and
-at the end. Lost samples make a trace unusable: it is rejected, never shown as
+``execve`` to its exit, and of every process it forked (each sample names its
+pid), the mappings the process made (``mmap`` records, in time order) and its
+``/proc/PID/maps`` at exit, plus the counters before the exec and at the end
+(of the whole tree: the children's are added). Lost samples make a trace unusable: it is rejected, never shown as
 a partial table.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 from lab.errors import InfraError, LabError, UserError
 
 SCHEMA = "lab.fault-trace"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: samples and mmaps name their pid (children are followed), exec_bytes
 KERNEL_BASE = 1 << 63  # every 64-bit arch here keeps its kernel in the upper half
 EXIT_REFUSED = 5  # perf_event_open refused
 EXIT_NOEXEC = 6  # the program could not be executed
@@ -35,6 +36,7 @@ class Sample:
     ip: int
     addr: int
     tid: int
+    pid: int = 0
 
     @property
     def in_kernel(self) -> bool:
@@ -50,6 +52,7 @@ class Mapping:
     path: str  # a file, or [stack], [heap], [vdso], [vvar], //anon, "" (anonymous)
     time: int  # when it was mapped (0: from the maps at exit)
     prot: str = ""  # rwx as far as known
+    pid: int = 0  # the process that mapped it
 
     @property
     def is_file(self) -> bool:
@@ -62,12 +65,14 @@ class Mapping:
 @dataclass(frozen=True)
 class Trace:
     argv: tuple[str, ...]
+    pid: int  # the traced program; samples of other pids are its children's
     exit_status: int | None
     signal: int | None
     page_size: int
     pre_exec: int  # faults (minor + major) the child took between its fork and its execve
-    rusage_minor: int  # the child's whole life, fork to exit (wait4)
+    rusage_minor: int  # the child's whole life, fork to exit (wait4), with every descendant's
     rusage_major: int
+    exec_bytes: int  # argument and environment strings execve copied onto the new stack
     samples: tuple[Sample, ...]
     mmaps: tuple[Mapping, ...]  # time order
     exit_maps: tuple[Mapping, ...]
@@ -75,6 +80,12 @@ class Trace:
 
     def kernel_ips(self) -> set[int]:
         return {s.ip for s in self.samples if s.in_kernel}
+
+    @property
+    def exec_bound(self) -> int:
+        """The most faults execve can take without a perf event: one per page of the strings it copies (get_user_pages
+        on the new stack), plus the page they start in and one for the arguments' pointer block."""
+        return -(-self.exec_bytes // self.page_size) + 2
 
     @property
     def unsampled(self) -> int:
@@ -131,9 +142,9 @@ def parse(text: str) -> Trace:
         raise _fail("the child never reported its counters before exec")
     samples = []
     for s in _get(data, "samples", list):
-        if not (isinstance(s, list) and len(s) == 5 and all(isinstance(v, int) for v in s)):
-            raise _fail(f"sample {s!r} is not [major, time, ip, addr, tid]")
-        samples.append(Sample(bool(s[0]), s[1], s[2], s[3], s[4]))
+        if not (isinstance(s, list) and len(s) == 6 and all(isinstance(v, int) for v in s)):
+            raise _fail(f"sample {s!r} is not [major, time, ip, addr, tid, pid]")
+        samples.append(Sample(bool(s[0]), s[1], s[2], s[3], s[4], s[5]))
     samples.sort(key=lambda s: s.time)
     mmaps = []
     for m in _get(data, "mmaps", list):
@@ -148,18 +159,21 @@ def parse(text: str) -> Trace:
                 _get(m, "path", str),
                 _get(m, "time", int),
                 _prot(_get(m, "prot", int)),
+                _get(m, "pid", int),
             )
         )
     trace = Trace(
         argv=tuple(_get(data, "argv", list)),
+        pid=_get(data, "pid", int),
         exit_status=_get(data, "exit_status", int, nullable=True),
         signal=_get(data, "signal", int, nullable=True),
         page_size=_get(data, "page_size", int),
         pre_exec=pre["minflt"] + _get(pre, "majflt", int),
         rusage_minor=_get(ru, "minflt", int),
         rusage_major=_get(ru, "majflt", int),
+        exec_bytes=_get(data, "exec_bytes", int),
         samples=tuple(samples),
-        mmaps=tuple(sorted(mmaps, key=lambda m: m.time)),
+        mmaps=tuple(sorted((m for m in mmaps if m.pid == data["pid"]), key=lambda m: m.time)),  # the program's own
         exit_maps=parse_maps(_get(data, "maps_at_exit", str)),
         stdout=_get(data, "stdout", str),
     )

@@ -28,7 +28,7 @@ from lab.results.store import Store
 REPO = Path(__file__).resolve().parents[2]
 LAB = [sys.executable, "-m", "lab"]
 CELLS = [f"{a.name}:{v.name}" for a in arches.ARCHES for v in VARIANTS]
-PROBE_CHECKS = {"adds up", "probe agrees", "untraced agrees", "touch1 in buffer", "file_read in file"}
+PROBE_CHECKS = {"adds up", "exec set-up bounded", "probe agrees", "untraced agrees", "touch1 in buffer", "file_read in file"}
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,24 @@ def test_known_bss_and_data_pages_show_exactly_in_their_sections(cfg: config.Con
         (acc,) = [e.account for e in api.explain(cfg, api.ExplainRequest(run=RunRequest(arch=a.name), put=prog))]
         mine = [(f.object, f.section) for f in acc.faults if f.function == "touch_pages@exe"]
         assert sorted(mine) == [("exe", ".bss")] * 5 + [("exe", ".data")] * 3, (a.name, mine)
+        assert len(acc.faults) + acc.unsampled + acc.pre_exec == acc.rusage_total
+
+
+def test_a_program_that_forks_has_its_childrens_faults_as_their_own_rows(cfg: config.Config, images: object, tmp_path: Path) -> None:
+    """Regression (issue 19.5): a static program forking a child that touched 8 MiB showed `[exec set-up] 3093` and
+    passed its check. The tracer follows children (and reaps orphans); each child is a row, exec set-up stays tiny."""
+    store = PayloadStore(cfg, source_dir=REPO / "tests" / "payloads", program=Program("fork-touch", "fork_touch.c"), root=tmp_path)
+    for a in arches.ARCHES:
+        prog = store.ensure(a, variant("glibc-static")).binary
+        (e,) = api.explain(cfg, api.ExplainRequest(run=RunRequest(arch=a.name), put=prog))
+        acc = e.account
+        assert all(c.ok for c in e.checks), (a.name, e.checks)
+        children = {sec: mi + ma for o, sec, mi, ma in acc.rows() if o == account.CHILDREN}
+        assert len(children) == 2, (a.name, acc.rows())
+        waited, orphan = sorted(children.values(), reverse=True)
+        assert acc.page_size, a.name  # pages = size // the guest's page size
+        assert waited >= (8 << 20) // acc.page_size and orphan >= (1 << 20) // acc.page_size, (a.name, children)
+        assert acc.unsampled <= (acc.exec_bound or 0), (a.name, acc.unsampled, acc.exec_bound)
         assert len(acc.faults) + acc.unsampled + acc.pre_exec == acc.rusage_total
 
 
