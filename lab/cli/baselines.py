@@ -14,12 +14,8 @@ from lab import api, arches, config
 from lab.cli.common import Handler, Parser, output, run_options, run_request
 from lab.cli.runs import print_summary
 from lab.files import write_atomic
-from lab.measure.plan import size
 from lab.payloads.variants import variant
 from lab.progress import Progress
-from lab.results import baselines, junit
-from lab.results import compare as compare_mod
-from lab.results.store import Store
 from lab.text import size_text, text_table
 
 
@@ -75,53 +71,50 @@ def verdict_options(p: argparse.ArgumentParser, formats: bool = True) -> None:
 
 def cmd_baseline(args: argparse.Namespace, cfg: config.Config) -> int:
     verb = args.baseline_command
-    if verb == "list" and not cfg.run.store.exists():  # nothing saved yet: an empty list, not an error
-        print("[]" if args.json else f"no baselines in {cfg.run.store}")
-        return 0
-    with Store(cfg.run.store, readonly=verb in ("list", "show", "export")) as store:
-        if verb == "save":
-            run_id, count = baselines.save(store, args.name, args.run)
-            print(f"baseline {args.name}: {count} cell(s) from run {run_id}")
-        elif verb == "list":
-            if args.json:
-                print(json.dumps([{"name": n, "source_run": src, "created": t} for n, t, src in store.baselines()], indent=2))
-                return 0
-            listed = [(n, src, time.strftime("%Y-%m-%d %H:%M", time.localtime(t))) for n, t, src in store.baselines()]
-            print(text_table(listed, ("name", "source run", "created")) if listed else f"no baselines in {cfg.run.store}")
-        elif verb == "show":
-            source, cells = baselines.load(store, args.name)
-            if args.json:
-                print(json.dumps({"name": args.name, "source_run": source, "cells": [asdict(c) for c in cells]}, indent=2, default=dict))
-                return 0
-            rows = [
-                (
-                    c.arch,
-                    c.variant,
-                    c.buffer_size,
-                    f"{statistics.median(c.stages['entry']['minflt']):g}",
-                    len(c.stages["entry"]["minflt"]),
-                    c.env["kernel_release"],
-                    c.env["accel"],
-                )
-                for c in cells
-            ]
-            print(f"baseline {args.name} from run {source}")
-            print(text_table(rows, ("arch", "variant", "buffer", "entry median", "repeats", "kernel", "accel")))
-        elif verb == "export":
-            sys.stdout.write(store.baseline_document(args.name))
-        elif verb == "import":
-            print(f"imported baseline {baselines.import_file(store, Path(args.file), args.replace)}")
-        else:
-            store.delete_baseline(args.name)
-            print(f"deleted baseline {args.name}")
+    if verb == "save":
+        run_id, count = api.baseline_save(cfg, args.name, args.run)
+        print(f"baseline {args.name}: {count} cell(s) from run {run_id}")
+    elif verb == "list":
+        saved = api.baseline_list(cfg)
+        if args.json:
+            print(json.dumps([{"name": n, "source_run": src, "created": t} for n, t, src in saved], indent=2))
+            return 0
+        listed = [(n, src, time.strftime("%Y-%m-%d %H:%M", time.localtime(t))) for n, t, src in saved]
+        print(text_table(listed, ("name", "source run", "created")) if listed else f"no baselines in {cfg.run.store}")
+    elif verb == "show":
+        source, cells = api.baseline_show(cfg, args.name)
+        if args.json:
+            print(json.dumps({"name": args.name, "source_run": source, "cells": [asdict(c) for c in cells]}, indent=2, default=dict))
+            return 0
+        rows = [
+            (
+                c.arch,
+                c.variant,
+                c.buffer_size,
+                f"{statistics.median(c.stages['entry']['minflt']):g}",
+                len(c.stages["entry"]["minflt"]),
+                c.env["kernel_release"],
+                c.env["accel"],
+            )
+            for c in cells
+        ]
+        print(f"baseline {args.name} from run {source}")
+        print(text_table(rows, ("arch", "variant", "buffer", "entry median", "repeats", "kernel", "accel")))
+    elif verb == "export":
+        sys.stdout.write(api.baseline_export(cfg, args.name))
+    elif verb == "import":
+        print(f"imported baseline {api.baseline_import(cfg, Path(args.file), args.replace)}")
+    else:
+        api.baseline_delete(cfg, args.name)
+        print(f"deleted baseline {args.name}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace, cfg: config.Config) -> int:
     result = api.compare(cfg, api.CompareRequest(tuple(args.runs), args.baseline, args.tolerance_faults, args.tolerance_percent))
-    output(compare_mod.to_json(result) if args.format == "json" else compare_mod.table(result, args.all), None)
+    output(api.comparison_json(result) if args.format == "json" else api.comparison_text(result, args.all), None)
     if args.junit:
-        write_atomic(Path(args.junit), junit.to_junit(result))
+        write_atomic(Path(args.junit), api.comparison_junit(result))
     return result.exit_code
 
 
@@ -134,7 +127,7 @@ def cmd_nightly(args: argparse.Namespace, cfg: config.Config, fleet: Path | None
     if args.json:
         doc = {
             "run": api.summary_dict(result.run),
-            "comparison": json.loads(compare_mod.to_json(result.comparison)),
+            "comparison": json.loads(api.comparison_json(result.comparison)),
             "out_dir": str(result.out_dir),
             "files": [str(p) for p in result.files],
             "pruned": [str(p) for p in result.pruned],
@@ -145,7 +138,7 @@ def cmd_nightly(args: argparse.Namespace, cfg: config.Config, fleet: Path | None
     if quiet:  # -q: the exit code and the nightly directory say it all
         return result.exit_code
     print_summary(args, result.run)
-    sys.stdout.write(compare_mod.table(result.comparison))
+    sys.stdout.write(api.comparison_text(result.comparison))
     pruned = len(result.pruned)
     names = ", ".join(p.name for p in result.files)
     print(f"\nnightly: {result.out_dir} ({names}); pruned {pruned} old run director{'y' if pruned == 1 else 'ies'}")
@@ -154,7 +147,7 @@ def cmd_nightly(args: argparse.Namespace, cfg: config.Config, fleet: Path | None
 
 def cmd_history(args: argparse.Namespace, cfg: config.Config) -> int:
     arch, v = arches.get(args.arch), variant(args.variant)
-    rows = api.history(cfg, arch.name, v.name, args.stage, size(args.size) if args.size else None, args.last, args.axes)
+    rows = api.history(cfg, arch.name, v.name, args.stage, api.size(args.size) if args.size else None, args.last, args.axes)
     if args.json:
         print(json.dumps({"arch": arch.name, "variant": v.name, "stage": args.stage, "runs": [asdict(r) for r in rows]}, indent=2))
         return 0

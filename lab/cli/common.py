@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lab import arches, axes, config
+from lab.api import RunRequest
 from lab.errors import UserError
 from lab.files import write_atomic
-from lab.measure.plan import RunRequest
 from lab.payloads import variants
 
 Handler = Callable[[argparse.Namespace, config.Config], int]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from lab import api, axes, config
 from lab.cli.common import Handler, Parser, arch_option, output, run_request
 from lab.errors import UserError
-from lab.explain import account, render
 from lab.payloads import variants
 from lab.progress import Progress
 
@@ -30,7 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     ex.add_argument("--suite", help="Debian suite of the guests' userland, e.g. forky")
     ex.add_argument("--axis", action="append", default=[], metavar="NAME=V1,V2", help="as lab run: " + ", ".join(a.name for a in axes.AXES))
     ex.add_argument("--stage", help="one stage of the probe (entry, malloc, touch1, ...; default: all)")
-    ex.add_argument("--format", choices=render.FORMATS, default="table")
+    ex.add_argument("--format", choices=api.EXPLAIN_FORMATS, default="table")
     ex.add_argument(
         "--diff", nargs=2, metavar=("CELL_A", "CELL_B"), help="where two cells differ, e.g. arm64:glibc-dynamic arm64:musl-dynamic"
     )
@@ -39,15 +37,6 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     ex.add_argument("-o", "--output", help="file to write (default: stdout)")
     ex.add_argument("program", nargs="*", help="after --: a program in the image and its arguments, traced instead of the probe")
     return {"explain": cmd_explain}
-
-
-def _stage(args: argparse.Namespace, accounts: list[account.Account]) -> str | None:
-    if args.stage is None:
-        return None
-    known = {s for a in accounts for s in a.stages}
-    if args.stage not in known:
-        raise UserError(f"--stage {args.stage!r} is not a stage of these runs", "stages: " + ", ".join(sorted(known)))
-    return str(args.stage)
 
 
 def cmd_explain(args: argparse.Namespace, cfg: config.Config) -> int:
@@ -65,20 +54,10 @@ def cmd_explain(args: argparse.Namespace, cfg: config.Config) -> int:
     labels = api.explain_labels(cfg, req)  # unknown cells and bad options fail before anything boots
     with Progress.for_stream(labels, quiet=args.quiet or args.format == "json") as progress:
         explained = api.explain(cfg, req, progress.update)
-    accounts = [e.account for e in explained]
-    stage = _stage(args, accounts)
-    md = args.format == "md"
+    stage = api.stage_of(explained, args.stage)
     if req.diff:
         a, b = explained
-        rows = account.diff(a.account, b.account, stage)
-        if args.format == "json":
-            data = {"a": a.data, "b": b.data, "diff": [{"object": r.object, "section": r.section, "a": r.a, "b": r.b} for r in rows]}
-            output(json.dumps(data, indent=2) + "\n", args.output)
-        else:
-            output(render.diff_table(a.account, b.account, rows, stage, md), args.output)
+        output(api.diff_text(a, b, args.format, stage), args.output)
         return 0 if a.ok and b.ok else 1
-    if args.format == "json":
-        output(json.dumps([e.data or render.to_dict(e.account) for e in explained], indent=2) + "\n", args.output)
-    else:
-        output("\n".join(render.table(e.account, e.checks, stage, md, args.top) for e in explained), args.output)
+    output(api.explain_text(explained, args.format, stage, args.top), args.output)
     return 0 if all(e.ok for e in explained) else 1

@@ -11,11 +11,9 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 
-from lab import api, arches, config
+from lab import api, config
 from lab.cli.common import Handler, Parser, arch_option
 from lab.errors import UserError
-from lab.guests.boot import Booted
-from lab.guests.images import ImageStore
 from lab.text import text_table
 
 log = logging.getLogger("lab")
@@ -48,18 +46,15 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
 
 
 def cmd_images(args: argparse.Namespace, cfg: config.Config) -> int:
-    store = ImageStore(cfg)
     if args.images_command == "build":
-        for i, arch in enumerate(arches.select(args.arch if args.arch is not None else cfg.arches)):
-            started = time.monotonic()
-            image = store.ensure(arch, refresh=args.refresh and i == 0)
-            print(f"{arch.name}: {image.dir} ({image.kernel_release}, {time.monotonic() - started:.1f}s)")
+        for arch, image, seconds in api.images_build(cfg, args.arch, args.refresh):
+            print(f"{arch.name}: {image.dir} ({image.kernel_release}, {seconds:.1f}s)")
         return 0
     if args.images_command == "prune":
         for d in api.prune_images(cfg):
             print(f"deleted {d}")
         return 0
-    rows = store.cached()
+    root, rows = api.images_list(cfg)
     if args.json:
         print(json.dumps([{"dir": str(r.dir), "status": r.status, "manifest": r.manifest} for r in rows], indent=2))
         return 0
@@ -74,15 +69,15 @@ def cmd_images(args: argparse.Namespace, cfg: config.Config) -> int:
         )
         for r in rows
     ]
-    print(text_table(table, ("arch", "kernel", "size", "entry", "built", "status")) if table else f"no images in {store.root}")
+    print(text_table(table, ("arch", "kernel", "size", "entry", "built", "status")) if table else f"no images in {root}")
     return 0
 
 
-def _booted(args: argparse.Namespace, cfg: config.Config) -> AbstractContextManager[Booted]:
+def _booted(args: argparse.Namespace, cfg: config.Config) -> AbstractContextManager[api.Booted]:
     return api.booted(cfg, args.arch, args.accel)
 
 
-def _ssh_argv(b: Booted) -> list[str]:
+def _ssh_argv(b: api.Booted) -> list[str]:
     """An ssh command line for a booted guest, with its pinned host key written next to the console log."""
     known = b.info.console_log.parent / "known_hosts"
     known.write_text(b.guest.known_hosts_line() + "\n")

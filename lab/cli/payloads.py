@@ -6,10 +6,9 @@ import argparse
 import json
 from dataclasses import asdict
 
-from lab import api, arches, config
+from lab import api, config
 from lab.cli.common import Handler, Parser, arch_option, run_request
-from lab.payloads.build import PayloadStore
-from lab.payloads.variants import names, select_variants
+from lab.payloads.variants import names
 from lab.text import text_table
 
 
@@ -32,16 +31,11 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
 
 
 def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
-    store = PayloadStore(cfg)
     if args.payloads_command == "build":
-        for arch in arches.select(args.arch if args.arch is not None else cfg.arches):
-            for v in select_variants(args.variant):
-                p = store.ensure(arch, v)
-                print(
-                    f"{arch.name:<8} {v.name:<14} {v.libc} {p.info.get('libc_version', '?'):<6} {p.info['toolchain_version']}  {p.binary}"
-                )
+        for arch, v, p in api.payloads_build(cfg, args.arch, args.variant):
+            print(f"{arch.name:<8} {v.name:<14} {v.libc} {p.info.get('libc_version', '?'):<6} {p.info['toolchain_version']}  {p.binary}")
         return 0
-    rows = store.cached()
+    root, rows = api.payloads_list(cfg)
     if args.json:
         print(json.dumps([{**r, "dir": str(r["dir"])} for r in rows], indent=2))
         return 0
@@ -65,7 +59,7 @@ def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
             )
         )
     header = ("arch", "variant", "toolchain", "bytes", "interpreter", "pie", "sha256")
-    print(text_table(table, header) if table else f"no payloads in {store.root}")
+    print(text_table(table, header) if table else f"no payloads in {root}")
     return 0
 
 

@@ -11,10 +11,7 @@ from pathlib import Path
 
 from lab import api, config
 from lab.cli.common import Handler, Parser, output, run_options, run_request
-from lab.files import write_atomic
 from lab.progress import Progress
-from lab.results import bundle, junit, report
-from lab.results.store import Store
 from lab.text import text_table
 
 
@@ -33,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
 
     ex = sub.add_parser("export", help="every sample of a run as JSON or CSV, or the whole run as a bundle")
     ex.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
-    ex.add_argument("--format", choices=("json", "csv"), default="json")
+    ex.add_argument("--format", choices=api.EXPORT_FORMATS, default="json")
     ex.add_argument(
         "--bundle",
         action="store_true",
@@ -47,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
 
     rep = sub.add_parser("report", help="render a run as HTML, Markdown or JSON")
     rep.add_argument("run", nargs="?", help="run id or unique prefix (default: the latest)")
-    rep.add_argument("--format", choices=report.FORMATS, default="html")
+    rep.add_argument("--format", choices=api.REPORT_FORMATS, default="html")
     rep.add_argument("-o", "--output", help="file to write (default: stdout)")
     return {"run": cmd_run, "runs": cmd_runs, "export": cmd_export, "import": cmd_import, "report": cmd_report}
 
@@ -75,8 +72,7 @@ def print_summary(args: argparse.Namespace, result: api.RunResult) -> None:
 def cmd_run(args: argparse.Namespace, cfg: config.Config) -> int:
     result = execute_run(args, cfg)
     if args.junit:
-        with Store(result.store, readonly=True) as store:
-            write_atomic(Path(args.junit), junit.run_to_junit(report.build(store, result.summary.run_id)))
+        api.write_run_junit(result, Path(args.junit))
     print_summary(args, result)
     return 0 if result.summary.status == "complete" else 1
 
@@ -85,47 +81,42 @@ def cmd_runs(args: argparse.Namespace, cfg: config.Config) -> int:
     if args.runs_command == "list" and not cfg.run.store.exists():  # nothing run yet: an empty list, not an error
         print("[]" if args.json else f"no runs in {cfg.run.store}")
         return 0
-    with Store(cfg.run.store, readonly=True) as store:
-        if args.runs_command == "list":
-            rows = [(r, len(store.cells(r.id)), len(store.errors(r.id))) for r in store.runs()]
-            if args.json:
-                print(json.dumps([{**asdict(r), "cells": c, "errors": e} for r, c, e in rows], indent=2))
-            else:
-                table = [
-                    (r.id, r.status, c, e, r.repeat, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)), r.argv) for r, c, e in rows
-                ]
-                print(
-                    text_table(table, ("run", "status", "cells", "errors", "repeat", "started", "command"))
-                    if table
-                    else f"no runs in {cfg.run.store}"
-                )
-            return 0
-        r = report.build(store, args.run)
+    if args.runs_command == "list":
+        rows = api.runs_list(cfg)
         if args.json:
-            sys.stdout.write(report.render(r, "json"))
-            return 0
-        run = r.run
-        print(f"run {run.id}: {run.status}; {len(r.cells)} cell(s), {len(r.errors)} error(s); repeat {run.repeat}")
-        print(f"host {run.host}, lab {run.lab_version} at {run.git_revision}; run directory {run.run_dir}")
-        print(f"command: {run.argv}\n")
-        sys.stdout.write(report.render(r, "md").split("\n## Per stage")[0].split("\n", 4)[-1])
+            print(json.dumps([{**asdict(r), "cells": c, "errors": e} for r, c, e in rows], indent=2))
+        else:
+            table = [
+                (r.id, r.status, c, e, r.repeat, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)), r.argv) for r, c, e in rows
+            ]
+            print(
+                text_table(table, ("run", "status", "cells", "errors", "repeat", "started", "command"))
+                if table
+                else f"no runs in {cfg.run.store}"
+            )
         return 0
+    r = api.run_report(cfg, args.run)
+    if args.json:
+        sys.stdout.write(api.render_report(r, "json"))
+        return 0
+    run = r.run
+    print(f"run {run.id}: {run.status}; {len(r.cells)} cell(s), {len(r.errors)} error(s); repeat {run.repeat}")
+    print(f"host {run.host}, lab {run.lab_version} at {run.git_revision}; run directory {run.run_dir}")
+    print(f"command: {run.argv}\n")
+    sys.stdout.write(api.render_report(r, "md").split("\n## Per stage")[0].split("\n", 4)[-1])
+    return 0
 
 
 def cmd_export(args: argparse.Namespace, cfg: config.Config) -> int:
-    with Store(cfg.run.store, readonly=True) as store:
-        if args.bundle:
-            print(bundle.export(store, args.run, Path(args.output) if args.output else None))
-        else:
-            output(report.export(store, args.run, args.format), args.output)
+    if args.bundle:
+        print(api.export_bundle(cfg, args.run, Path(args.output) if args.output else None))
+    else:
+        output(api.export_run(cfg, args.run, args.format), args.output)
     return 0
 
 
 def cmd_import(args: argparse.Namespace, cfg: config.Config) -> int:
-    done = []
-    with Store(cfg.run.store) as store:
-        for path in args.bundles:
-            done.append(bundle.import_(store, Path(path), cfg.results_dir))
+    done = api.import_bundles(cfg, [Path(p) for p in args.bundles])
     if args.json:
         print(json.dumps([asdict(d) for d in done], indent=2))
     for d in done if not args.json else []:
@@ -135,6 +126,5 @@ def cmd_import(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_report(args: argparse.Namespace, cfg: config.Config) -> int:
-    with Store(cfg.run.store, readonly=True) as store:
-        output(report.render(report.build(store, args.run), args.format), args.output)
+    output(api.render_report(api.run_report(cfg, args.run), args.format), args.output)
     return 0

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from lab.arches import ARCHES, host_can_kvm
@@ -16,16 +16,9 @@ from lab.guests import accel as accel_mod
 from lab.guests.apt import KEYRING
 from lab.guests.boot import boot
 from lab.guests.images import ImageStore
+from lab.health import Check as Check  # re-exported: doctor's lines
 
 MIN_FREE_GIB = 2.0
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # ok | warn | FAIL
-    detail: str
-    remedy: str = ""
 
 
 def _version(binary: str) -> str:

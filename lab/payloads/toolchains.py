@@ -18,7 +18,7 @@ from pathlib import Path
 from lab.arches import ARCHES, Arch
 from lab.errors import UserError
 from lab.files import write_atomic
-from lab.guests.doctor import Check
+from lab.health import Check
 from lab.payloads.variants import CLANG, FLAGS, ZIG_VERSION, Toolchain, Variant, toolchain
 
 LINKER_ARGV = (sys.executable, "-m", "ziglang", "ld.lld")

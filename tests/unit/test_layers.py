@@ -16,6 +16,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "lab",
         "lab.version",
         "lab.errors",
+        "lab.health",
         "lab.resources",
         "lab.deadline",
         "lab.text",
@@ -64,12 +65,36 @@ def is_module(name: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-def imports(path: Path) -> list[str]:
-    """Every lab module ``path`` imports (``from lab.x import y`` counts as lab.x.y when y is a module)."""
+def _facade() -> set[str]:
+    """The names ``lab`` loads lazily from lab.api (its ``_API`` tuple)."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_API" for t in node.targets):
+            return {str(e.value) for e in node.value.elts if isinstance(e, ast.Constant)}  # type: ignore[attr-defined]
+    return set()
+
+
+API_NAMES = _facade()
+
+
+def _target(module: str, name: str) -> str:
+    """What ``from module import name`` really imports: a submodule, the API behind the facade, or the module."""
+    if is_module(f"{module}.{name}"):
+        return f"{module}.{name}"
+    if module == "lab" and name in API_NAMES:
+        return "lab.api"  # `from lab import run` is lab.api.run, loaded lazily: not layer 0
+    return module
+
+
+def imports(path: Path, top_level_only: bool = False) -> list[str]:
+    """Every lab module ``path`` imports (``from lab.x import y`` counts as lab.x.y when y is a module); with
+    ``top_level_only``, only those run at import time (not inside functions)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lab":
-            found += [f"{node.module}.{a.name}" if is_module(f"{node.module}.{a.name}") else node.module for a in node.names]
+            found += [_target(node.module, a.name) for a in node.names]
         elif isinstance(node, ast.Import):
             found += [a.name for a in node.names if a.name.split(".")[0] == "lab"]
     return found
@@ -93,8 +118,56 @@ def test_module_is_short_enough_to_read_in_one_sitting(path: Path) -> None:
 
 
 def test_layer_lookup_picks_the_most_specific_entry() -> None:
+    named = ("lab.payloads.variants", "lab.payloads.build", "lab.guests.qemu", "lab.cli.runs", "lab.fleet.run", "lab.api.runs")
+    assert all(is_module(n) for n in named), "the lookup is tested on modules that exist"
     assert layer("lab.payloads.variants") == 0 and layer("lab.payloads.build") == 3
-    assert layer("lab.guests.qemu") == 2 and layer("lab.cli.runs") == 9 and layer("lab.fleet.plan") == 7 and layer("lab.nowhere") == -1
+    assert layer("lab.guests.qemu") == 2 and layer("lab.cli.runs") == 9 and layer("lab.fleet.run") == 7 and layer("lab.api.runs") == 8
+    assert layer("lab.nowhere") == -1
+
+
+def test_the_facade_counts_as_the_api() -> None:
+    """Regression (issue 19.11): `from lab import run` counted as layer 0 though it is lab.api's."""
+    assert "run" in API_NAMES and _target("lab", "run") == "lab.api" and _target("lab", "config") == "lab.config"
+
+
+CLI_MAY_IMPORT = 1  # the CLI calls the API; beneath it only the tables, primitives and config (layers 0 and 1)
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "cli").glob("*.py")), ids=lambda p: p.stem)
+def test_the_cli_only_calls_the_api(path: Path) -> None:
+    """Regression (issue 19.11): the CLI reached into guests, payloads, results and explain directly."""
+    below = [imp for imp in imports(path) if layer(imp) > CLI_MAY_IMPORT and not imp.startswith(("lab.api", "lab.cli"))]
+    assert not below, f"{module_name(path)} imports {below}: call lab.api instead"
+
+
+def test_no_import_cycles() -> None:
+    """Regression (issue 19.11): measure.runner -> lab (for __version__) -> lazy api -> measure.runner."""
+    graph = {module_name(p): {i for i in imports(p, top_level_only=True) if is_module(i)} for p in MODULES}
+    graph["lab"].add("lab.api")  # a name taken from the facade (`from lab import __version__`) may load the API
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*trail[trail.index(nxt) :], nxt]) if nxt in trail else nxt)
+            if nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+
+
+def test_the_pure_argv_modules_load_no_ssh() -> None:
+    """Regression (issue 19.11): payloads/toolchains (compile argv) imported guests.doctor and with it paramiko."""
+    import subprocess
+    import sys
+
+    code = "import sys, lab.payloads.toolchains, lab.guests.qemu; print(sorted(m for m in ('paramiko', 'fabric') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent).stdout
+    assert out.strip() == "[]"
 
 
 def test_no_package_file_is_git_ignored() -> None:

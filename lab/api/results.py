@@ -1,0 +1,156 @@
+"""Verdicts and baselines: ``lab compare``, ``nightly``, ``history``, ``baseline ...``, and their renderings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from lab.api.runs import Progress, RunResult, _quiet, fleet_run, run
+from lab.config import STAGES, Config
+from lab.errors import UserError
+from lab.measure.plan import RunRequest
+from lab.results import baselines as baselines_mod
+from lab.results import compare as compare_mod
+from lab.results import junit, report
+from lab.results import nightly as nightly_mod
+from lab.results.compare import Comparison
+from lab.results.store import Store
+from lab.results.verdict import CellData
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    runs: tuple[str, ...] = ()  # [RUN] with a baseline, or (RUN_A, RUN_B)
+    baseline: str | None = None
+    tolerance_faults: float | None = None
+    tolerance_percent: float | None = None
+
+
+def compare(cfg: Config, req: CompareRequest) -> Comparison:
+    """``lab compare``: a run (default: the latest) against a baseline, or run A against run B."""
+    tol = compare_mod.tolerance(cfg, req.tolerance_faults, req.tolerance_percent)
+    with Store(cfg.run.store, readonly=True) as store:
+        if req.baseline:
+            if len(req.runs) > 1:
+                raise UserError("lab compare --baseline takes at most one run", "lab compare [RUN] --baseline NAME")
+            return compare_mod.against_baseline(store, req.baseline, req.runs[0] if req.runs else None, tol)
+        if len(req.runs) == 2:
+            return compare_mod.between_runs(store, req.runs[0], req.runs[1], tol)
+    raise UserError("lab compare needs --baseline NAME or two runs", "lab compare [RUN] --baseline NAME, or lab compare RUN_A RUN_B")
+
+
+@dataclass(frozen=True)
+class NightlyRequest:
+    run: RunRequest = field(default_factory=RunRequest)
+    baseline: str | None = None  # default: nightly.baseline
+    tolerance_faults: float | None = None
+    tolerance_percent: float | None = None
+
+
+@dataclass(frozen=True)
+class NightlyResult:
+    run: RunResult
+    comparison: Comparison
+    out_dir: Path
+    files: tuple[Path, ...]
+    pruned: tuple[Path, ...]
+
+    @property
+    def exit_code(self) -> int:
+        return self.comparison.exit_code
+
+
+def nightly(
+    cfg: Config, req: NightlyRequest, progress: Progress = _quiet, argv: list[str] | None = None, fleet: Path | None = None
+) -> NightlyResult:
+    """``lab nightly``: run (on this host, or on the ``fleet`` inventory's hosts), compare with the baseline, write
+    a dated directory, prune old run directories."""
+    name = req.baseline or cfg.nightly.baseline
+    with Store(cfg.run.store) as store:
+        store.baseline_document(name)  # fail before an hour of running if it does not exist
+    ran = fleet_run(cfg, req.run, fleet, argv, reports=False) if fleet else run(cfg, req.run, progress, argv, reports=False)
+    runs_dir = ran.summary.run_dir.parent  # the run's own results directory (--out), not the configured one
+    out_dir = nightly_mod.new_dir(cfg.nightly.dir)
+    tol = compare_mod.tolerance(cfg, req.tolerance_faults, req.tolerance_percent)
+    with Store(cfg.run.store) as store:
+        result = compare_mod.against_baseline(store, name, ran.summary.run_id, tol)
+        rep = report.build(store, ran.summary.run_id)
+        html, md = report.render(rep, "html", result), report.render(rep, "md", result)
+        files = nightly_mod.write_nightly(out_dir, result, html, md, ran.summary.seconds)
+        written = report.write_run_reports(store, ran.summary.run_id, ran.summary.run_dir, result)
+        pruned = nightly_mod.prune_runs(store, runs_dir, cfg.nightly.keep_runs)
+    (out_dir / "run").symlink_to(ran.summary.run_dir)
+    return NightlyResult(replace(ran, reports=tuple(written)), result, out_dir, tuple(files), tuple(pruned))
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    run_id: str
+    started: float
+    status: str
+    buffer_size: int
+    minflt: tuple[int, ...]
+    majflt: tuple[int, ...]
+
+
+def history(
+    cfg: Config, arch: str, variant: str, stage: str = "entry", size: int | None = None, last: int = 20, axes: str = ""
+) -> list[HistoryRow]:
+    """``lab history``: one cell's stage across runs, oldest first."""
+    if stage not in STAGES:
+        raise UserError(f"--stage {stage!r} is not valid", "stages: " + ", ".join(STAGES))
+    if last < 1:
+        raise UserError(f"--last {last} is not valid", "use 1 or more")
+    with Store(cfg.run.store, readonly=True) as store:
+        rows = store.history(arch, variant, stage, size, last, axes)
+        statuses = {r.id: r.status for r in store.runs()}
+    return [HistoryRow(r, started, statuses.get(r, "?"), sz, tuple(mins), tuple(majs)) for r, started, sz, mins, majs in rows]
+
+
+def comparison_text(result: Comparison, everything: bool = False) -> str:
+    """Verdicts as a table, worst first (``everything``: unchanged stages too)."""
+    return compare_mod.table(result, everything)
+
+
+def comparison_json(result: Comparison) -> str:
+    return compare_mod.to_json(result)
+
+
+def comparison_junit(result: Comparison) -> str:
+    return junit.to_junit(result)
+
+
+def baseline_save(cfg: Config, name: str, run_id: str | None = None) -> tuple[str, int]:
+    """``lab baseline save``: a run's (default: the latest complete one) cells as a baseline; (run, cell count)."""
+    with Store(cfg.run.store) as store:
+        return baselines_mod.save(store, name, run_id)
+
+
+def baseline_list(cfg: Config) -> list[tuple[str, float, str]]:
+    """(name, created, source run) of every baseline (empty when nothing has run yet)."""
+    if not cfg.run.store.exists():
+        return []
+    with Store(cfg.run.store, readonly=True) as store:
+        return store.baselines()
+
+
+def baseline_show(cfg: Config, name: str) -> tuple[str, list[CellData]]:
+    """A baseline's source run and cells."""
+    with Store(cfg.run.store, readonly=True) as store:
+        return baselines_mod.load(store, name)
+
+
+def baseline_export(cfg: Config, name: str) -> str:
+    with Store(cfg.run.store, readonly=True) as store:
+        return store.baseline_document(name)
+
+
+def baseline_import(cfg: Config, path: Path, replace_existing: bool = False) -> str:
+    """``lab baseline import``: a baseline document (validated field by field); the name it was saved as."""
+    with Store(cfg.run.store) as store:
+        return baselines_mod.import_file(store, path, replace_existing)
+
+
+def baseline_delete(cfg: Config, name: str) -> None:
+    with Store(cfg.run.store) as store:
+        store.delete_baseline(name)
