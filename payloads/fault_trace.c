@@ -193,6 +193,20 @@ static int open_event(pid_t pid, int cpu, uint64_t config, int with_mmaps, struc
 	return 0;
 }
 
+/* Wait up to 20 ms for any ring to fill, then drain them all (rings alternate minor, major per CPU). */
+static void pump(struct ring *rings, int nrings)
+{
+	static struct pollfd pf[NEVENTS * MAXCPUS];
+	int i;
+	for (i = 0; i < nrings; i++) {
+		pf[i].fd = rings[i].fd;
+		pf[i].events = POLLIN;
+	}
+	poll(pf, (nfds_t)nrings, 20);
+	for (i = 0; i < nrings; i++)
+		drain(&rings[i], i % NEVENTS);
+}
+
 static void json_string(FILE *f, const char *s, size_t n)
 {
 	size_t i;
@@ -456,15 +470,8 @@ int main(int argc, char **argv)
 	}
 
 	for (;;) {
-		static struct pollfd pf[NEVENTS * MAXCPUS];
 		pid_t w;
-		for (i = 0; i < (size_t)nrings; i++) {
-			pf[i].fd = rings[i].fd;
-			pf[i].events = POLLIN;
-		}
-		poll(pf, (nfds_t)nrings, 20);
-		for (i = 0; i < (size_t)nrings; i++)
-			drain(&rings[i], (int)(i % NEVENTS));
+		pump(rings, nrings);
 		w = wait4(pid, &status, WNOHANG | __WALL, &ru);
 		if (w < 0)
 			die("wait4");
@@ -486,7 +493,6 @@ int main(int argc, char **argv)
 	}
 	/* Descendants the program left behind: wait for each (the per-run deadline kills the whole group if they hang). */
 	for (;;) {
-		static struct pollfd pf[NEVENTS * MAXCPUS];
 		pid_t w = wait4(-1, &status_orphan, WNOHANG | __WALL, &orphan);
 		if (w < 0) {
 			if (errno == EINTR)
@@ -501,13 +507,7 @@ int main(int argc, char **argv)
 			reaped++;
 			continue;
 		}
-		for (i = 0; i < (size_t)nrings; i++) {
-			pf[i].fd = rings[i].fd;
-			pf[i].events = POLLIN;
-		}
-		poll(pf, (nfds_t)nrings, 20);
-		for (i = 0; i < (size_t)nrings; i++)
-			drain(&rings[i], (int)(i % NEVENTS));
+		pump(rings, nrings);
 	}
 	for (i = 0; i < (size_t)nrings; i++)
 		drain(&rings[i], (int)(i % NEVENTS));
