@@ -27,6 +27,7 @@ from lab.guests.keys import KeyPair
 
 log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
+LOST = "the SSH connection was lost (guest or QEMU gone?)"
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ class Guest:
     def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
         """Run ``command``, reading its output as it comes; give up when no line containing ``progress`` arrives
         for ``stall_seconds`` (a frozen guest), keeping everything read so far. Exit status None when given up."""
-        lost = "the SSH connection was lost (guest or QEMU gone?)"
+        lost = LOST
         transport = self._require().client.get_transport()
         if transport is None or not transport.is_active():
             return Streamed("", "", None, lost)
@@ -220,13 +221,18 @@ class Guest:
         """Write ``data`` to ``remote`` over SFTP, the file's mode set before its contents arrive. How lab ships
         anything of unbounded size (scripts, seeds): never inside a command line, which the guest's SSH server caps
         (dropbear refuses commands over 9000 bytes)."""
+        transport = self._require().client.get_transport()
         try:
+            if transport is None or not transport.is_active():
+                raise EOFError()
             sftp = self._require().sftp()
             sftp.get_channel().settimeout(self.command_timeout)  # a frozen guest must not hang the upload forever
             with sftp.open(remote, "wb") as f:
                 f.chmod(mode)
                 f.write(data)
-        except (paramiko.SSHException, OSError) as exc:
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if transport is None or not transport.is_active() or "connection dropped" in str(exc).lower():
+                raise GuestError(f"{self.name}: {LOST} while writing {remote}", "see the console log") from None
             raise GuestError(
                 f"{self.name}: writing {remote} failed: {exc or type(exc).__name__}", "check free space in the guest"
             ) from None

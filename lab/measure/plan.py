@@ -152,11 +152,6 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
 
 
 def with_out(cfg: Config, out: Path | None) -> Config:
-    """``cfg`` with its results directory moved to ``out`` (``--out``), the store with it unless lab.yaml names
-    one: ``lab --results DIR`` (or ``LAB_RESULTS=DIR``) then reads that run without a config file of its own."""
-    if not out:
-        return cfg
-    moved = Path(out).resolve()
-    default_store = cfg.results_dir / "lab.sqlite"
-    store = moved / "lab.sqlite" if cfg.run.store == default_store else cfg.run.store
-    return replace(cfg, results_dir=moved, run=replace(cfg.run, store=store))
+    """``cfg`` with its run directories moved to ``out`` (``--out``); the store stays where lab.yaml (or the global
+    ``--results DIR`` / ``LAB_RESULTS``) puts it, so the read commands and baselines find the run."""
+    return replace(cfg, results_dir=Path(out).resolve()) if out else cfg

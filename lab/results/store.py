@@ -91,7 +91,7 @@ class Store:
         try:
             if not readonly:
                 self.db.execute("PRAGMA busy_timeout=1000")  # then _begin says it is waiting, and waits on
-                self.db.execute("PRAGMA journal_mode=WAL")
+                self._patiently("PRAGMA journal_mode=WAL")  # blocks while another opener changes it or checkpoints
                 self._migrate()  # foreign keys off: a migration may rebuild a referenced table
                 self.db.execute("PRAGMA foreign_keys=ON")
             version = self.schema_version
@@ -131,13 +131,10 @@ class Store:
             self._release(run_id)
         self.db.close()
 
-    def _begin(self) -> None:
-        """Take the write lock; when another lab process holds it, say so, then wait up to WRITE_WAIT_MS.
-
-        Long: another run's cell can be a large transaction, and a loaded host writes it slowly (a 30 s limit
-        failed the second of two writers committing 250,000 samples each next to other work)."""
+    def _patiently(self, sql: str) -> None:
+        """Run ``sql``; when another lab process holds the lock it needs, say so, then wait up to WRITE_WAIT_MS."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(sql)
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
@@ -145,9 +142,16 @@ class Store:
         log.info("waiting for another lab process to finish writing %s", self.path)
         self.db.execute(f"PRAGMA busy_timeout={WRITE_WAIT_MS}")
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(sql)
         finally:
             self.db.execute("PRAGMA busy_timeout=1000")
+
+    def _begin(self) -> None:
+        """Take the write lock, waiting as :meth:`_patiently` does.
+
+        Long: another run's cell can be a large transaction, and a loaded host writes it slowly (a 30 s limit
+        failed the second of two writers committing 250,000 samples each next to other work)."""
+        self._patiently("BEGIN IMMEDIATE")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

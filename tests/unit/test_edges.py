@@ -116,17 +116,16 @@ def test_ctrl_c_while_lab_imports_ends_quietly(tmp_path: Path) -> None:
     assert done.returncode == 130 and done.stderr.strip() == "lab: interrupted", done.stderr
 
 
-def test_read_commands_find_a_run_written_with_out(tmp_path: Path) -> None:
-    """`lab run --out DIR` puts the store in DIR too, and `lab --results DIR` (or LAB_RESULTS) reads it."""
+def test_a_results_directory_is_chosen_without_a_config_file(tmp_path: Path) -> None:
+    """Regression: a store outside paths.results could be read only by writing a config file; `lab --results DIR`
+    and LAB_RESULTS move run directories, store and nightly directory (what lab.yaml names itself stays)."""
     from lab import config
-    from lab.measure.plan import with_out
 
-    cfg = config.load(REPO / "lab.yaml")
-    moved = with_out(cfg, tmp_path / "out")
-    assert moved.run.store == (tmp_path / "out" / "lab.sqlite").resolve()
-    assert config.load(REPO / "lab.yaml", tmp_path / "out").run.store == moved.run.store
-    os.environ["LAB_RESULTS"] = str(tmp_path / "out")
+    want = (tmp_path / "elsewhere").resolve()
+    chosen = config.load(REPO / "lab.yaml", want)
+    assert (chosen.results_dir, chosen.run.store, chosen.nightly.dir) == (want, want / "lab.sqlite", want / "nightly")
+    os.environ["LAB_RESULTS"] = str(want)
     try:
-        assert config.load(REPO / "lab.yaml").run.store == moved.run.store
+        assert config.load(REPO / "lab.yaml").run.store == want / "lab.sqlite"
     finally:
         del os.environ["LAB_RESULTS"]

@@ -180,3 +180,13 @@ def test_no_package_file_is_git_ignored() -> None:
     files = [str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     ignored = subprocess.run(["git", "check-ignore", *files], cwd=PACKAGE.parent, capture_output=True, text=True).stdout.split()
     assert ignored == []
+
+
+def test_every_package_of_lab_goes_into_the_wheel() -> None:
+    """Regression: lab.api became a package and the wheel's explicit package list lacked it, so every fleet host's
+    installed lab failed to import its API (lab.explain was missed the same way before)."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert packages <= listed, f"missing from pyproject's [tool.setuptools] packages: {sorted(packages - listed)}"
