@@ -11,10 +11,14 @@ cd "$(dirname "$0")"
 lists=(ansible/host-packages.txt)
 [ "${1:-}" = "--tests" ] && lists+=(tests/packages.txt)
 mapfile -t wanted < <(sed -e 's/#.*//' "${lists[@]}" | awk 'NF {print $1}')
-mapfile -t units < <(sed -e 's/#.*//' "${lists[@]}" | tr ' \t' '\n\n' | sed -n 's/^service-off=//p' | tr ',' '\n')
 missing=()
 for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# Units to leave disabled: only those of packages this run installs (an sshd the host already serves stays).
+units=()
+for pkg in "${missing[@]}"; do
+    mapfile -t -O "${#units[@]}" units < <(sed -e 's/#.*//' "${lists[@]}" | awk -v p="$pkg" '$1 == p' | tr ' \t' '\n\n' | sed -n 's/^service-off=//p' | tr ',' '\n')
 done
 if ((${#missing[@]})); then
     sudo=""
@@ -29,12 +33,12 @@ if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     policy=${LAB_POLICY_RC_D:-/usr/sbin/policy-rc.d}
     made_policy=""
+    trap '[ -z "$made_policy" ] || $sudo rm -f "$policy"' EXIT  # before the file exists: no path leaves it behind
     if [ ! -e "$policy" ]; then
+        made_policy=1
         printf '#!/bin/sh\n# ./setup.sh: no service starts while lab installs packages\nexit 101\n' | $sudo tee "$policy" >/dev/null
         $sudo chmod 755 "$policy"
-        made_policy=1
     fi
-    trap '[ -n "$made_policy" ] && $sudo rm -f "$policy"' EXIT
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
     if ((${#units[@]})) && command -v systemctl >/dev/null 2>&1 && [ -d "${LAB_SYSTEMD_RUN:-/run/systemd/system}" ]; then

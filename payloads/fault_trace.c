@@ -66,6 +66,8 @@ static size_t nsamples, capsamples;
 static struct region *regions;
 static size_t nregions, capregions;
 static uint64_t lost;
+static uint32_t traced_pid; /* the program; every other pid in the records is a descendant */
+static long child_execs;  /* descendants' execve calls: each copies strings through get_user_pages, like the program's */
 
 struct ring {
 	int fd;
@@ -147,6 +149,11 @@ static void drain(struct ring *r, int major)
 			memcpy(g->path, p + fixed, namemax);
 			g->path[namemax] = '\0';
 			memcpy(&g->time, rec + h.size - 8, 8);
+		} else if (h.type == PERF_RECORD_COMM && (h.misc & PERF_RECORD_MISC_COMM_EXEC)) {
+			uint32_t who;
+			memcpy(&who, rec + sizeof h, 4);
+			if (who != traced_pid)
+				child_execs++;
 		} else if (h.type == PERF_RECORD_LOST) {
 			uint64_t n;
 			memcpy(&n, rec + sizeof h + 8, 8);
@@ -178,6 +185,8 @@ static int open_event(pid_t pid, int cpu, uint64_t config, int with_mmaps, struc
 	a.sample_id_all = 1;
 	a.wakeup_events = 64;
 	if (with_mmaps) {
+		a.comm = 1;
+		a.comm_exec = 1;
 		a.mmap = 1;
 		a.mmap2 = 1;
 		a.mmap_data = 1;
@@ -430,6 +439,7 @@ int main(int argc, char **argv)
 	}
 	close(go[0]);
 	close(status_pipe[1]);
+	traced_pid = (uint32_t)pid;
 	if (ptrace(PTRACE_SEIZE, pid, NULL, (void *)(long)PTRACE_O_TRACEEXIT) != 0)
 		die("ptrace");
 	for (i = 0; i < (size_t)nrings; i++)
@@ -527,7 +537,7 @@ int main(int argc, char **argv)
 		fprintf(out, "\"exit_status\":null,\"signal\":%d,", WTERMSIG(status));
 	fprintf(out, "\"page_size\":%ld,\"clock\":\"monotonic\",\"pre_exec\":{\"minflt\":%ld,\"majflt\":%ld},\"exec_bytes\":%ld,",
 		sysconf(_SC_PAGESIZE), pre[0], pre[1], pre[2]);
-	fprintf(out, "\"orphans\":%d,", reaped);
+	fprintf(out, "\"orphans\":%d,\"child_execs\":%ld,", reaped, child_execs);
 	fprintf(out, "\"rusage\":{\"minflt\":%ld,\"majflt\":%ld},\"lost\":%" PRIu64 ",", ru.ru_minflt, ru.ru_majflt, lost);
 	fputs("\"samples\":[", out);
 	for (i = 0; i < nsamples; i++)

@@ -73,6 +73,7 @@ class Trace:
     rusage_minor: int  # the child's whole life, fork to exit (wait4), with every descendant's
     rusage_major: int
     exec_bytes: int  # argument and environment strings execve copied onto the new stack
+    child_execs: int  # execve calls of the program's descendants (each also faults unsampled)
     samples: tuple[Sample, ...]
     mmaps: tuple[Mapping, ...]  # time order
     exit_maps: tuple[Mapping, ...]
@@ -84,8 +85,9 @@ class Trace:
     @property
     def exec_bound(self) -> int:
         """The most faults execve can take without a perf event: one per page of the strings it copies (get_user_pages
-        on the new stack), plus the page they start in and one for the arguments' pointer block."""
-        return -(-self.exec_bytes // self.page_size) + 2
+        on the new stack), plus the page they start in and one for the arguments' pointer block; as much again for
+        every descendant's execve (their counters reach the program's rusage; children inherit its environment)."""
+        return (1 + self.child_execs) * (-(-self.exec_bytes // self.page_size) + 2)
 
     @property
     def unsampled(self) -> int:
@@ -172,6 +174,7 @@ def parse(text: str) -> Trace:
         rusage_minor=_get(ru, "minflt", int),
         rusage_major=_get(ru, "majflt", int),
         exec_bytes=_get(data, "exec_bytes", int),
+        child_execs=_get(data, "child_execs", int),
         samples=tuple(samples),
         mmaps=tuple(sorted((m for m in mmaps if m.pid == data["pid"]), key=lambda m: m.time)),  # the program's own
         exit_maps=parse_maps(_get(data, "maps_at_exit", str)),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lab.arches import Arch
 from lab.config import Config
-from lab.deadline import Deadline, cancelled
+from lab.deadline import Cancelled, Deadline, cancelled
 from lab.errors import BootError, GuestError
 from lab.guests import accel as accel_mod
 from lab.guests import snapshots as snapshots_mod
@@ -117,7 +117,7 @@ def _launch(
                 raise
             log.info("%s: port %d was taken; retrying", arch.name, spec.ssh_port)
         finally:
-            if spec.qmp is not None and vm.returncode is not None:
+            if spec.qmp is not None and (vm.proc is None or vm.returncode is not None):
                 shutil.rmtree(spec.qmp.parent, ignore_errors=True)
     raise AssertionError("unreachable")
 
@@ -154,6 +154,8 @@ def _restore(cfg: Config, image: Image, log_dir: Path, tb_size_mib: int | None, 
     try:
         return _launch(cfg, image, "tcg", log_dir, Deadline(cfg.timeouts.scaled("restore")), tb_size_mib, snap.state)
     except BootError as exc:
+        if cancelled():  # killed under a cancelled run: no verdict on the snapshot
+            raise Cancelled() from None
         log.warning("%s: the saved snapshot did not restore (%s); discarded, booting cold", image.arch.name, exc.message)
         store.discard(snap)
         return exc.message
@@ -174,7 +176,9 @@ def _post_boot(restored: bool, scratch: bool, thp: str) -> str:
     if restored:
         steps += ["sleep 0.01", f"date -s @{int(time.time())} >/dev/null", f"{RESEED_REMOTE} {SEED_REMOTE}"]
     steps.append(f"echo {shlex.quote(thp)} > {THP_CONTROL}")
-    steps.append(f'grep -qF {shlex.quote(f"[{thp}]")} {THP_CONTROL} || {{ echo "THP is $(cat {THP_CONTROL}), not {thp}" >&2; false; }}')
+    steps.append(
+        f'{{ grep -qF {shlex.quote(f"[{thp}]")} {THP_CONTROL} || {{ echo "THP is $(cat {THP_CONTROL}), not {thp}" >&2; false; }}; }}'
+    )
     if scratch:
         steps.append(f"mount -t ext4 -o noatime {SCRATCH_DEVICE} {SCRATCH_MOUNT}")
     return " && ".join(steps)
@@ -231,7 +235,7 @@ def boot(
                 try:
                     vm, qmp = _launch(cfg, image, accel, log_dir, Deadline(seconds), tb_size_mib)
                 except BootError as exc:
-                    if not probing:
+                    if not probing or cancelled():  # a cancelled probe says nothing about KVM
                         raise
                     memo.record(memo_key, exc.message)
                     log.warning("KVM did not boot %s (%s); falling back to TCG", arch.name, exc.message)

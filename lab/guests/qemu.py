@@ -169,6 +169,7 @@ class VM:
         self.ready_line = ""
         self.launched_at = 0.0
         self.ready_at = 0.0
+        self._shutdown_lock = threading.Lock()
 
     def __enter__(self) -> VM:
         self.launch()
@@ -201,7 +202,9 @@ class VM:
         return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
     def check_alive(self, what: str = "before the guest was ready") -> None:
-        """Raise :class:`BootError` (exit status, QEMU's stderr, console tail) if QEMU has exited."""
+        """Raise :class:`BootError` (exit status, QEMU's stderr, console tail) if QEMU has exited; a cancelled run
+        raises :class:`~lab.deadline.Cancelled` first (its QEMU is killed under it: no verdict on the guest)."""
+        check()
         rc = self.returncode
         if rc is not None:
             said = tail(self.stderr_log, 1)  # QEMU's own last word ("load of migration failed: ...", "Could not open ...")
@@ -280,13 +283,17 @@ class VM:
 
         The group is killed while the leader is still unreaped (a zombie at worst), so its id cannot have been
         reused; every wait is bounded (a QEMU that outlives SIGKILL, stuck in the kernel, is logged and left)."""
+        with self._shutdown_lock:  # the runner's shutdown_all and the owner's ExitStack may both call this
+            self._shutdown()
+
+    def _shutdown(self) -> None:
         proc = self.proc
         if proc is None:
             return
         try:
             if self.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+                    os.kill(proc.pid, signal.SIGTERM)  # not Popen.send_signal: its poll() would reap the leader
                 if not self._exited(self.shutdown_timeout):
                     log.warning("%s: QEMU ignored SIGTERM for %.1fs; killing it", self.name, self.shutdown_timeout)
         finally:

@@ -63,9 +63,11 @@ class QMP:
                 self.alive()
                 continue
             except OSError as exc:
+                check()
                 self.alive()
                 raise BootError(f"QMP {self.path}: {exc}", "QEMU died; see its stderr log") from None
             if not chunk:
+                check()
                 self.alive()
                 raise BootError(f"QMP {self.path}: QEMU closed the socket", "QEMU died; see its stderr log")
             self._buf += chunk
@@ -82,6 +84,7 @@ class QMP:
         try:
             self.sock.sendall(json.dumps(msg).encode() + b"\n")
         except OSError as exc:
+            check()
             self.alive()
             raise BootError(f"QMP {name}: {exc}", "QEMU died; see its stderr log") from None
         while True:

@@ -2,7 +2,8 @@
 
 A real boot of every selected architecture, real SSH, and the facts the probe's
 numbers depend on (machine, page size, THP mode, scratch disk), without
-building payloads or touching the results store.
+touching the results store; the only payload it needs is the small reseed helper that
+lets a guest be restored from its snapshot (without it the guest boots cold).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def check_facts(arch: Arch, facts: dict[str, str], thp: str) -> list[str]:
 
 
 def smoke(
-    cfg: Config, arch: Arch, store: ImageStore, accel: str | None = None, reseed: Callable[[Arch], Path] | None = None
+    cfg: Config, arch: Arch, store: ImageStore, accel: str | None = None, reseed: Callable[[Arch], Path | None] | None = None
 ) -> SmokeResult:
     """Boot ``arch`` and check it; failures become a result, never an exception (except Ctrl-C).
     ``reseed`` builds the arch's reseed helper (lab.guests.boot: restores need it)."""

@@ -49,7 +49,7 @@ def script(jobs: list[Job], per_run_seconds: int, workdir: str = "/tmp/lab-batch
     watchdog marks a run before killing it, and a failed run reports how many processes the OOM killer killed
     meanwhile, so a SIGKILL is attributed to the deadline or the OOM killer, never guessed from 137."""
     oom = "awk '$1 == \"oom_kill\" {print $2}' /proc/vmstat 2>/dev/null || echo 0"
-    lines = [f"mkdir -p {workdir}", f"o=$({oom})"]
+    lines = [f"rm -rf {workdir}", f"mkdir -p {workdir}", f"o=$({oom})"]  # no mark or output of an earlier round
     for i, job in enumerate(jobs):
         if any(c.isspace() for c in job.key):
             raise ValueError(f"job key {job.key!r} contains white space")
@@ -59,7 +59,7 @@ def script(jobs: list[Job], per_run_seconds: int, workdir: str = "/tmp/lab-batch
             f'setsid sh -c "sleep {per_run_seconds}; : >{mark}; kill -KILL -$p" >/dev/null 2>&1 </dev/null & w=$!',
             "wait $p; rc=$?; kill -KILL -$w 2>/dev/null; d=0; k=0",
             f"[ -e {mark} ] && d=1",
-            f"[ $rc -ne 0 ] && {{ n=$({oom}); k=$((n - o)); o=$n; }}",
+            f"n=$({oom}); [ $rc -ne 0 ] && k=$((n - o)); o=$n",  # this run's OOM kills only
             f"echo '{MARK}-BEGIN {job.key}'; cat {out}; echo; echo '{MARK}-STDERR'; cat {err}; echo; echo \"{MARK}-END $rc $d $k\"",
         ]
     return "\n".join(lines) + "\n"

@@ -75,7 +75,7 @@ class Prepared:
 
     image: Image
     payloads: dict[str, Payload]
-    reseed: Path  # the arch's reseed helper: restored guests need it (lab.guests.boot)
+    reseed: Path | None  # the arch's reseed helper: restored guests need it (lab.guests.boot; None: boot cold)
     tracer: Payload | None = None  # with --explain
     files: GuestFiles | None = None  # the guest's files on the host, for attribution (with --explain)
 

@@ -24,7 +24,7 @@ from lab import resources
 from lab.arches import Arch
 from lab.cache import BuildCache, check_files, read_record
 from lab.config import Config
-from lab.errors import CacheError, ImageError
+from lab.errors import CacheError, ImageError, LabError, UserError
 from lab.files import sha256_file, sha256_text
 from lab.guests import elf
 from lab.guests.images import ImageStore
@@ -205,7 +205,14 @@ def verify(d: Path) -> str | None:
     return check_files(d, {str(info.get("program", PROBE.binary)): {"sha256": info.get("sha256")}})
 
 
-def reseed_helper(cfg: Config, arch: Arch, suite: str | None = None) -> Path:
+def reseed_helper(cfg: Config, arch: Arch, suite: str | None = None) -> Path | None:
     """The arch's reseed helper (payloads/reseed.c, static musl), built and cached like every payload.
-    :func:`lab.guests.boot.boot` restores a snapshot only with it: it reseeds each restored guest's CRNG."""
-    return PayloadStore(cfg, suite=suite, program=RESEED).ensure(arch, variant("musl-static")).binary
+    :func:`lab.guests.boot.boot` restores a snapshot only with it: it reseeds each restored guest's CRNG. A helper
+    that cannot be built costs the restore, never the command: a warning, and the guest boots cold."""
+    try:
+        return PayloadStore(cfg, suite=suite, program=RESEED).ensure(arch, variant("musl-static")).binary
+    except UserError:
+        raise
+    except LabError as exc:
+        log.warning("%s: the reseed helper did not build (%s); guests boot cold", arch.name, exc.message)
+        return None

@@ -25,6 +25,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from lab.deadline import Deadline
 from lab.errors import InfraError, UserError
 from lab.results.rows import Cell as Cell
 from lab.results.rows import CellError as CellError
@@ -132,19 +133,21 @@ class Store:
         self.db.close()
 
     def _patiently(self, sql: str) -> None:
-        """Run ``sql``; when another lab process holds the lock it needs, say so, then wait up to WRITE_WAIT_MS."""
-        try:
-            self.db.execute(sql)
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-        log.info("waiting for another lab process to finish writing %s", self.path)
-        self.db.execute(f"PRAGMA busy_timeout={WRITE_WAIT_MS}")
-        try:
-            self.db.execute(sql)
-        finally:
-            self.db.execute("PRAGMA busy_timeout=1000")
+        """Run ``sql``; when another lab process holds the lock it needs, say so, then retry for up to
+        WRITE_WAIT_MS. Each attempt blocks at most the 1 s busy timeout, so Ctrl-C and SIGTERM are handled
+        between attempts (a single long busy timeout would hold them off for minutes)."""
+        deadline = Deadline(WRITE_WAIT_MS / 1000)
+        said = False
+        while True:
+            try:
+                self.db.execute(sql)
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or deadline.expired:
+                    raise
+            if not said:
+                log.info("waiting for another lab process to finish writing %s", self.path)
+                said = True
 
     def _begin(self) -> None:
         """Take the write lock, waiting as :meth:`_patiently` does.

@@ -46,3 +46,15 @@ def test_commands_are_quoted_as_data() -> None:
     evil = batch.Job("e:1:0", "echo 'x; touch /tmp/pwned-by-lab'")
     text = batch.script([evil], 1, workdir="/tmp/w")
     assert "setsid sh -c 'echo '\"'\"'x; touch /tmp/pwned-by-lab'\"'\"'' >" in text
+
+
+def test_a_deadline_mark_of_an_earlier_round_blames_nothing_later(tmp_path: object) -> None:
+    """Regression (review): the mark file was never removed and job indexes restart every round, so a later run
+    at the same index that failed otherwise read "killed by the per-run deadline"."""
+    workdir = f"{tmp_path}/w"
+    first = subprocess.run(["sh", "-c", batch.script([batch.Job("h", "sleep 5")], 1, workdir)], capture_output=True, text=True).stdout
+    assert batch.parse(first, [batch.Job("h", "")])[0].deadline
+    later = [batch.Job("x", "exit 1")]
+    out = subprocess.run(["sh", "-c", batch.script(later, 5, workdir)], capture_output=True, text=True).stdout
+    [x] = batch.parse(out, later)
+    assert (x.status, x.deadline, x.why()) == (1, False, "exit status 1")

@@ -129,3 +129,18 @@ def test_a_results_directory_is_chosen_without_a_config_file(tmp_path: Path) -> 
         assert config.load(REPO / "lab.yaml").run.store == want / "lab.sqlite"
     finally:
         del os.environ["LAB_RESULTS"]
+
+
+def test_setup_never_disables_the_units_of_a_package_the_host_already_had(tmp_path: Path) -> None:
+    """A host whose own sshd serves it keeps it: units are left disabled only for packages this run installs."""
+    root, bin_ = sandbox(tmp_path, "openssh-server service-off=ssh.service,ssh.socket\nlab-other-package\n")
+    log, systemd = tmp_path / "log", tmp_path / "run-systemd"
+    systemd.mkdir()
+    script(bin_ / "id", "echo 0\n")
+    script(bin_ / "dpkg-query", '[ "$3" = openssh-server ] && echo "install ok installed"; exit 0\n')
+    script(bin_ / "apt-get", f'echo "apt-get $*" >> {log}\n')
+    script(bin_ / "systemctl", f'echo "systemctl $*" >> {log}\n')
+    done = run_setup(root, bin_, LAB_POLICY_RC_D=str(tmp_path / "policy-rc.d"), LAB_SYSTEMD_RUN=str(systemd), PYTHON="false")
+    assert done.returncode == 3, done.stderr
+    lines = log.read_text().splitlines()
+    assert lines[1].endswith("lab-other-package") and not any(ln.startswith("systemctl") for ln in lines), lines

@@ -33,6 +33,7 @@ def raw_trace(samples: list[list[int]], rusage: int, pre: int = 10, lost: int = 
             "pre_exec": {"minflt": pre, "majflt": 0},
             "exec_bytes": 200,
             "orphans": 0,
+            "child_execs": 0,
             "rusage": {"minflt": rusage, "majflt": 0},
             "lost": lost,
             "samples": [[*smp, 7] if len(smp) == 5 else smp for smp in samples],  # [major, time, ip, addr, tid, pid]

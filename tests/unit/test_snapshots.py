@@ -36,7 +36,7 @@ def test_key_ignores_per_boot_parts_and_follows_what_shapes_the_guest(monkeypatc
 def test_post_boot_sets_thp_mounts_the_scratch_disk_and_reseeds_a_restored_guest() -> None:
     cold = boot._post_boot(False, True, "never").split(" && ")
     assert cold[0] == "echo never > /sys/kernel/mm/transparent_hugepage/enabled"
-    assert cold[1].startswith("grep -qF '[never]' /sys/kernel/mm/transparent_hugepage/enabled || ")  # read back: applied, or an error
+    assert cold[1].startswith("{ grep -qF '[never]' /sys/kernel/mm/transparent_hugepage/enabled || ")  # read back: applied, or an error
     assert cold[2] == "mount -t ext4 -o noatime /dev/vda /scratch"
     restored = boot._post_boot(True, True, "never").split(" && ")
     assert restored[0] == "sleep 0.01"  # the restored guest's timers fire
@@ -121,3 +121,14 @@ def test_the_snapshot_key_needs_only_the_images_arch_and_key(tmp_path: Path) -> 
     for arch in arches.ARCHES:
         image = Image(arch, "k" * 64, tmp_path, {}, KeyPair(tmp_path / "k", "ssh-ed25519 AAAA"))
         assert boot.snapshot_key_of(cfg, arch, image.key) == boot.snapshot_key(cfg, image)
+
+
+def test_an_earlier_failing_step_is_not_reported_as_a_thp_mismatch(tmp_path: Path) -> None:
+    """Regression (review): `a && b || {{ echo THP...; }}` printed the THP message when the reseed or clock failed."""
+    import subprocess
+
+    control = tmp_path / "enabled"
+    control.write_text("always madvise [never]\n")
+    command = "false && " + boot._post_boot(False, False, "never").replace(THP_CONTROL, str(control))
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert done.returncode != 0 and "THP is" not in done.stderr
