@@ -133,11 +133,12 @@ def test_probe_output_of_a_healthy_run_still_parses(cfg: config.Config, images: 
     from lab.payloads.variants import variant
 
     p = PayloadStore(cfg).ensure(arch, variant("musl-static"))
+    size = 4096  # bytes asked of the probe (a buffer size, not a page count)
     with boot(cfg, images["x86_64"], "tcg") as b:
         remotes = engine.install(b.guest, [p])
-        _, [o] = engine.run_batch(b.guest, [batch.Job("p", engine.probe_command(remotes["musl-static"], 4096, file=None))], 30)
+        _, [o] = engine.run_batch(b.guest, [batch.Job("p", engine.probe_command(remotes["musl-static"], size, file=None))], 30)
     assert (o.status, o.deadline, o.oom_kills) == (0, False, 0)
-    assert parse_probe(o.stdout).facts.buffer_size == 4096
+    assert parse_probe(o.stdout).facts.buffer_size == size
 
 
 # 10. A run that cannot make its directory leaves nothing behind ----------------------------

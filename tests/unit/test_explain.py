@@ -245,11 +245,12 @@ def test_bad_explain_input_exits_3_with_one_line(argv: list[str], message: str, 
 def test_a_childs_faults_are_a_row_of_their_own_never_exec_set_up() -> None:
     """Regression (issue 19.5): a program that forked a child touching 8 MiB showed `[exec set-up] 3093`, and the
     check passed because the remainder was defined as rusage minus samples."""
-    child = [[0, 64 + i, 0x400810, 0x30000000 + i * PAGE, 9, 9] for i in range(2048)]  # pid 9: the forked child
-    t = trace.parse(raw_trace(SAMPLES + child, rusage=10 + 9 + 2048 + 2))
+    pages = (8 << 20) // PAGE  # the child touches 8 MiB, a fault per page
+    child = [[0, 64 + i, 0x400810, 0x30000000 + i * PAGE, 9, 9] for i in range(pages)]  # pid 9: the forked child
+    t = trace.parse(raw_trace(SAMPLES + child, rusage=10 + 9 + pages + 2))
     acc = account.attribute("x86_64:forks", t, loader, STAGES, exe=EXE)
     rows = {(o, sec): (mi, ma) for o, sec, mi, ma in acc.rows()}
-    assert rows[(account.CHILDREN, "pid 9")] == (2048, 0)
+    assert rows[(account.CHILDREN, "pid 9")] == (pages, 0)
     assert rows[(account.EXEC_SETUP, "-")] == (2, 0)
     assert all(c.ok for c in checks.check(acc)), checks.check(acc)
 
