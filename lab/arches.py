@@ -27,12 +27,21 @@ class Arch:
     kvm_cpu: str  # CPU model under KVM
     console: str  # guest console device, for the kernel's console=
     host_machines: tuple[str, ...]  # `platform.machine()` values that can run this arch under KVM
-    bios: str | None = None  # firmware path passed with -bios, if the machine needs one
-    bios_package: str | None = None  # host package providing the firmware
-    qemu_package: str = ""  # host package providing qemu_binary
+    bios: str | None = None  # firmware passed with -bios, if the machine needs one: a path relative to a QEMU's root (/)
+    bios_package: str | None = None  # the Debian package providing the firmware
+    # The Debian packages that provide qemu_binary, newest name first: a suite's QEMU uses the first it has.
+    qemu_packages: tuple[str, ...] = ()
     elf_machine: str = ""  # e_machine of its binaries, as pyelftools names it (checks an uploaded binary's arch)
     kernel_format: str = "as-is"  # "pvh": boot the ELF vmlinux unpacked from the bzImage (faster under TCG)
-    snapshots: bool = True  # whether a restored guest works (lab.guests.snapshots); False boots every guest cold
+    # The first QEMU release whose restored guests of this arch work (lab.guests.snapshots); older ones boot cold.
+    snapshots_since: tuple[int, ...] = (0,)
+
+    def snapshots_work(self, qemu_release: tuple[int, ...]) -> bool:
+        return qemu_release >= self.snapshots_since
+
+    @property
+    def qemu_package(self) -> str:
+        return self.qemu_packages[0]
 
 
 ARCHES: tuple[Arch, ...] = (
@@ -49,7 +58,7 @@ ARCHES: tuple[Arch, ...] = (
         kvm_cpu="host",
         console="ttyS0",
         host_machines=("x86_64", "amd64"),
-        qemu_package="qemu-system-x86",
+        qemu_packages=("qemu-system-x86",),
         kernel_format="pvh",
     ),
     Arch(
@@ -65,7 +74,7 @@ ARCHES: tuple[Arch, ...] = (
         kvm_cpu="host",
         console="ttyAMA0",
         host_machines=("aarch64", "arm64"),
-        qemu_package="qemu-system-arm",
+        qemu_packages=("qemu-system-arm",),
     ),
     Arch(
         name="riscv64",
@@ -75,17 +84,18 @@ ARCHES: tuple[Arch, ...] = (
         debian="riscv64",
         triplet="riscv64-linux-gnu",
         qemu_binary="qemu-system-riscv64",
-        # Restored riscv64 guests (QEMU 7.2, virt) sometimes never fire a timer again: `sleep 1` hangs, and with
-        # it the per-run watchdog (3 snapshots in a row here, then one that worked). Every riscv64 guest boots cold.
-        snapshots=False,
+        # Restored riscv64 guests of QEMU < 10.2 sometimes never fire a timer again (`sleep 1` hangs, and with it
+        # the per-run watchdog): the ACLINT mtimer's and Sstc timers' state was not migrated ("Fix RISC-V timer
+        # migration issues", first in QEMU 10.2.0). With an older QEMU every riscv64 guest boots cold.
+        snapshots_since=(10, 2),
         machine="virt",
         cpu="rv64",
         kvm_cpu="host",
         console="ttyS0",
         host_machines=("riscv64",),
-        bios="/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin",
+        bios="usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin",
         bios_package="opensbi",
-        qemu_package="qemu-system-misc",
+        qemu_packages=("qemu-system-riscv", "qemu-system-misc"),  # QEMU >= 10 has a riscv package
     ),
 )
 
@@ -119,6 +129,12 @@ def select(spec: str) -> list[Arch]:
     if not picked:
         raise UserError("empty arch list", "use 'all' or e.g. 'x86_64,arm64'")
     return [a for a in ARCHES if a.name in picked]
+
+
+def host() -> Arch | None:
+    """The row of this host's own CPU architecture (its Debian architecture and triplet), if lab knows it."""
+    machine = platform.machine().lower()
+    return next((a for a in ARCHES if machine in a.host_machines), None)
 
 
 def host_can_kvm(arch: Arch, machine: str | None = None) -> bool:

@@ -30,18 +30,34 @@ class Suite:
 
     name: str
     debian: tuple[str, ...]
+    base: str = ""  # a backports suite: the suite it extends (its packages' dependencies come from there too)
+
+    @property
+    def guests(self) -> bool:
+        """Whether lab builds guests from it (a backports suite only provides newer packages, e.g. QEMU)."""
+        return not self.base
 
 
 SUITES: tuple[Suite, ...] = (
     Suite("bookworm", ("amd64", "arm64")),  # Debian 12 ships no riscv64
+    Suite("bookworm-backports", ("amd64", "arm64"), base="bookworm"),
     Suite("trixie", ("amd64", "arm64", "riscv64")),
+    Suite("trixie-backports", ("amd64", "arm64", "riscv64"), base="trixie"),
     Suite("forky", ("amd64", "arm64", "riscv64")),
 )
+QEMU_HOST = "host"  # qemu.from / the qemu axis: the host's own qemu-system-* (else a suite's, lab.guests.qemu_store)
+# The default qemu.from: QEMU 11.1 (>= 10.2 has the riscv64 timer-migration fix) on Debian stable's libraries; a
+# backports suite moves far less often than testing (forky), and every move is a new qemu_version for baselines.
+DEFAULT_QEMU = "trixie-backports"
 
 AXES: tuple[Axis, ...] = (
     Axis(
-        "suite", tuple(s.name for s in SUITES), "boot", "the Debian suite of the guest's userland and libc (the kernel stays the recipe's)"
+        "suite",
+        tuple(s.name for s in SUITES if s.guests),
+        "boot",
+        "the Debian suite of the guest's userland and libc (the kernel stays the recipe's)",
     ),
+    Axis("qemu", (QEMU_HOST, *(s.name for s in SUITES)), "boot", "the emulator: the host's QEMU or a suite's (qemu.from)"),
     Axis("thp", ("never", "madvise", "always"), "run", "transparent huge pages, set in the guest before each run"),
     Axis("cache", ("cold", "warm"), "run", "the test file's page-cache state for the file stages: evicted, or read in first"),
     Axis("order", ("random", "seq"), "run", "the order file_read visits the test file's pages"),
@@ -57,11 +73,12 @@ def get(name: str) -> Axis:
     raise UserError(f"unknown axis {name!r}", "axes: " + ", ".join(a.name for a in AXES))
 
 
-def suite(name: str) -> Suite:
+def suite(name: str, guests: bool = True) -> Suite:
+    """A suite's row; ``guests``: one lab builds guests from (not a backports suite)."""
     for s in SUITES:
-        if s.name == name:
+        if s.name == name and (s.guests or not guests):
             return s
-    raise UserError(f"unknown suite {name!r}", "suites: " + ", ".join(s.name for s in SUITES))
+    raise UserError(f"unknown suite {name!r}", "suites: " + ", ".join(s.name for s in SUITES if s.guests or not guests))
 
 
 def check(name: str, value: str) -> str:

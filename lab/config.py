@@ -62,6 +62,14 @@ class AptConfig:
 
 
 @dataclass(frozen=True)
+class QemuConfig:
+    """Which QEMU runs guests (lab.guests.emulator): ``host`` or a suite's; ``version`` pins its packages."""
+
+    origin: str = axes.DEFAULT_QEMU
+    version: str = ""  # "": the suite's current version
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Defaults of ``lab run``; each has a command-line override."""
 
@@ -107,6 +115,7 @@ class Config:
     run: RunConfig
     compare: CompareConfig
     nightly: NightlyConfig
+    qemu: QemuConfig = QemuConfig()
 
 
 class Section:
@@ -304,6 +313,12 @@ def parse(raw: object, file: Path, results: Path | str | None = None) -> Config:
         results_dir = Path(chosen).expanduser().resolve()
     p.finish()
 
+    q = top.section("qemu")
+    qemu = QemuConfig(q.text("from", axes.DEFAULT_QEMU, axes.get("qemu").values), q.text("version", "-") if "version" in q.data else "")
+    q.finish()
+    if qemu.version and (qemu.origin == axes.QEMU_HOST or any(c in qemu.version for c in " =,'\"")):
+        raise UserError(f"{file}: qemu.version: {qemu.version!r} is not valid", "a Debian version of a suite's QEMU, e.g. 1:11.1.3+ds-2~bpo13+1")
+
     a = top.section("apt")
     apt = AptConfig(mirror=a.text("mirror", "auto"), refresh_hours=a.number("refresh_hours", 24, 0, 24 * 365))
     a.finish()
@@ -379,4 +394,5 @@ def parse(raw: object, file: Path, results: Path | str | None = None) -> Config:
         run=run,
         compare=compare,
         nightly=nightly,
+        qemu=qemu,
     )

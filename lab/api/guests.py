@@ -10,8 +10,10 @@ from typing import Any
 
 from lab import arches as arches_mod
 from lab.arches import Arch
+from lab.axes import QEMU_HOST
 from lab.config import Config
 from lab.guests import doctor as doctor_mod
+from lab.guests import qemu_store
 from lab.guests import smoke as smoke_mod
 from lab.guests.boot import Booted as Booted  # re-exported: what lab boot/shell/exec hand back
 from lab.guests.boot import boot, new_log_dir, snapshot_key_of
@@ -40,8 +42,11 @@ def smoke(cfg: Config, arch: str | None = None, accel: str | None = None) -> lis
 
 
 def prune_images(cfg: Config) -> list[Path]:
-    """``lab images prune``: images current for no arch and every snapshot that is not current (what was deleted)."""
-    return ImageStore(cfg).prune(lambda arch, key: snapshot_key_of(cfg, arch, key))
+    """``lab images prune``: images current for no arch, every snapshot that is not current (under any QEMU the
+    config runs, or the host's) and QEMU entries no origin uses (what was deleted)."""
+    emulators = {qemu_store.ensure(cfg, origin) for origin in (*qemu_store.origins(cfg), QEMU_HOST)}
+    gone = ImageStore(cfg).prune(lambda arch, key: [snapshot_key_of(cfg, arch, key, e) for e in emulators])
+    return gone + qemu_store.prune(cfg)
 
 
 def doctor(cfg: Config, kvm: bool = True) -> list[doctor_mod.Check]:

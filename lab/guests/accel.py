@@ -19,6 +19,7 @@ from pathlib import Path
 from lab.arches import Arch, host_can_kvm
 from lab.errors import UserError
 from lab.files import write_atomic
+from lab.guests.emulator import HOST, Emulator
 
 KVM_DEVICE = Path("/dev/kvm")
 
@@ -49,8 +50,9 @@ class KvmMemo:
         self.path = path
 
     @staticmethod
-    def key(arch: Arch, image_key: str) -> str:
-        binary = shutil.which(arch.qemu_binary) or arch.qemu_binary
+    def key(arch: Arch, image_key: str, emulator: Emulator = HOST) -> str:
+        """The same binary that boots the guest: the host's in PATH, or lab's own QEMU's."""
+        binary = shutil.which(emulator.binary(arch)) or emulator.binary(arch)
         stamp = int(os.stat(binary).st_mtime) if os.path.exists(binary) else 0
         return f"{platform.release()}|{binary}@{stamp}|{image_key[:16]}"
 

@@ -15,8 +15,9 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -108,8 +109,13 @@ MEMO_VERSION = "2"  # bump when Package's fields change: older answers in resolv
 class Apt:
     """A private apt root at ``root`` for ``suite`` and the given Debian architectures."""
 
-    def __init__(self, root: Path, suite: str, components: tuple[str, ...], arches: tuple[str, ...], mirror: str) -> None:
-        self.root, self.suite, self.components, self.arches = root, suite, components, arches
+    def __init__(
+        self, root: Path, suite: str, components: tuple[str, ...], arches: tuple[str, ...], mirror: str, base: str = ""
+    ) -> None:
+        """``base``: for a backports ``suite``, the suite it extends: both are sources, and the backports' versions
+        win wherever they exist (what ``apt-get install -t SUITE`` does)."""
+        self.root, self.suite, self.components, self.arches, self.base = root, suite, components, arches, base
+        self.suites = (base, suite) if base else (suite,)
         self.mirror = detect_mirror() if mirror == "auto" else mirror
         self.conf = root / "apt.conf"
 
@@ -140,9 +146,11 @@ class Apt:
         ]
         if sandbox:  # downloads into a root-owned cache: do not drop to _apt
             lines.append(f'APT::Sandbox::User "{sandbox}";')
+        if self.base:
+            lines.append(f'APT::Default-Release "{self.suite}";')
         if not KEYRING.exists():
             raise UserError(f"{KEYRING} is missing", "install debian-archive-keyring (./setup.sh does)")
-        sources = f"deb [signed-by={KEYRING}] {self.mirror} {self.suite} {' '.join(self.components)}\n"
+        sources = "".join(f"deb [signed-by={KEYRING}] {self.mirror} {suite} {' '.join(self.components)}\n" for suite in self.suites)
         # Rewritten only when changed: apt rebuilds its package cache whenever these files are newer.
         for path, text in ((self.conf, "\n".join(lines) + "\n"), (self.root / "etc/sources.list", sources)):
             if not path.exists() or path.read_text() != text:
@@ -170,9 +178,10 @@ class Apt:
         lists = self.root / "lists"
         return [
             f"{component}/{arch}"
+            for suite in self.suites
             for component in self.components
             for arch in self.arches
-            if not any(lists.glob(f"*_dists_{self.suite}_{component}_binary-{arch}_Packages*"))
+            if not any(lists.glob(f"*_dists_{suite}_{component}_binary-{arch}_Packages*"))
         ]
 
     def lists_age_hours(self) -> float | None:
@@ -183,7 +192,7 @@ class Apt:
         return (time.time() - stamp.stat().st_mtime) / 3600
 
     def _identity(self) -> str:
-        return f"{self.mirror} {self.suite} {' '.join(self.components)} {' '.join(sorted(self.arches))}"
+        return f"{self.mirror} {' '.join(self.suites)} {' '.join(self.components)} {' '.join(sorted(self.arches))}"
 
     def update(self, max_age_hours: float) -> bool:
         """Refresh the package lists when missing or older than ``max_age_hours``; True if refreshed."""
@@ -204,15 +213,22 @@ class Apt:
         return True
 
     def resolve(self, names: Iterable[str], arch: str) -> list[Package]:
-        """Resolve package names to the candidate versions in the lists, in the given order.
-
-        Answers are remembered per list refresh (``resolved.json``): apt-cache takes ~0.5 s a call.
-        """
+        """Resolve package names to the candidate versions in the lists, in the given order."""
         wanted = list(dict.fromkeys(names))
+        return self._memo(("resolve", arch, *wanted), lambda: self._resolve(wanted, arch))
+
+    def closure(self, names: Iterable[str], arch: str) -> list[Package]:
+        """``names`` (``NAME`` or ``NAME=VERSION``) and everything they depend on, Recommends left out, as an
+        ``apt-get install`` into an empty system would unpack them (sorted by name)."""
+        wanted = list(dict.fromkeys(names))
+        return self._memo(("closure", arch, *wanted), lambda: self._closure(wanted, arch))
+
+    def _memo(self, question: tuple[str, ...], answer: Callable[[], list[Package]]) -> list[Package]:
+        """Answers are remembered per list refresh (``resolved.json``): apt-cache takes ~0.5 s a call, a closure ~2 s."""
         if self.lists_age_hours() is None:
             self.update(0)
         stamp = self.root / "lists" / ".lab-updated"
-        memo_key = sha256_text(MEMO_VERSION, str(stamp.stat().st_mtime_ns), self._identity(), arch, *wanted)
+        memo_key = sha256_text(MEMO_VERSION, str(stamp.stat().st_mtime_ns), self._identity(), *question)
         memo_file = self.root / "resolved.json"
         try:
             memo = json.loads(memo_file.read_text())
@@ -220,10 +236,29 @@ class Apt:
             memo = {}
         if isinstance(memo, dict) and memo.get("stamp") == stamp.stat().st_mtime_ns and memo_key in memo.get("answers", {}):
             return [Package(**p) for p in memo["answers"][memo_key]]
-        packages = self._resolve(wanted, arch)
+        packages = answer()
         answers = memo.get("answers", {}) if isinstance(memo, dict) and memo.get("stamp") == stamp.stat().st_mtime_ns else {}
         answers[memo_key] = [asdict(p) for p in packages]
         write_atomic(memo_file, json.dumps({"stamp": stamp.stat().st_mtime_ns, "answers": answers}))
+        return packages
+
+    def names(self, prefix: str) -> set[str]:
+        """Every package name in the lists that starts with ``prefix``."""
+        if self.lists_age_hours() is None:
+            self.update(0)
+        return set(self._run(["apt-cache", "pkgnames", prefix], ok_missing=True).split())
+
+    def _closure(self, wanted: list[str], arch: str) -> list[Package]:
+        out = self._run(["apt-get", "install", "-s", "-q", "--no-install-recommends", *wanted])
+        chosen = re.findall(r"^Inst (\S+) \((\S+) .*\[(\S+)\]\)", out, re.MULTILINE)
+        if not chosen:
+            raise ImageError(f"apt-get install -s {' '.join(wanted)} in {self.suite} chose nothing", "check the mirror")
+        specs = [f"{name}:{pkg_arch}={version}" for name, version, pkg_arch in chosen]
+        found = {(s["Package"], s["Version"]): s for s in parse_deb822(self._run(["apt-cache", "show", *specs]))}
+        packages = []
+        for name, version, pkg_arch in sorted(chosen):
+            s = found[(name, version)]
+            packages.append(Package(name, version, pkg_arch, s.get("SHA256", ""), int(s.get("Size", "0")), s.get("Depends", "")))
         return packages
 
     def _resolve(self, wanted: list[str], arch: str) -> list[Package]:
@@ -249,21 +284,23 @@ class Apt:
 
     def download(self, packages: Iterable[Package], pool: Path) -> dict[str, Path]:
         """Download packages into ``pool`` (skipping those already there with the right hash)."""
+        packages = list(packages)
         pool.mkdir(parents=True, exist_ok=True)
         paths = {p.name: pool / p.deb_name for p in packages}
         todo = [p for p in packages if not paths[p.name].exists() or sha256_file(paths[p.name]) != p.sha256]
         if todo:
-            partial = pool / ".partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir()
-            log.info("downloading %d .deb(s): %s", len(todo), " ".join(p.name for p in todo))
-            self._run(["apt-get", "-q", "download", *(p.spec for p in todo)], cwd=partial)
-            for p in todo:
-                got = partial / p.deb_name
-                if not got.exists() or sha256_file(got) != p.sha256:
-                    raise ImageError(
-                        f"download of {p.spec} is missing or has a wrong SHA256", "run again; if it persists, check the mirror"
-                    )
-                os.replace(got, paths[p.name])
-            shutil.rmtree(partial, ignore_errors=True)
+            # A directory of its own: two downloads into one pool (the QEMU's beside an image's) run side by side.
+            partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=pool))
+            try:
+                log.info("downloading %d .deb(s): %s", len(todo), " ".join(p.name for p in todo))
+                self._run(["apt-get", "-q", "download", *(p.spec for p in todo)], cwd=partial)
+                for p in todo:
+                    got = partial / p.deb_name
+                    if not got.exists() or sha256_file(got) != p.sha256:
+                        raise ImageError(
+                            f"download of {p.spec} is missing or has a wrong SHA256", "run again; if it persists, check the mirror"
+                        )
+                    os.replace(got, paths[p.name])
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
         return paths

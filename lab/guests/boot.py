@@ -23,7 +23,10 @@ from lab.config import Config
 from lab.deadline import Cancelled, Deadline, cancelled
 from lab.errors import BootError, GuestError
 from lab.guests import accel as accel_mod
+from lab.guests import emulator as emulator_mod
+from lab.guests import qemu_store
 from lab.guests import snapshots as snapshots_mod
+from lab.guests.emulator import Emulator
 from lab.guests.images import Image
 from lab.guests.keys import client_key
 from lab.guests.protocol import FAIL_MARKER, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT, THP_CONTROL
@@ -49,6 +52,8 @@ class BootInfo:
     image_key: str
     argv: tuple[str, ...]
     boot: str = "cold"  # cold | restored | cold (why not restored / not saved)
+    qemu_version: str = ""  # the QEMU that ran it (`--version`'s first line)
+    qemu_origin: str = ""  # where that QEMU came from: host, or SUITE PACKAGE-VERSION
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,14 @@ def new_log_dir(cfg: Config, arch_name: str) -> Path:
 
 
 def _spec(
-    cfg: Config, image: Image, accel: str, log_dir: Path, tb_size_mib: int | None, incoming: Path | None = None, live: bool = True
+    cfg: Config,
+    image: Image,
+    accel: str,
+    log_dir: Path,
+    tb_size_mib: int | None,
+    emulator: Emulator,
+    incoming: Path | None = None,
+    live: bool = True,
 ) -> VMSpec:
     """The guest's VM spec; ``live=False`` leaves out the per-launch port and QMP socket (for snapshot keys)."""
     arch = image.arch
@@ -84,11 +96,19 @@ def _spec(
         tb_size_mib=tb_size_mib,
         qmp=Path(tempfile.mkdtemp(prefix="lab-qmp-")) / "qmp.sock" if live else None,
         incoming=incoming,
+        emulator=emulator,
     )
 
 
 def _launch(
-    cfg: Config, image: Image, accel: str, log_dir: Path, deadline: Deadline, tb_size_mib: int | None, incoming: Path | None = None
+    cfg: Config,
+    image: Image,
+    accel: str,
+    log_dir: Path,
+    deadline: Deadline,
+    tb_size_mib: int | None,
+    emulator: Emulator,
+    incoming: Path | None = None,
 ) -> tuple[VM, QMP]:
     """Start QEMU and wait until the guest is up: its ready marker (a boot), or QMP's "running" (a restore).
 
@@ -96,8 +116,9 @@ def _launch(
     """
     arch = image.arch
     for attempt in range(1, PORT_ATTEMPTS + 1):
-        spec = _spec(cfg, image, accel, log_dir, tb_size_mib, incoming)
-        vm = VM(qemu_argv(spec), spec.console_log, READY_MARKER, FAIL_MARKER, cfg.timeouts.scaled("shutdown"), arch.name, spec.ssh_port)
+        spec = _spec(cfg, image, accel, log_dir, tb_size_mib, emulator, incoming)
+        shutdown = cfg.timeouts.scaled("shutdown")
+        vm = VM(qemu_argv(spec), spec.console_log, READY_MARKER, FAIL_MARKER, shutdown, arch.name, spec.ssh_port, emulator.env())
         try:
             vm.launch()
             assert spec.qmp is not None
@@ -122,12 +143,12 @@ def _launch(
     raise AssertionError("unreachable")
 
 
-def snapshot_key(cfg: Config, image: Image) -> str:
-    """The key of ``image``'s guest snapshot under ``cfg`` (lab.guests.snapshots.key)."""
-    return snapshots_mod.key(_spec(cfg, image, "tcg", Path("/"), None, live=False), image.key)
+def snapshot_key(cfg: Config, image: Image, emulator: Emulator) -> str:
+    """The key of ``image``'s guest snapshot under ``cfg`` and ``emulator`` (lab.guests.snapshots.key)."""
+    return snapshots_mod.key(_spec(cfg, image, "tcg", Path("/"), None, emulator, live=False), image.key)
 
 
-def snapshot_key_of(cfg: Config, arch: Arch, image_key: str) -> str:
+def snapshot_key_of(cfg: Config, arch: Arch, image_key: str, emulator: Emulator) -> str:
     """:func:`snapshot_key` from an image's arch and key alone (the key leaves the image's paths out)."""
     placeholder = Path("/@")
     spec = VMSpec(
@@ -141,18 +162,21 @@ def snapshot_key_of(cfg: Config, arch: Arch, image_key: str) -> str:
         accel="tcg",
         ssh_port=1,
         console_log=placeholder,
+        emulator=emulator,
     )
     return snapshots_mod.key(spec, image_key)
 
 
-def _restore(cfg: Config, image: Image, log_dir: Path, tb_size_mib: int | None, store: SnapshotStore) -> tuple[VM, QMP] | str:
+def _restore(
+    cfg: Config, image: Image, log_dir: Path, tb_size_mib: int | None, store: SnapshotStore, emulator: Emulator
+) -> tuple[VM, QMP] | str:
     """A restored guest; or why not ("" when there is no snapshot; a failed one is discarded and warned about)."""
-    k = snapshot_key(cfg, image)
+    k = snapshot_key(cfg, image, emulator)
     snap = store.find(image.arch.name, k)
     if snap is None:
         return ""
     try:
-        return _launch(cfg, image, "tcg", log_dir, Deadline(cfg.timeouts.scaled("restore")), tb_size_mib, snap.state)
+        return _launch(cfg, image, "tcg", log_dir, Deadline(cfg.timeouts.scaled("restore")), tb_size_mib, emulator, snap.state)
     except BootError as exc:
         if cancelled():  # killed under a cancelled run: no verdict on the snapshot
             raise Cancelled() from None
@@ -193,26 +217,30 @@ def boot(
     tb_size_mib: int | None = None,
     snapshots: bool = True,
     reseed: Path | None = None,
+    emulator: Emulator | None = None,
 ) -> Iterator[Booted]:
     """Boot ``image`` (KVM or TCG per ``accel_choice``/config), connect over SSH, yield; always clean up.
 
     A TCG guest is restored from its snapshot when there is one (``snapshots`` and ``guest.snapshots``);
     otherwise it boots cold and its snapshot is saved. ``BootInfo.boot`` says which happened, and why.
     A restore needs ``reseed``, the arch's static reseed helper (payloads/reseed.c): without it the guest boots cold.
+    ``emulator``: the QEMU build to run (default: ``qemu.from``'s, lab.guests.qemu_store).
     """
     arch = image.arch
+    e = emulator or qemu_store.ensure(cfg)
     log_dir = log_dir or new_log_dir(cfg, arch.name)
     memo = accel_mod.KvmMemo(cfg.cache_dir / "accel.json")
-    memo_key = memo.key(arch, image.key)
+    memo_key = memo.key(arch, image.key, e)
     choice = accel_choice or cfg.accel
     plan = accel_mod.plan(choice, arch, memo.broken(memo_key), accel_mod.kvm_precheck(arch))
-    usable = snapshots and cfg.guest.snapshots and arch.snapshots and reseed is not None
+    works = emulator_mod.snapshots_work(e, arch)
+    usable = snapshots and cfg.guest.snapshots and works and reseed is not None
     snaps = SnapshotStore(cfg.cache_dir) if usable else None
     path = (
         "cold"
         if snaps
-        else f"cold (no snapshots on {arch.name})"
-        if not arch.snapshots
+        else f"cold (no snapshots on {arch.name} with QEMU < {'.'.join(map(str, arch.snapshots_since))})"
+        if not works
         else "cold (snapshots off)"
         if not (snapshots and cfg.guest.snapshots)
         else "cold (no reseed helper)"
@@ -223,7 +251,7 @@ def boot(
         for accel in plan.accels:
             qmp: QMP | None = None
             if snaps is not None and accel == "tcg":
-                restored = _restore(cfg, image, log_dir, tb_size_mib, snaps)
+                restored = _restore(cfg, image, log_dir, tb_size_mib, snaps, e)
                 if isinstance(restored, tuple):
                     vm, qmp = restored
                     path = "restored"
@@ -233,7 +261,7 @@ def boot(
                 probing = accel == "kvm" and len(plan.accels) > 1
                 seconds = cfg.timeouts.scaled("kvm_probe" if probing else "boot")
                 try:
-                    vm, qmp = _launch(cfg, image, accel, log_dir, Deadline(seconds), tb_size_mib)
+                    vm, qmp = _launch(cfg, image, accel, log_dir, Deadline(seconds), tb_size_mib, e)
                 except BootError as exc:
                     if not probing or cancelled():  # a cancelled probe says nothing about KVM
                         raise
@@ -249,7 +277,7 @@ def boot(
                 memo.record(memo_key, None)
                 note = "KVM"
             elif snaps is not None and path != "restored":
-                k = snapshot_key(cfg, image)
+                k = snapshot_key(cfg, image, e)
                 try:  # before any SSH session and before the scratch disk is mounted
                     snaps.save(qmp, arch.name, k, image.key, Deadline(cfg.timeouts.scaled("restore")))
                 except BootError as exc:
@@ -281,7 +309,7 @@ def boot(
             if (
                 path == "restored" and snaps is not None and not cancelled()
             ):  # a snapshot whose guest does not answer is no use: boot cold next time
-                bad = snaps.find(arch.name, snapshot_key(cfg, image))
+                bad = snaps.find(arch.name, snapshot_key(cfg, image, e))
                 if bad is not None:
                     snaps.discard(bad)
                     log.warning("%s: the restored guest failed (%s); its snapshot is discarded", arch.name, exc.message)
@@ -299,6 +327,8 @@ def boot(
             image_key=image.key,
             argv=tuple(vm.argv),
             boot=path,
+            qemu_version=emulator_mod.version(e, arch),
+            qemu_origin=e.describe(),
         )
         log.info("%s up via %s (%s) in %.2fs (ssh on 127.0.0.1:%d)", arch.name, accel, path, ssh_seconds, info.port)
         yield Booted(vm, guest, info)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from lab.arches import ARCHES, host_can_kvm
+from lab.axes import DEFAULT_QEMU
 from lab.config import Config
 from lab.errors import LabError
 from lab.guests import accel as accel_mod
+from lab.guests import emulator, qemu_store
 from lab.guests.apt import KEYRING
 from lab.guests.boot import boot
 from lab.guests.images import ImageStore
@@ -21,27 +22,31 @@ from lab.health import Check as Check  # re-exported: doctor's lines
 MIN_FREE_GIB = 2.0
 
 
-def _version(binary: str) -> str:
+def check_qemu(cfg: Config) -> list[Check]:
+    """Which QEMU each arch runs and where it came from (qemu.from): the host's in PATH, or lab's own entry."""
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unusable: {exc}"
-    return out.splitlines()[0] if out else "no version output"
+        e = qemu_store.ensure(cfg)
+    except LabError as exc:
+        return [Check("qemu", "FAIL", f"qemu.from: {cfg.qemu.origin}: {exc.message}", exc.remedy)]
+    checks = []
+    for arch in ARCHES:
+        path = shutil.which(e.binary(arch))
+        if path:
+            where = "host, " + path if e.root is None else f"{e.describe()}, {qemu_store.entry_of(e)}"
+            checks.append(Check(f"qemu {arch.name}", "ok", f"{emulator.version(e, arch)} ({where})"))
+        else:
+            fix = f"apt-get install {' or '.join(arch.qemu_packages)}, or qemu.from: {DEFAULT_QEMU} in lab.yaml"
+            checks.append(Check(f"qemu {arch.name}", "FAIL", f"{arch.qemu_binary} not found", fix))
+        bios = e.bios(arch)
+        if bios:
+            ok = Path(bios).is_file()
+            fix = "" if ok else f"apt-get install {arch.bios_package}"
+            checks.append(Check(f"firmware {arch.name}", "ok" if ok else "FAIL", bios, fix))
+    return checks
 
 
 def check_tools() -> list[Check]:
     checks = []
-    for arch in ARCHES:
-        path = shutil.which(arch.qemu_binary)
-        if path:
-            checks.append(Check(f"qemu {arch.name}", "ok", _version(path)))
-        else:
-            checks.append(Check(f"qemu {arch.name}", "FAIL", f"{arch.qemu_binary} not found", f"apt-get install {arch.qemu_package}"))
-        if arch.bios:
-            ok = Path(arch.bios).is_file()
-            checks.append(
-                Check(f"firmware {arch.name}", "ok" if ok else "FAIL", arch.bios, "" if ok else f"apt-get install {arch.bios_package}")
-            )
     for tool, package, required in (
         ("apt-get", "apt", True),
         ("dpkg-deb", "dpkg", True),
@@ -124,11 +129,12 @@ def check_kvm(cfg: Config, store: ImageStore) -> list[Check]:
             checks.append(Check(f"kvm {arch.name}", "warn", f"no image to test-boot: {exc.message}", "lab images build"))
             continue
         memo = accel_mod.KvmMemo(cfg.cache_dir / "accel.json")
-        key = memo.key(arch, image.key)
+        e = qemu_store.ensure(cfg)  # the same binary lab run boots
+        key = memo.key(arch, image.key, e)
         try:
             # A working KVM boot of these guests takes well under a second: the probe's deadline, not a TCG boot's.
             probe_cfg = replace(cfg, timeouts=replace(cfg.timeouts, boot=cfg.timeouts.kvm_probe))
-            with boot(probe_cfg, image, "kvm", snapshots=False) as b:
+            with boot(probe_cfg, image, "kvm", snapshots=False, emulator=e) as b:
                 checks.append(Check(f"kvm {arch.name}", "ok", f"test boot reached SSH in {b.info.ssh_seconds:.1f}s"))
             memo.record(key, None)
         except LabError as exc:
@@ -142,7 +148,7 @@ def check_kvm(cfg: Config, store: ImageStore) -> list[Check]:
 def run_checks(cfg: Config, kvm: bool = True, extra: Callable[[], list[Check]] = list) -> list[Check]:
     """Every check, in order; ``extra`` adds the layers above (the payload toolchains) before the KVM boot."""
     store = ImageStore(cfg)
-    checks = check_tools()
+    checks = check_qemu(cfg) + check_tools()
     checks += extra()
     checks.append(check_disk(cfg))
     checks.append(check_mirror(cfg, store))

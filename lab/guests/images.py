@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,10 +154,10 @@ class ImageStore:
             )
         return Image(arch, key, entry.path, _read_manifest(entry.path), hostk)
 
-    def prune(self, snapshot_key: Callable[[Arch, str], str]) -> list[Path]:
+    def prune(self, snapshot_keys: Callable[[Arch, str], Iterable[str]]) -> list[Path]:
         """Delete cached images that are current for no arch of the recipe's suite nor of ``run.axes`` suites,
-        abandoned build dirs, and every snapshot that is not the current one of a current image (``snapshot_key``:
-        the key of (arch, image key) under this config; other QEMU builds, kernel arguments or memory sizes go)."""
+        abandoned build dirs, and every snapshot that is not a current one of a current image (``snapshot_keys``:
+        the keys of (arch, image key) under this config's QEMUs; other QEMU builds, kernel arguments or memory go)."""
         suites = dict.fromkeys((self.recipe.suite, *self.cfg.run.axes.get("suite", ())))
         stores = [self if suite == self.suite else ImageStore(self.cfg, suite) for suite in suites]
         with self.apt_lock():
@@ -166,7 +166,7 @@ class ImageStore:
             doomed = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keep] if self.root.exists() else []
             for d in doomed:
                 shutil.rmtree(d)
-            keys = {snapshot_key(get(arch), key) for key, arch in current.items()}
+            keys = {k for key, arch in current.items() for k in snapshot_keys(get(arch), key)}
             return doomed + SnapshotStore(self.cfg.cache_dir).prune(keys)
 
     def _build(

@@ -29,6 +29,7 @@ from types import TracebackType
 from lab.arches import Arch
 from lab.deadline import Deadline, check
 from lab.errors import BootError, InfraError
+from lab.guests.emulator import HOST, Emulator
 from lab.guests.protocol import SSH_GUEST_PORT
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class VMSpec:
     tb_size_mib: int | None = None  # TCG translation cache cap (several guests at once)
     qmp: Path | None = None  # QEMU's control socket (lab.guests.qmp)
     incoming: Path | None = None  # restore this zstd-compressed snapshot instead of booting (lab.guests.snapshots)
+    emulator: Emulator = HOST  # which QEMU build runs it (lab.guests.emulator)
 
 
 def kernel_cmdline(arch: Arch, thp: str, extra: tuple[str, ...]) -> str:
@@ -74,10 +76,12 @@ def qemu_argv(spec: VMSpec) -> list[str]:
         cpu = a.cpu
     else:
         raise ValueError(f"accel must be kvm or tcg, not {spec.accel!r}")
-    argv = [a.qemu_binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+    e = spec.emulator
+    argv = [*e.command(a), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", *e.options()]
     argv += ["-machine", a.machine, "-accel", accel, "-cpu", cpu, "-smp", str(spec.cpus), "-m", f"{spec.memory_mib}M"]
-    if a.bios:
-        argv += ["-bios", a.bios]
+    bios = e.bios(a)
+    if bios:
+        argv += ["-bios", bios]
     argv += ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.append]
     argv += ["-serial", f"file:{spec.console_log}"]
     argv += ["-netdev", f"user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:{SSH_GUEST_PORT}"]
@@ -90,20 +94,6 @@ def qemu_argv(spec: VMSpec) -> list[str]:
     if spec.incoming is not None:  # this QEMU refuses file: migration URIs; exec: works
         argv += ["-incoming", f"exec:zstd -dc {shlex.quote(str(spec.incoming))}"]
     return argv
-
-
-_versions: dict[str, str] = {}
-
-
-def version(binary: str) -> str:
-    """``qemu-system-* --version``'s first line (cached per process; "unknown" if it does not run)."""
-    if binary not in _versions:
-        try:
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20, check=False).stdout
-        except OSError:
-            out = ""
-        _versions[binary] = out.splitlines()[0] if out else "unknown"
-    return _versions[binary]
 
 
 def free_port() -> int:
@@ -156,6 +146,7 @@ class VM:
         shutdown_timeout: float = 5.0,
         name: str = "guest",
         ssh_port: int = 0,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.console_log = console_log
@@ -165,6 +156,7 @@ class VM:
         self.shutdown_timeout = shutdown_timeout
         self.name = name
         self.ssh_port = ssh_port  # the host side of the SSH forward, if argv has one
+        self.env = dict(env or {})  # added to lab's environment (lab's own QEMU: its module directory)
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready_line = ""
         self.launched_at = 0.0
@@ -219,11 +211,18 @@ class VM:
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self.console_log.write_bytes(b"")
         log.debug("launching %s: %s", self.name, shlex.join(self.argv))
-        for tool, package in ((self.argv[0], "the host packages (./setup.sh)"), (PDEATHSIG_WRAPPER[0], "util-linux")):
+        for tool, package in ((self.argv[0], "the host's QEMU packages, or set qemu.from (lab.yaml)"), (PDEATHSIG_WRAPPER[0], "util-linux")):
             if shutil.which(tool) is None:
                 raise InfraError(f"{tool} not found", f"install {package} or run lab doctor")
         with open(self.stderr_log, "wb") as err:
-            self.proc = subprocess.Popen(launch_argv(self.argv), stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
+            self.proc = subprocess.Popen(
+                launch_argv(self.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                start_new_session=True,
+                env={**os.environ, **self.env} if self.env else None,
+            )
         self.launched_at = time.monotonic()
         with _live_lock:
             _live.add(self)

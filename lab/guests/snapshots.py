@@ -32,7 +32,7 @@ from pathlib import Path
 from lab.deadline import Deadline
 from lab.errors import BootError
 from lab.files import sha256_text, write_atomic
-from lab.guests import qemu
+from lab.guests import emulator, qemu
 from lab.guests.qmp import QMP
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def key(spec: qemu.VMSpec, image_key: str) -> str:
         incoming=None,
         tb_size_mib=None,  # the translation cache size does not shape the guest's state
     )
-    return sha256_text(VERSION, qemu.version(spec.arch.qemu_binary), "\0".join(qemu.qemu_argv(normal)), image_key)
+    return sha256_text(VERSION, emulator.version(spec.emulator, spec.arch), "\0".join(qemu.qemu_argv(normal)), image_key)
 
 
 @dataclass(frozen=True)

@@ -63,13 +63,13 @@ class Plan:
         return self.values("suite")
 
     def labels(self) -> list[str]:
-        """One progress label per guest: the arch, or arch/suite when the run spans suites."""
-        several = len(self.suites) > 1
-        return [f"{a.name}/{s}" if several else a.name for a, s in self.groups()]
+        """One progress label per guest: the arch, plus its suite and QEMU where the run spans several."""
+        suites, qemus = len(self.suites) > 1, len(self.values("qemu")) > 1
+        return [a.name + (f"/{s}" if suites else "") + (f"/qemu-{q}" if qemus else "") for a, s, q in self.groups()]
 
-    def groups(self) -> list[tuple[Arch, str]]:
-        """(arch, suite) pairs that get a guest: those the suite ships (bookworm has no riscv64)."""
-        return [(a, s) for s in self.suites for a in self.arches if a.debian in axes_mod.suite(s).debian]
+    def groups(self) -> list[tuple[Arch, str, str]]:
+        """(arch, suite, QEMU origin) of every guest: the arches each suite ships (bookworm has no riscv64)."""
+        return [(a, s, q) for q in self.values("qemu") for s in self.suites for a in self.arches if a.debian in axes_mod.suite(s).debian]
 
     def skipped(self) -> list[str]:
         return [f"Debian {s} does not ship {a.name}: its cells are skipped" for s in self.suites for a in self.arches
@@ -80,8 +80,9 @@ class Plan:
         names = [a.name for a in axes_mod.AXES if a.where == "run"]
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.values(n) for n in names))]
 
-    def identity(self, suite: str, point: dict[str, str]) -> str:
-        return axes_mod.identity({"suite": suite, **point}, dict(self.defaults))
+    def identity(self, suite: str, point: dict[str, str], qemu: str | None = None) -> str:
+        boot = {"suite": suite, "qemu": qemu or dict(self.defaults)["qemu"]}
+        return axes_mod.identity({**boot, **point}, dict(self.defaults))
 
 
 def default_jobs(guests: int) -> int:
@@ -133,6 +134,7 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
         raise UserError("no variant matches --libc/--linkage", "variants: " + ", ".join(variants.names()))
     defaults = {
         "suite": load_recipe(cfg.recipe).suite,
+        "qemu": cfg.qemu.origin,
         "thp": cfg.guest.transparent_hugepage,
         "cache": "cold",
         "order": "random",

@@ -20,124 +20,64 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import replace
+from typing import TypeVar
 
 from lab import deadline
-from lab.arches import Arch
 from lab.config import Config
+from lab.deadline import Cancelled
 from lab.errors import BootError, GuestError, InfraError, LabError, UserError
 from lab.explain import render
-from lab.explain.sources import GuestFiles
 from lab.files import sha256_text, write_atomic
 from lab.guests import accel as accel_mod
-from lab.guests import qemu
+from lab.guests import qemu_store
 from lab.guests.boot import Booted, boot
-from lab.guests.images import Image, ImageStore
+from lab.guests.emulator import Emulator
+from lab.guests.images import ImageStore
 from lab.guests.keys import client_key
 from lab.guests.qemu import shutdown_all
 from lab.measure import engine, libc, rundir, tracing
+from lab.measure.groups import ArchOutcome, Group, Prepared, Summary, groups, make_cell
 from lab.measure.plan import Plan
-from lab.payloads.build import Payload, PayloadStore, reseed_helper
-from lab.payloads.probe import SCHEMA_VERSION, ProbeResult
-from lab.payloads.variants import Variant
-from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
+from lab.payloads.build import PayloadStore, reseed_helper
+from lab.results.store import CellError, RunMeta, Sample, Store, new_run_id
 from lab.version import __version__
+
+__all__ = ["Runner", "Summary"]
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Group:
-    """The cells one guest measures: an arch's image of one suite."""
+def background(fn: Callable[..., T], *args: object) -> Future[T]:
+    """``fn(*args)`` in a daemon thread (an interrupted lab does not wait for it to exit)."""
+    future: Future[T] = Future()
 
-    arch: Arch
-    suite: str
-    label: str  # for progress lines: the arch, or arch/suite when a run spans suites
+    def work() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to whoever waits for it
+                future.set_exception(exc)
 
-    @property
-    def slug(self) -> str:
-        return self.label.replace("/", "-")
-
-
-def groups(plan: Plan) -> list[Group]:
-    return [Group(a, s, label) for (a, s), label in zip(plan.groups(), plan.labels(), strict=True)]
+    threading.Thread(target=work, name="lab-background", daemon=True).start()
+    return future
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """What a group's guest needs, built before it boots."""
-
-    image: Image
-    payloads: dict[str, Payload]
-    reseed: Path | None  # the arch's reseed helper: restored guests need it (lab.guests.boot; None: boot cold)
-    tracer: Payload | None = None  # with --explain
-    files: GuestFiles | None = None  # the guest's files on the host, for attribution (with --explain)
-
-
-@dataclass
-class ArchOutcome:
-    arch: str
-    cells: list[tuple[Cell, list[Sample]]] = field(default_factory=list)
-    errors: list[CellError] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Summary:
-    run_id: str
-    run_dir: Path
-    status: str
-    cells: int
-    errors: int
-    seconds: float
-
-
-def _thp(text: str) -> str:
-    return text[text.index("[") + 1 : text.index("]")] if "[" in text and "]" in text else text
-
-
-def _cell(
-    arch: Arch,
-    v: Variant,
-    size: int,
-    image: Image,
-    payload: Payload,
-    b: Booted,
-    results: list[ProbeResult],
-    attempts: int,
-    musl: str | None,
-) -> Cell:
-    f = results[0].facts
-    run = libc.run_version(v, f.libc_version_run, f.libc_version_build, musl)
-    problem = libc.mismatch(v.libc, f.libc_version_build, run, libc.image_versions(image.manifest))
-    if problem:
-        log.warning("%s %s is not one libc: %s", arch.name, v.name, problem)
-    return Cell(
-        arch=arch.name,
-        variant=v.name,
-        libc=v.libc,
-        linkage=v.linkage,
-        buffer_size=size,
-        libc_version_build=f.libc_version_build,
-        libc_version_run=run,
-        toolchain=f.toolchain,
-        flags=f.flags,
-        image_key=image.key,
-        payload_digest=payload.digest,
-        kernel_release=f.kernel,
-        page_size=f.page_size,
-        thp=_thp(f.thp),
-        qemu_version=qemu.version(arch.qemu_binary),
-        accel=b.info.accel,
-        probe_schema=SCHEMA_VERSION,
-        attempts=attempts,
-        boot=b.info.boot,
-    )
+def waited(future: Future[T]) -> T:
+    """The future's result; a cancelled run (lab.deadline) stops the wait within a poll."""
+    while True:
+        try:
+            return future.result(timeout=0.1)
+        except FuturesTimeout:
+            deadline.check()
 
 
 class Runner:
@@ -148,6 +88,7 @@ class Runner:
         self.run_id = new_run_id()
         self.run_dir = cfg.results_dir / "runs" / self.run_id
         self.cancel = threading.Event()
+        self.emulators: dict[str, Future[Emulator]] = {}
 
     # -- preparation -------------------------------------------------------------------------
 
@@ -202,20 +143,27 @@ class Runner:
         for point in self.plan.run_points():
             for v in self.plan.variants:
                 for size in self.plan.sizes:
-                    axes = self.plan.identity(g.suite, point)
+                    axes = self.plan.identity(g.suite, point, g.qemu)
                     outcome.errors.append(CellError(g.arch.name, v.name, size, stage, str(exc), evidence, attempts, axes, self.cfg.host))
         self.progress(g.label, f"failed ({stage})")
 
     # -- measuring ---------------------------------------------------------------------------
 
     def _measure(self, g: Group, prep: Prepared, outcome: ArchOutcome) -> None:
+        try:
+            emulator = waited(self.emulators[g.qemu])
+        except (UserError, Cancelled):
+            raise  # the run's problem, not a cell's (a qemu.from the suite cannot serve)
+        except LabError as exc:
+            self._fail_group(g, outcome, "boot", exc, 1)
+            return
         tb = self.cfg.run.tcg_tb_size_mib if self.plan.jobs > 1 else None
         for attempt in (1, 2):
             stage = "boot"
             try:
                 self.progress(g.label, "booting" if attempt == 1 else "booting (retry)")
                 logs = self.run_dir / "logs" / g.slug
-                with boot(self.cfg, prep.image, self.plan.accel, logs, tb, not self.plan.cold_boot, prep.reseed) as b:
+                with boot(self.cfg, prep.image, self.plan.accel, logs, tb, not self.plan.cold_boot, prep.reseed, emulator) as b:
                     stage = "payload"
                     self._run_cells(g, prep, b, outcome, attempt)
                 return
@@ -235,7 +183,7 @@ class Runner:
         musl = libc.guest_musl_version(b.guest) if any(v.libc == "musl" for v in self.plan.variants) else None
         raw_dir = self.run_dir / "raw" / g.arch.name
         points = self.plan.run_points()
-        identity = [self.plan.identity(g.suite, point) for point in points]
+        identity = [self.plan.identity(g.suite, point, g.qemu) for point in points]
 
         def keep_raw(raw: engine.RawRun) -> None:
             stem = rundir.raw_stem(raw.variant, raw.size, identity[raw.point], raw.repeat)
@@ -261,7 +209,7 @@ class Runner:
         failed = 0
         for (name, size, pi), runs in cells.items():
             if runs.results:  # a failed cell's finished runs are kept too (evidence; reports and verdicts skip errored cells)
-                cell = _cell(g.arch, variants[name], size, image, payloads[name], b, runs.results, attempts, musl)
+                cell = make_cell(g.arch, variants[name], size, image, payloads[name], b, runs.results, attempts, musl)
                 samples = [
                     Sample(i, s.name, s.minflt, s.majflt, s.delta_minflt, s.delta_majflt, s.ns)
                     for i, one in enumerate(runs.results)
@@ -320,6 +268,12 @@ class Runner:
             if t.error:
                 log.warning("traced run: %s", t.error)
 
+    def _emulators(self) -> None:
+        """Lab's own QEMU for every origin of the run, fetched and unpacked in the background while images and
+        payloads build (the first run's download); a group waits for its own just before it boots."""
+        for origin in self.plan.values("qemu"):
+            self.emulators[origin] = background(qemu_store.ensure, self.cfg, origin)
+
     def _arch(self, g: Group, outcome: ArchOutcome, prepared: Prepared | None) -> ArchOutcome:
         if prepared and not self.cancel.is_set():
             self._measure(g, prepared, outcome)
@@ -361,6 +315,7 @@ class Runner:
         outcomes: list[ArchOutcome] = []
         try:
             rundir.write(self.run_dir, self.run_id, self.cfg, self.plan, meta.git_revision)
+            self._emulators()
             # Builds first, one at a time in this thread (they share caches and both cores); then guests in parallel.
             prepared = []
             for g in groups(self.plan):
@@ -381,8 +336,15 @@ class Runner:
                     raise
             measured = any(o.cells for o in outcomes)
             status = "complete" if measured and not any(o.errors for o in outcomes) else "failed"  # zero cells is never complete
+        except UserError:
+            if not any(o.cells or o.errors for o in outcomes):  # bad input found late (qemu.version): nothing is stored
+                status = "abandoned"
+                self.store.abandon_run(self.run_id)
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         finally:
-            self.store.finish_run(self.run_id, status)
+            if status != "abandoned":
+                self.store.finish_run(self.run_id, status)
         return Summary(
             self.run_id,
             self.run_dir,

@@ -46,6 +46,7 @@ class Cell:
     boot: str = ""  # how its guest came up: cold | restored | cold (why not restored); not part of comparisons
     host: str = ""  # the lab host that measured it (lab.yaml's host; a fleet's inventory name)
     host_cpu: str = ""  # that host's CPU model, for KVM cells (a TCG cell's faults do not depend on it)
+    qemu_origin: str = ""  # where its QEMU came from: host, or SUITE PACKAGE-VERSION (lab.guests.emulator; store v6)
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # a host's run imported into a fleet run: kept, but never "the latest run", history or retention on its own
         "ALTER TABLE runs ADD COLUMN part_of TEXT NOT NULL DEFAULT ''",
     ),
+    # v6: where a cell's QEMU came from (the host's, or a suite's: lab.guests.qemu_store); qemu_version says which build.
+    ("ALTER TABLE cells ADD COLUMN qemu_origin TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 ERROR_STAGES = ("image", "build", "boot", "ssh", "payload", "parse", "host")  # the errors table's CHECK (v5)
