@@ -317,7 +317,9 @@ def parse(raw: object, file: Path, results: Path | str | None = None) -> Config:
     qemu = QemuConfig(q.text("from", axes.DEFAULT_QEMU, axes.get("qemu").values), q.text("version", "-") if "version" in q.data else "")
     q.finish()
     if qemu.version and (qemu.origin == axes.QEMU_HOST or any(c in qemu.version for c in " =,'\"")):
-        raise UserError(f"{file}: qemu.version: {qemu.version!r} is not valid", "a Debian version of a suite's QEMU, e.g. 1:11.1.3+ds-2~bpo13+1")
+        raise UserError(
+            f"{file}: qemu.version: {qemu.version!r} is not valid", "a Debian version of a suite's QEMU, e.g. 1:11.1.3+ds-2~bpo13+1"
+        )
 
     a = top.section("apt")
     apt = AptConfig(mirror=a.text("mirror", "auto"), refresh_hours=a.number("refresh_hours", 24, 0, 24 * 365))

@@ -38,6 +38,8 @@ from lab.api.results import CompareRequest as CompareRequest
 from lab.api.results import HistoryRow as HistoryRow
 from lab.api.results import NightlyRequest as NightlyRequest
 from lab.api.results import NightlyResult as NightlyResult
+from lab.api.results import across as across
+from lab.api.results import across_text as across_text
 from lab.api.results import baseline_delete as baseline_delete
 from lab.api.results import baseline_export as baseline_export
 from lab.api.results import baseline_import as baseline_import

@@ -9,6 +9,7 @@ from lab.api.runs import Progress, RunResult, _quiet, fleet_run, run
 from lab.config import STAGES, Config
 from lab.errors import UserError
 from lab.measure.plan import RunRequest
+from lab.results import across as across_mod
 from lab.results import baselines as baselines_mod
 from lab.results import compare as compare_mod
 from lab.results import junit, report
@@ -154,3 +155,20 @@ def baseline_import(cfg: Config, path: Path, replace_existing: bool = False) -> 
 def baseline_delete(cfg: Config, name: str) -> None:
     with Store(cfg.run.store) as store:
         store.delete_baseline(name)
+
+
+def across(cfg: Config, run_ref: str | None, axis: str) -> list[across_mod.Agreement]:
+    """``lab compare --across AXIS [RUN]``: a run's cells against the cells that differ from them in ``axis`` alone."""
+    with Store(cfg.run.store, readonly=True) as store:
+        meta = store.run(run_ref)
+        cells = [(cell, store.samples(cell_id)) for cell_id, cell in store.cells(meta.id)]
+    rows = across_mod.across(cells, axis)
+    if not rows:
+        raise UserError(
+            f"run {meta.id} has no cells that differ in {axis} alone", f"run with --axis {axis}=A,B (e.g. qemu=host,trixie-backports)"
+        )
+    return rows
+
+
+def across_text(rows: list[across_mod.Agreement], axis: str, fmt: str = "table", everything: bool = False) -> str:
+    return across_mod.to_json(rows, axis) if fmt == "json" else across_mod.to_text(rows, axis, everything)

@@ -13,6 +13,7 @@ from pathlib import Path
 from lab import api, arches, config
 from lab.cli.common import Handler, Parser, output, run_options, run_request
 from lab.cli.runs import print_summary
+from lab.errors import UserError
 from lab.files import write_atomic
 from lab.payloads.variants import variant
 from lab.progress import Progress
@@ -42,6 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     c = sub.add_parser("compare", help="verdicts: a run against a baseline, or run A against run B")
     c.add_argument("runs", nargs="*", help="[RUN] with --baseline (default: the latest run), or RUN_A RUN_B")
     c.add_argument("--baseline", help="baseline name")
+    c.add_argument("--across", metavar="AXIS", help="one run's cells against those differing only in AXIS (e.g. qemu): do counts agree?")
     verdict_options(c)
 
     n = sub.add_parser("nightly", help="run, compare with the baseline, write report + JUnit into a dated directory, prune old runs")
@@ -111,6 +113,12 @@ def cmd_baseline(args: argparse.Namespace, cfg: config.Config) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, cfg: config.Config) -> int:
+    if args.across:
+        if len(args.runs) > 1 or args.baseline:
+            raise UserError("--across compares within one run", "pass at most one RUN and no --baseline")
+        rows = api.across(cfg, args.runs[0] if args.runs else None, args.across)
+        output(api.across_text(rows, args.across, args.format, args.all), None)
+        return 0 if all(r.agree for r in rows) else 1
     result = api.compare(cfg, api.CompareRequest(tuple(args.runs), args.baseline, args.tolerance_faults, args.tolerance_percent))
     output(api.comparison_json(result) if args.format == "json" else api.comparison_text(result, args.all), None)
     if args.junit:

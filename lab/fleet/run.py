@@ -21,12 +21,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lab import arches
 from lab import axes as axes_mod
 from lab.config import Config
 from lab.errors import LabError, UserError
 from lab.files import sha256_text
 from lab.fleet import ansible, inventory, package
 from lab.fleet.ansible import HostOutcome
+from lab.guests import emulator, qemu_store
 from lab.measure import rundir
 from lab.measure.plan import Plan, RunRequest, make_plan
 from lab.measure.runner import Summary
@@ -46,6 +48,8 @@ def run_args(plan: Plan, req: RunRequest) -> list[str]:
     args += ["--size", ",".join(size_text(s) for s in plan.sizes)]
     for axis in axes_mod.AXES:
         values = plan.values(axis.name)
+        if axis.name == "qemu" and values == (dict(plan.defaults)["qemu"],):
+            continue  # the host's provisioned QEMU (the controller's, or the inventory's qemu_from): checked on merge
         if axis.name == "tunables":  # one value per --axis (a tunables string may hold ',')
             for v in values:
                 args += ["--axis", f"tunables={v}"]
@@ -75,7 +79,9 @@ def provision(cfg: Config, inv: Path, limit: tuple[str, ...] = ()) -> Provisione
     work = cfg.results_dir / "fleet" / "provision"
     wheel = package.wheel(cfg.cache_dir / "fleet" / "dist")
     house = package.wheelhouse(cfg, wheel)
-    outcomes = ansible.play("provision.yml", inv, {"lab_wheel": str(wheel), "lab_wheelhouse": str(house)}, work, limit)
+    e = qemu_store.ensure(cfg)  # every host runs the controller's QEMU: the same suite and package version
+    qemu = {"lab_qemu_from": e.origin, "lab_qemu_version": e.package_version}
+    outcomes = ansible.play("provision.yml", inv, {"lab_wheel": str(wheel), "lab_wheelhouse": str(house), **qemu}, work, limit)
     return Provisioned(wheel, outcomes)
 
 
@@ -89,6 +95,22 @@ def _owed(plan: Plan, arches_: tuple[str, ...]) -> list[tuple[str, str, int, str
         for v in plan.variants
         for size in plan.sizes
     ]
+
+
+def _foreign_qemu(cfg: Config, plan: Plan, cells: list[Cell]) -> str:
+    """Why a host's cells cannot join the merged run: a QEMU other than the controller's (unless qemu is an axis of
+    the run, when every cell says which QEMU it ran in its identity); "" when they can."""
+    if len(plan.values("qemu")) > 1:
+        return ""
+    mine = qemu_store.ensure(cfg)
+    for c in cells:
+        want = emulator.version(mine, arches.get(c.arch))
+        if c.qemu_version != want:
+            return (
+                f"host {c.host} ran {c.arch} under {c.qemu_version} ({c.qemu_origin or 'origin unknown'}), not the controller's "
+                f"{want} ({mine.describe()}): its cells are not merged"
+            )
+    return ""
 
 
 def fleet_run(cfg: Config, req: RunRequest, inv: Path, argv: list[str]) -> tuple[Summary, Path]:
@@ -128,10 +150,18 @@ def fleet_run(cfg: Config, req: RunRequest, inv: Path, argv: list[str]) -> tuple
                     for a, v, size, axes in _owed(plan, arches_)
                 ]
                 continue
+            theirs = store.cells(imported.run_id)
+            foreign = _foreign_qemu(cfg, plan, [c for _, c in theirs])
+            if foreign:
+                log.warning("%s", foreign)
+                errors += [
+                    CellError(a, v, size, "host", foreign, f"bundle: {got}", 1, axes, host) for a, v, size, axes in _owed(plan, arches_)
+                ]
+                continue
             traced = Path(store.run(imported.run_id).run_dir) / "explain"  # lab run --explain's accounts, per arch
             if traced.is_dir():
                 shutil.copytree(traced, run_dir / "explain", dirs_exist_ok=True)
-            for cell_id, cell in store.cells(imported.run_id):
+            for cell_id, cell in theirs:
                 cells.append((replace(cell, host=cell.host or host), store.samples(cell_id)))
             errors += [replace(e, host=e.host or host) for e in store.errors(imported.run_id)]
         status = "failed" if errors or not cells else "complete"

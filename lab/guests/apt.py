@@ -109,9 +109,7 @@ MEMO_VERSION = "2"  # bump when Package's fields change: older answers in resolv
 class Apt:
     """A private apt root at ``root`` for ``suite`` and the given Debian architectures."""
 
-    def __init__(
-        self, root: Path, suite: str, components: tuple[str, ...], arches: tuple[str, ...], mirror: str, base: str = ""
-    ) -> None:
+    def __init__(self, root: Path, suite: str, components: tuple[str, ...], arches: tuple[str, ...], mirror: str, base: str = "") -> None:
         """``base``: for a backports ``suite``, the suite it extends: both are sources, and the backports' versions
         win wherever they exist (what ``apt-get install -t SUITE`` does)."""
         self.root, self.suite, self.components, self.arches, self.base = root, suite, components, arches, base

@@ -211,7 +211,10 @@ class VM:
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self.console_log.write_bytes(b"")
         log.debug("launching %s: %s", self.name, shlex.join(self.argv))
-        for tool, package in ((self.argv[0], "the host's QEMU packages, or set qemu.from (lab.yaml)"), (PDEATHSIG_WRAPPER[0], "util-linux")):
+        for tool, package in (
+            (self.argv[0], "the host's QEMU packages, or set qemu.from (lab.yaml)"),
+            (PDEATHSIG_WRAPPER[0], "util-linux"),
+        ):
             if shutil.which(tool) is None:
                 raise InfraError(f"{tool} not found", f"install {package} or run lab doctor")
         with open(self.stderr_log, "wb") as err:

@@ -118,7 +118,9 @@ def _run(e: Emulator, argv: list[str], what: str) -> str:
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, **e.env()}, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ImageError(f"{e.describe()}: {what} does not run ({exc})", "lab rebuilds the entry next time; report it if it persists") from None
+        raise ImageError(
+            f"{e.describe()}: {what} does not run ({exc})", "lab rebuilds the entry next time; report it if it persists"
+        ) from None
     if proc.returncode != 0:
         said = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise ImageError(f"{e.describe()}: {what} failed (exit {proc.returncode}): {said[0]}", "pick another suite for qemu.from, or host")
@@ -135,7 +137,9 @@ def _prove(e: Emulator) -> None:
         outside = [ln.split("=>")[-1].split("(")[0].strip() for ln in listed.splitlines() if "=>" in ln]
         foreign = [p for p in outside if p and not p.startswith(str(e.root))]
         if foreign:
-            raise ImageError(f"{e.describe()}: {arch.qemu_binary} would load {foreign[0]} from the host", "report it: the closure misses it")
+            raise ImageError(
+                f"{e.describe()}: {arch.qemu_binary} would load {foreign[0]} from the host", "report it: the closure misses it"
+            )
         first = _run(e, [*e.command(arch), "--version"], f"{arch.qemu_binary} --version").splitlines()[:1]
         if not first or "version" not in first[0]:
             raise ImageError(f"{e.describe()}: {arch.qemu_binary} --version printed no version", "pick another suite for qemu.from")
@@ -234,8 +238,12 @@ def _resolve(cfg: Config, origin: str, pin: str) -> tuple[Apt, list[Package], st
         packages = apt.closure(names, apt.arches[0])
     except ImageError as exc:
         if pin and "not found" in exc.message:
-            raise UserError(f"qemu.version: {pin!r} is not in {origin} ({exc.message})", "drop qemu.version or name one the suite has") from None
-        raise ImageError(f"the QEMU packages of {origin} do not resolve: {exc.message}", "run again later or pick another qemu.from") from None
+            raise UserError(
+                f"qemu.version: {pin!r} is not in {origin} ({exc.message})", "drop qemu.version or name one the suite has"
+            ) from None
+        raise ImageError(
+            f"the QEMU packages of {origin} do not resolve: {exc.message}", "run again later or pick another qemu.from"
+        ) from None
     qemu = next(p for p in packages if p.name.startswith("qemu-system-"))
     name = f"{origin}-{qemu.version.split(':')[-1]}-" + sha256_text(ENTRY_VERSION, *(f"{p.spec} {p.sha256}" for p in packages))[:12]
     return apt, packages, name

@@ -6,7 +6,8 @@ import pytest
 
 from lab import config
 from lab.errors import UserError
-from lab.guests import boot, qemu, snapshots
+from lab.guests import boot, emulator, qemu, snapshots
+from lab.guests.emulator import HOST, Emulator
 from lab.guests.protocol import THP_CONTROL
 from lab.guests.snapshots import SnapshotStore
 from tests.unit.test_qemu_argv import spec
@@ -20,7 +21,7 @@ def test_argv_has_the_control_socket_and_restores_through_zstd() -> None:
 
 
 def test_key_ignores_per_boot_parts_and_follows_what_shapes_the_guest(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(qemu, "_versions", {"qemu-system-aarch64": "QEMU emulator version 7.2.22"})
+    monkeypatch.setattr(emulator, "_versions", {("qemu-system-aarch64",): "QEMU emulator version 7.2.22"})
     base = snapshots.key(spec("arm64"), "image-1")
     moved = spec(
         "arm64", ssh_port=4444, console_log=Path("/elsewhere/c.log"), kernel=Path("/other/kernel"), qmp=Path("/q"), tb_size_mib=256
@@ -29,8 +30,11 @@ def test_key_ignores_per_boot_parts_and_follows_what_shapes_the_guest(monkeypatc
     assert snapshots.key(spec("arm64", memory_mib=256), "image-1") != base
     assert snapshots.key(spec("arm64", append="console=Y"), "image-1") != base
     assert snapshots.key(spec("arm64"), "image-2") != base
-    monkeypatch.setattr(qemu, "_versions", {"qemu-system-aarch64": "QEMU emulator version 8.2.2"})
+    monkeypatch.setattr(emulator, "_versions", {("qemu-system-aarch64",): "QEMU emulator version 8.2.2"})
     assert snapshots.key(spec("arm64"), "image-1") != base  # another QEMU build: its snapshots are not valid
+    own = Emulator("forky", Path("/c/qemu/e/root"), "1:11.1.2+ds-1", "usr/lib/ld.so", ("usr/lib",), "usr/lib/qemu", ("usr/share/qemu",))
+    monkeypatch.setattr(emulator, "_versions", {tuple(own.command(spec("arm64").arch)): "QEMU emulator version 8.2.2"})
+    assert snapshots.key(spec("arm64", emulator=own), "image-1") != snapshots.key(spec("arm64"), "image-1")  # another binary
 
 
 def test_post_boot_sets_thp_mounts_the_scratch_disk_and_reseeds_a_restored_guest() -> None:
@@ -120,7 +124,8 @@ def test_the_snapshot_key_needs_only_the_images_arch_and_key(tmp_path: Path) -> 
     cfg = config.load(Path(__file__).resolve().parents[2] / "lab.yaml")
     for arch in arches.ARCHES:
         image = Image(arch, "k" * 64, tmp_path, {}, KeyPair(tmp_path / "k", "ssh-ed25519 AAAA"))
-        assert boot.snapshot_key_of(cfg, arch, image.key) == boot.snapshot_key(cfg, image)
+        for e in (HOST, Emulator("forky", tmp_path / "qemu", "1:11.1.2", "ld.so", ("lib",), "mods", ("share",))):
+            assert boot.snapshot_key_of(cfg, arch, image.key, e) == boot.snapshot_key(cfg, image, e)
 
 
 def test_an_earlier_failing_step_is_not_reported_as_a_thp_mismatch(tmp_path: Path) -> None:
