@@ -88,3 +88,24 @@ def to_text(rows: list[Agreement], axis: str, every: bool = False) -> str:
 
 def to_json(rows: list[Agreement], axis: str) -> str:
     return json.dumps({"axis": axis, "agree": all(r.agree for r in rows) and bool(rows), "rows": [asdict(r) for r in rows]}, indent=2)
+
+
+@dataclass(frozen=True)
+class CellAgreement:
+    """One cell against its default-valued twin: agreed in every stage, or which stages differ."""
+
+    arch: str
+    variant: str
+    buffer_size: int
+    axes: str
+    value: str
+    differ: tuple[str, ...]  # "stage counter" that differ; () when every count agrees
+
+
+def per_cell(rows: list[Agreement]) -> list[CellAgreement]:
+    out: dict[tuple[str, str, int, str, str], list[str]] = {}
+    for r in rows:
+        out.setdefault((r.arch, r.variant, r.buffer_size, r.axes, r.value), [])
+        if not r.agree:
+            out[(r.arch, r.variant, r.buffer_size, r.axes, r.value)].append(f"{r.stage} {r.counter}")
+    return [CellAgreement(*key, tuple(differ)) for key, differ in out.items()]

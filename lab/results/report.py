@@ -21,7 +21,7 @@ import jinja2
 from lab.config import STAGES
 from lab.files import write_atomic
 from lab.payloads import variants
-from lab.results import explained
+from lab.results import across, explained
 from lab.results.compare import Comparison
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store
 from lab.text import size_text
@@ -126,6 +126,7 @@ class Report:
     trends: dict[str, list[float]]  # cell name (arch variant size) -> entry medians of its last runs, oldest first
     traced: list[explained.Traced] = field(default_factory=list)  # lab run --explain: one traced run per cell
     trace_errors: list[str] = field(default_factory=list)
+    emulators: list[across.CellAgreement] = field(default_factory=list)  # --axis qemu=...: each cell vs the default QEMU's
 
     @property
     def arches(self) -> list[str]:
@@ -200,7 +201,10 @@ def build(store: Store, run_ref: str | None = None) -> Report:
         rows = [r for r in history if r[1] <= run.started]
         trends[f"{v.name} {v.cell.buffer_size}"] = [float(statistics.median(r[3])) for r in rows]
     traced, trace_errors = explained.load(Path(run.run_dir)) if run.run_dir else ([], [])
-    return Report(run, views, store.errors(run.id), trends, traced, trace_errors)
+    emulators = []
+    if any("qemu=" in v.cell.axes for v in views):  # the run measured the same guests under several QEMUs
+        emulators = across.per_cell(across.across([(c, store.samples(i)) for i, c in store.cells(run.id)], "qemu"))
+    return Report(run, views, store.errors(run.id), trends, traced, trace_errors, emulators)
 
 
 def sparkline(values: list[float], width: int = 120, height: int = 24) -> str:
@@ -295,6 +299,7 @@ def to_json(report: Report, comparison: Comparison | None = None) -> str:
         "errors": [asdict(e) for e in report.errors],
         "diffs": [{**asdict(d), "delta": d.delta} for d in report.diffs()],
         "trends": report.trends,
+        "emulators": [asdict(e) for e in report.emulators],
     }
     if comparison is not None:
         data["comparison"] = {

@@ -20,6 +20,7 @@ import yaml
 
 from lab import arches, config
 from lab.guests import boot as boot_mod
+from lab.guests import emulator, qemu_store
 from lab.guests.boot import Booted
 from lab.guests.images import Image, ImageStore
 from lab.payloads.build import reseed_helper
@@ -44,7 +45,8 @@ def qemu_processes(cache_dir: Path) -> list[tuple[int, str]]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and argv and b"qemu-system-" in argv[0] and str(cache_dir).encode() in b" ".join(argv):
+        # argv[0] is the binary, or lab's own QEMU's loader with the binary a few words on (lab.guests.emulator)
+        if state != "Z" and any(b"qemu-system-" in a for a in argv[:4]) and str(cache_dir).encode() in b" ".join(argv):
             found.append((int(entry.name), b" ".join(argv).decode(errors="replace")[:200]))
     return found
 
@@ -102,6 +104,15 @@ def start_lab(cli_config: Path, *argv: str, until: str) -> subprocess.Popen[str]
         if until in line:
             return proc
     raise AssertionError(f"lab ended before printing {until!r}: {''.join(seen[-20:])}")
+
+
+def snapshots_work(cfg: config.Config, arch: arches.Arch) -> bool:
+    """Whether lab's configured QEMU restores guests of ``arch`` (a table fact: Arch.snapshots_since)."""
+    return emulator.snapshots_work(qemu_store.ensure(cfg), arch)
+
+
+def no_snapshots(arch: arches.Arch) -> str:
+    return f"cold (no snapshots on {arch.name} with QEMU < {'.'.join(map(str, arch.snapshots_since))})"
 
 
 def boot(cfg: config.Config, image: Image, accel: str | None = None, **kwargs: Any) -> AbstractContextManager[Booted]:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from lab import arches, config
+from lab.guests import qemu_store
 from lab.guests.boot import snapshot_key, snapshot_key_of
 from lab.guests.images import Image, ImageStore, verify
 from lab.guests.snapshots import SnapshotStore
@@ -142,11 +143,11 @@ def test_prune_keeps_current_images_only(store: ImageStore, images: dict[str, Im
     abandoned = store.root / ".x86_64-abandoned"
     abandoned.mkdir()
     snaps = SnapshotStore(store.cfg.cache_dir)
-    current_snapshot = snaps.find("x86_64", snapshot_key(store.cfg, images["x86_64"]))
+    current_snapshot = snaps.find("x86_64", snapshot_key(store.cfg, images["x86_64"], qemu_store.ensure(store.cfg)))
     other_qemu = snaps.root / "x86_64-ffffffffffffffff"  # a snapshot of a current image under another QEMU build
     other_qemu.mkdir(parents=True, mode=0o700)
     (other_qemu / "snapshot.json").write_text(json.dumps({"key": "f" * 64, "image": images["x86_64"].key}))
-    deleted = store.prune(lambda arch, key: snapshot_key_of(store.cfg, arch, key))
+    deleted = store.prune(lambda arch, key: [snapshot_key_of(store.cfg, arch, key, qemu_store.ensure(store.cfg))])
     assert other_qemu in deleted and not other_qemu.exists()  # regression (issue 19.7): stale snapshots stayed forever
     assert current_snapshot is None or current_snapshot.dir.exists()
     # The cache is shared: entries of older builder versions are stale too and go with ours; current ones never.
