@@ -43,7 +43,8 @@ def main() -> None:
             for origin, conf in confs.items():
                 wall, log = lab_run(conf, "--repeat", str(args.repeat))
                 walls[origin].append(wall)
-                boots[origin] = ", ".join(sorted(set(re.findall(r"lab: (\w+) up via tcg \(([^)]*\)?)", log)), key=str))
+                found = re.findall(r"lab: (\w+) up via tcg \((restored|cold[^)]*\)?)\)", log)
+                boots[origin] = ", ".join(f"{arch} {how}" for arch, how in sorted(set(found)))
         own, host = (statistics.median(walls[o]) for o in confs)
         for origin in confs:
             print(f"warm lab run --arch all --repeat {args.repeat}, qemu.from {origin}: median {statistics.median(walls[origin]):.2f}s "

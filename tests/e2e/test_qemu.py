@@ -15,7 +15,7 @@ from lab.errors import ImageError
 from lab.guests import emulator, qemu_store
 from lab.guests.images import Image
 from lab.payloads.probe import SCHEMA_VERSION
-from lab.results.store import Store
+from lab.results.store import Sample, Store
 from tests.e2e.conftest import boot
 from tests.e2e.test_cli import lab
 from tests.faults.test_faults import write_config
@@ -42,7 +42,7 @@ def test_every_count_is_the_same_under_the_hosts_qemu_and_labs(cli_config: Path,
         assert axes_ == "" and cell.qemu_origin == mine.describe() and cell.qemu_version == emulator.version(mine, a)
         _, theirs = cells[(arch, variant, "qemu=host")]
 
-        def by(rows: list, stage: str) -> list[tuple[int, int]]:
+        def by(rows: list[Sample], stage: str) -> list[tuple[int, int]]:
             return sorted((s.delta_minflt, s.delta_majflt) for s in rows if s.stage == stage)
 
         lo, hi = min(by(theirs, "entry")), max(by(theirs, "entry"))
