@@ -51,6 +51,15 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "setup: lab needs Python >= 3.11 ($python is $("$python" --version 2>&1))" >&2
     exit 3
 fi
+# pip only when what it installs from changed (an editable install follows the sources by itself): a no-op
+# ./setup.sh takes a fraction of a second instead of pip's ~8 s of resolving. The stamp is written last.
+stamp=.venv/.lab-setup
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) $("$python" -V 2>&1)"
+if [ -x .venv/bin/lab ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    echo "setup: ready (.venv/bin/lab)"
+    exit 0
+fi
+rm -f "$stamp"
 # A venv whose creation was interrupted has no working pip: start it again rather than fail on every rerun.
 if [ -e .venv ] && ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
     echo "setup: .venv is incomplete (no pip); creating it again"
@@ -60,4 +69,5 @@ fi
 # The distribution was called "lab" before it got its own name (qemu-fault-lab); drop the old one.
 if .venv/bin/python -m pip show -q lab >/dev/null 2>&1; then .venv/bin/python -m pip uninstall -q -y lab; fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+echo "$want" > "$stamp"
 echo "setup: ready (.venv/bin/lab)"

@@ -316,14 +316,14 @@ class Runner:
         try:
             rundir.write(self.run_dir, self.run_id, self.cfg, self.plan, meta.git_revision)
             self._emulators()
-            # Builds first, one at a time in this thread (they share caches and both cores); then guests in parallel.
-            prepared = []
-            for g in groups(self.plan):
-                outcome = ArchOutcome(g.label)
-                prepared.append((g, outcome, self._prepare(g, outcome)))
+            # Builds one at a time in this thread (they share caches and both cores); each group's guest starts as soon
+            # as its own builds are done (a pipeline: the first arch measures while the next one builds).
             with ThreadPoolExecutor(max_workers=self.plan.jobs, thread_name_prefix="lab-arch") as pool:
-                futures = [pool.submit(self._arch, *item) for item in prepared]
+                futures = []
                 try:
+                    for g in groups(self.plan):
+                        outcome = ArchOutcome(g.label)
+                        futures.append(pool.submit(self._arch, g, outcome, self._prepare(g, outcome)))
                     for future in as_completed(futures):  # the store is written from this thread only
                         outcomes.append(future.result())
                         self._commit(outcomes[-1])

@@ -16,6 +16,7 @@ import pytest
 from lab import arches, config, deadline
 from lab.errors import BootError
 from lab.guests import boot as boot_mod
+from lab.guests.emulator import HOST
 from lab.guests.images import Image
 from lab.guests.keys import KeyPair
 from lab.guests.qemu import VM, VMSpec
@@ -46,7 +47,7 @@ def test_a_qemu_that_dies_at_once_is_reported_with_its_stderr_not_after_the_dead
     cfg, image = setup
     monkeypatch.setenv("FAKE_QEMU_MODE", "die")
     slow = replace(cfg, timeouts=replace(cfg.timeouts, boot=3600.0))  # if death went unnoticed, this test would hang
-    with pytest.raises(BootError) as caught, boot_mod.boot(slow, image, "tcg", snapshots=False):
+    with pytest.raises(BootError) as caught, boot_mod.boot(slow, image, "tcg", snapshots=False, emulator=HOST):
         pass
     err = caught.value
     assert "QEMU exited with status 3" in err.message, err.message
@@ -70,7 +71,7 @@ def test_cancellation_reaches_the_qmp_wait_of_a_hung_qemu(setup: tuple[config.Co
 
     def worker() -> None:
         try:
-            with boot_mod.boot(slow, image, "tcg", snapshots=False):
+            with boot_mod.boot(slow, image, "tcg", snapshots=False, emulator=HOST):
                 pass
         except BaseException as exc:
             outcome.append(exc)

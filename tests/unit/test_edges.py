@@ -10,7 +10,25 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-TOOLS = ("bash", "env", "sed", "awk", "tr", "grep", "cat", "dirname", "rm", "mkdir", "cp", "touch", "chmod", "tee", "tail")
+TOOLS = (
+    "bash",
+    "env",
+    "sed",
+    "awk",
+    "tr",
+    "grep",
+    "cat",
+    "dirname",
+    "rm",
+    "mkdir",
+    "cp",
+    "touch",
+    "chmod",
+    "tee",
+    "tail",
+    "sha256sum",
+    "cut",
+)
 
 
 def sandbox(tmp_path: Path, packages: str) -> tuple[Path, Path]:
@@ -18,7 +36,8 @@ def sandbox(tmp_path: Path, packages: str) -> tuple[Path, Path]:
     root, bin_ = tmp_path / "repo", tmp_path / "bin"
     (root / "ansible").mkdir(parents=True)
     (root / "tests").mkdir()
-    shutil.copy(REPO / "setup.sh", root / "setup.sh")
+    for name in ("setup.sh", "pyproject.toml", "constraints.txt"):
+        shutil.copy(REPO / name, root / name)
     (root / "ansible" / "host-packages.txt").write_text(packages)
     (root / "tests" / "packages.txt").write_text("")
     bin_.mkdir()
@@ -86,6 +105,31 @@ def test_setup_recreates_a_venv_whose_creation_was_interrupted(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert "incomplete (no pip)" in done.stdout and "setup: ready" in done.stdout
     assert "-m pip install" in (root / ".venv" / "pip.log").read_text()
+
+
+def test_a_second_setup_skips_pip_until_what_it_installs_from_changes(tmp_path: Path) -> None:
+    """A no-op ./setup.sh took ~8 s of pip resolving (part of the first run's budget): it now asks pip only when
+    pyproject.toml, constraints.txt or the Python changed, or the venv has no lab."""
+    root, bin_ = sandbox(tmp_path, "")
+    fake_python = (
+        'case "$1 $2" in\n'
+        '  "-c "*|"-V ") echo Python 3.11.2; exit 0 ;;\n'
+        '  "-m venv") mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; exit 0 ;;\n'
+        '  "-m pip") echo "$*" >> "$(dirname "$0")/../pip.log"\n'
+        '            [ "$3" = install ] && touch "$(dirname "$0")/lab" && chmod +x "$(dirname "$0")/lab"\n'
+        '            [ "$3" = show ] && exit 1; exit 0 ;;\n'
+        "esac\n"
+    )
+    script(bin_ / "python3", fake_python)
+    script(bin_ / "dpkg-query", 'echo "install ok installed"\n')
+    pip_log = root / ".venv" / "pip.log"
+    installs = lambda: pip_log.read_text().count("-m pip install")  # noqa: E731
+    assert run_setup(root, bin_).returncode == 0 and installs() == 1
+    assert run_setup(root, bin_).returncode == 0 and installs() == 1  # nothing changed: no pip at all
+    (root / "constraints.txt").write_text((root / "constraints.txt").read_text() + "\n# changed\n")
+    assert run_setup(root, bin_).returncode == 0 and installs() == 2
+    (root / ".venv" / "bin" / "lab").unlink()
+    assert run_setup(root, bin_).returncode == 0 and installs() == 3
 
 
 def lab(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
