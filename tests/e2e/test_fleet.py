@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from lab import config
+from lab.guests import qemu_store
 from lab.results.store import Store
 from tests.e2e.conftest import REPO, qemu_processes
 from tests.e2e.fleet_hosts import LoopbackHost, free_port, inventory
@@ -91,6 +92,8 @@ def test_the_role_provisions_every_host_and_a_second_provisioning_changes_nothin
     for name, h in hosts.items():
         rendered = yaml.safe_load((h.root / "lab" / "lab.yaml").read_text())
         assert rendered["host"] == name and rendered["paths"]["cache"] == str(h.root / "cache")
+        own = qemu_store.ensure(config.load(conf))  # every host runs the controller's QEMU: its suite and package version
+        assert rendered["qemu"] == {"from": own.origin, "version": own.package_version}
         version = subprocess.run([str(h.root / "lab" / "venv" / "bin" / "lab"), "--version"], capture_output=True, text=True, check=True)
         assert version.stdout.split()[-1] == __import__("lab").__version__  # the controller's version, from its wheel
         # regression: an installed wheel's lab looked for "MultiplexedPath('…/lab/_images')/tiny.yaml"

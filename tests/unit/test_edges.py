@@ -123,7 +123,10 @@ def test_a_second_setup_skips_pip_until_what_it_installs_from_changes(tmp_path: 
     script(bin_ / "python3", fake_python)
     script(bin_ / "dpkg-query", 'echo "install ok installed"\n')
     pip_log = root / ".venv" / "pip.log"
-    installs = lambda: pip_log.read_text().count("-m pip install")  # noqa: E731
+
+    def installs() -> int:
+        return pip_log.read_text().count("-m pip install")
+
     assert run_setup(root, bin_).returncode == 0 and installs() == 1
     assert run_setup(root, bin_).returncode == 0 and installs() == 1  # nothing changed: no pip at all
     (root / "constraints.txt").write_text((root / "constraints.txt").read_text() + "\n# changed\n")

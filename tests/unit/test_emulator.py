@@ -94,3 +94,48 @@ def test_counts_agree_across_an_axis_when_exact_and_entry_within_its_range() -> 
     assert [(r.stage, r.counter) for r in moved if not r.agree] == [("entry", "minflt"), ("touch1", "minflt")]
     assert across.per_cell(moved)[0].differ == ("entry minflt", "touch1 minflt")
     assert across.across([(_cell(""), _samples([6], [256]))], "qemu") == []  # nothing to pair
+
+
+def test_a_suite_without_qemu_for_this_hosts_architecture_is_a_usage_error() -> None:
+    from lab.guests import qemu_store
+
+    class NoQemu:
+        suite, arches = "forky", ("loong64",)
+
+        def names(self, prefix: str) -> set[str]:
+            return {"opensbi"} if prefix == "opensbi" else set()
+
+    with pytest.raises(UserError) as err:
+        qemu_store.wanted(NoQemu(), "")  # type: ignore[arg-type]
+    assert "qemu.from: forky has no qemu-system-x86 for loong64" in err.value.message and "qemu.from: host" in err.value.remedy
+
+    class Split:  # QEMU >= 10: riscv64 has a package of its own, and it is preferred
+        suite, arches = "trixie-backports", ("amd64",)
+
+        def names(self, prefix: str) -> set[str]:
+            return {"qemu-system-x86", "qemu-system-arm", "qemu-system-riscv", "qemu-system-misc", "opensbi"}
+
+    assert qemu_store.wanted(Split(), "1:11") == [  # type: ignore[arg-type]
+        "qemu-system-x86=1:11", "qemu-system-arm=1:11", "qemu-system-riscv=1:11", "opensbi"]  # fmt: skip
+
+
+def test_a_fleet_host_with_another_qemu_is_refused_unless_qemu_is_an_axis(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from lab.fleet import run as fleet_run
+    from lab.guests import qemu_store
+    from lab.measure.plan import RunRequest, make_plan
+
+    cfg = config.load(REPO / "lab.yaml")
+    monkeypatch.setattr(qemu_store, "ensure", lambda cfg, origin=None, pin=None: OWN)
+    monkeypatch.setattr(emulator, "_versions", {tuple(OWN.command(arches.get("x86_64"))): "QEMU emulator version 11.1.3"})
+    same = replace(_cell(""), qemu_version="QEMU emulator version 11.1.3", host="hosta")
+    other = replace(same, qemu_version="QEMU emulator version 7.2.22", qemu_origin="host", host="hostb")
+    plan = make_plan(cfg, RunRequest(arch="x86_64"))
+    assert fleet_run._foreign_qemu(cfg, plan, [same]) == ""
+    why = fleet_run._foreign_qemu(cfg, plan, [same, other])
+    assert why.startswith("host hostb ran x86_64 under QEMU emulator version 7.2.22 (host), not the controller's") and "not merged" in why
+    both = make_plan(cfg, RunRequest(arch="x86_64", axis=("qemu=host,trixie-backports",)))
+    assert fleet_run._foreign_qemu(cfg, both, [same, other]) == ""  # each cell names its QEMU in its identity
+    assert "--axis" in (args := fleet_run.run_args(both, RunRequest())) and "qemu=host,trixie-backports" in args
+    assert not any(a.startswith("qemu=") for a in fleet_run.run_args(plan, RunRequest()))  # the host's provisioned QEMU
