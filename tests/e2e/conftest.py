@@ -46,8 +46,9 @@ def qemu_processes(cache_dir: Path) -> list[tuple[int, str]]:
         except OSError:
             continue
         # argv[0] is the binary, or lab's own QEMU's loader with the binary a few words on (lab.guests.emulator)
-        if state != "Z" and any(b"qemu-system-" in a for a in argv[:4]) and str(cache_dir).encode() in b" ".join(argv):
-            found.append((int(entry.name), b" ".join(argv).decode(errors="replace")[:200]))
+        binary = next((i for i, a in enumerate(argv[:4]) if b"qemu-system-" in a), None)
+        if state != "Z" and binary is not None and str(cache_dir).encode() in b" ".join(argv):
+            found.append((int(entry.name), b" ".join(argv[binary:]).decode(errors="replace")[:200]))  # from the binary on
     return found
 
 
