@@ -1,11 +1,14 @@
 """``lab run``: the whole matrix, end to end, into the store and a run directory.
 
 Lifecycle of a run: user errors are found first (:meth:`Runner.preflight`);
-then a ``running`` row and a run directory are created; images, sysroots and
-payloads are built (sequentially: builds share the cache); then each group
-(an arch's image of one suite) boots **once** and runs all its variants ×
-sizes × run-axes points ``repeat`` times, interleaved, guests in parallel up
-to ``jobs``. Each cell (arch × variant × size × axes) is written with all its
+then a ``running`` row and a run directory are created, and each QEMU origin
+of the run is fetched in the background (lab.guests.qemu_store); images,
+sysroots and payloads are built group by group (sequentially: builds share the
+cache), and each group (an arch's image of one suite under one QEMU) boots
+**once** as soon as its builds are done and runs all its variants × sizes ×
+run-axes points ``repeat`` times, interleaved, guests in parallel up to
+``jobs``. A user error found after the row exists, with nothing stored (a
+``qemu.version`` the suite lacks), removes the row and the run directory. Each cell (arch × variant × size × axes) is written with all its
 samples in one transaction, or recorded as an error with its stage and
 evidence (with the runs that finished before, as evidence); one failing cell
 never stops the others.
