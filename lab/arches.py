@@ -39,10 +39,6 @@ class Arch:
     def snapshots_work(self, qemu_release: tuple[int, ...]) -> bool:
         return qemu_release >= self.snapshots_since
 
-    @property
-    def qemu_package(self) -> str:
-        return self.qemu_packages[0]
-
 
 ARCHES: tuple[Arch, ...] = (
     Arch(

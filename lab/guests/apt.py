@@ -223,8 +223,7 @@ class Apt:
 
     def _memo(self, question: tuple[str, ...], answer: Callable[[], list[Package]]) -> list[Package]:
         """Answers are remembered per list refresh (``resolved.json``): apt-cache takes ~0.5 s a call, a closure ~2 s."""
-        if self.lists_age_hours() is None:
-            self.update(0)
+        self._lists()
         stamp = self.root / "lists" / ".lab-updated"
         memo_key = sha256_text(MEMO_VERSION, str(stamp.stat().st_mtime_ns), self._identity(), *question)
         memo_file = self.root / "resolved.json"
@@ -240,10 +239,14 @@ class Apt:
         write_atomic(memo_file, json.dumps({"stamp": stamp.stat().st_mtime_ns, "answers": answers}))
         return packages
 
-    def names(self, prefix: str) -> set[str]:
-        """Every package name in the lists that starts with ``prefix``."""
+    def _lists(self) -> None:
+        """Lists to answer from: fetched now if there are none from a complete refresh."""
         if self.lists_age_hours() is None:
             self.update(0)
+
+    def names(self, prefix: str) -> set[str]:
+        """Every package name in the lists that starts with ``prefix``."""
+        self._lists()
         return set(self._run(["apt-cache", "pkgnames", prefix], ok_missing=True).split())
 
     def _closure(self, wanted: list[str], arch: str) -> list[Package]:

@@ -9,6 +9,7 @@ argv parts here are pure; :func:`version` runs the binary once per process.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
@@ -73,8 +74,6 @@ def version(emulator: Emulator, arch: Arch) -> str:
     with _versions_lock:
         if command in _versions:
             return _versions[command]
-    import os
-
     try:
         out = subprocess.run(
             [*command, "--version"], capture_output=True, text=True, timeout=20, check=False, env={**os.environ, **emulator.env()}

@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from lab import axes
@@ -45,8 +47,6 @@ DROPPED = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/lint
 def host_arch() -> Arch:
     found = host()
     if found is None:
-        import platform
-
         raise UserError(
             f"qemu.from: lab cannot run a suite's QEMU on a {platform.machine()} host", "use qemu.from: host (the host's own QEMU)"
         )
@@ -132,7 +132,7 @@ def _prove(e: Emulator) -> None:
     offers its arch's machine; otherwise nothing is kept."""
     assert e.root is not None
     for arch in ARCHES:
-        loader, libs, binary = e.command(arch)[0], e.command(arch)[2], e.binary(arch)
+        loader, _, libs, binary = e.command(arch)
         listed = _run(e, [loader, "--library-path", libs, "--list", binary], f"ld.so --list {arch.qemu_binary}")
         outside = [ln.split("=>")[-1].split("(")[0].strip() for ln in listed.splitlines() if "=>" in ln]
         foreign = [p for p in outside if p and not p.startswith(str(e.root))]
@@ -150,7 +150,7 @@ def _prove(e: Emulator) -> None:
             raise ImageError(f"{e.describe()}: {arch.bios_package} has no {arch.bios}", "pick another suite for qemu.from")
 
 
-def _build(work: Path, origin: str, packages: list[Package], debs: dict[str, Path], triplet: str) -> None:
+def _build(work: Path, origin: str, package_version: str, packages: list[Package], debs: dict[str, Path], triplet: str) -> None:
     root = work / "root"
     root.mkdir()
 
@@ -162,11 +162,10 @@ def _build(work: Path, origin: str, packages: list[Package], debs: dict[str, Pat
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="lab-unpack") as pool:
         list(pool.map(unpack, debs.values()))
     for d in DROPPED:
-        subprocess.run(["rm", "-rf", str(root / d)], check=False)
-    qemu = next(p for p in packages if p.name.startswith("qemu-system-"))
+        shutil.rmtree(root / d, ignore_errors=True)
     elf = _elf((root / "usr/bin" / ARCHES[0].qemu_binary).read_bytes())
     interp = interpreter(elf) if elf else None
-    loader = _inside(root, interp or "") or (_inside(root, "usr" + (interp or "")) if interp else None)
+    loader = (_inside(root, interp) or _inside(root, "usr" + interp)) if interp else None
     if loader is None:
         raise ImageError(f"{origin}: the QEMU packages' loader {interp} is not in their closure", "report it")
     module_dir = f"usr/lib/{triplet}/qemu"
@@ -177,7 +176,7 @@ def _build(work: Path, origin: str, packages: list[Package], debs: dict[str, Pat
     record: dict[str, object] = {
         "version": ENTRY_VERSION,
         "origin": origin,
-        "package_version": qemu.version,
+        "package_version": package_version,
         "loader": str(loader.resolve().relative_to(root.resolve())),
         "library_path": lib_dirs,
         "module_dir": module_dir,
@@ -219,7 +218,7 @@ _memo_lock = threading.Lock()
 def ensure(cfg: Config, origin: str | None = None, pin: str | None = None) -> Emulator:
     """The QEMU of ``origin`` (default ``qemu.from``): the host's, or the suite's cache entry, built if missing."""
     origin = origin or cfg.qemu.origin
-    pin = cfg.qemu.version if pin is None and origin == cfg.qemu.origin else (pin or "")
+    pin = _pin(cfg, origin) if pin is None else pin
     if origin == axes.QEMU_HOST:
         return HOST
     key = (str(cfg.cache_dir), origin, pin)
@@ -229,8 +228,14 @@ def ensure(cfg: Config, origin: str | None = None, pin: str | None = None) -> Em
         return _memo[key]
 
 
-def _resolve(cfg: Config, origin: str, pin: str) -> tuple[Apt, list[Package], str]:
-    """The private apt, the packages and the cache entry's name of ``origin``'s QEMU (no download)."""
+def _pin(cfg: Config, origin: str) -> str:
+    """The configured ``qemu.version``: it pins the configured origin only."""
+    return cfg.qemu.version if origin == cfg.qemu.origin else ""
+
+
+def _resolve(cfg: Config, origin: str, pin: str) -> tuple[Apt, list[Package], str, str]:
+    """The private apt, the packages, the QEMU packages' version and the cache entry's name of ``origin``'s QEMU
+    (no download)."""
     apt = suite_apt(cfg, origin)
     apt.update(cfg.apt.refresh_hours)
     names = wanted(apt, pin)
@@ -244,9 +249,9 @@ def _resolve(cfg: Config, origin: str, pin: str) -> tuple[Apt, list[Package], st
         raise ImageError(
             f"the QEMU packages of {origin} do not resolve: {exc.message}", "run again later or pick another qemu.from"
         ) from None
-    qemu = next(p for p in packages if p.name.startswith("qemu-system-"))
-    name = f"{origin}-{qemu.version.split(':')[-1]}-" + sha256_text(ENTRY_VERSION, *(f"{p.spec} {p.sha256}" for p in packages))[:12]
-    return apt, packages, name
+    version = next(p.version for p in packages if p.name.startswith("qemu-system-"))
+    name = f"{origin}-{version.split(':')[-1]}-" + sha256_text(ENTRY_VERSION, *(f"{p.spec} {p.sha256}" for p in packages))[:12]
+    return apt, packages, version, name
 
 
 def _cache(cfg: Config) -> BuildCache:
@@ -254,13 +259,12 @@ def _cache(cfg: Config) -> BuildCache:
 
 
 def _ensure(cfg: Config, origin: str, pin: str) -> Emulator:
-    apt, packages, name = _resolve(cfg, origin, pin)
-    qemu = next(p for p in packages if p.name.startswith("qemu-system-"))
+    apt, packages, version, name = _resolve(cfg, origin, pin)
     cache = _cache(cfg)
 
     def build(work: Path) -> None:
-        log.info("unpacking QEMU %s from %s (%d packages)", qemu.version, origin, len(packages))
-        _build(work, origin, packages, apt.download(packages, cfg.cache_dir / "debs"), host_arch().triplet)
+        log.info("unpacking QEMU %s from %s (%d packages)", version, origin, len(packages))
+        _build(work, origin, version, packages, apt.download(packages, cfg.cache_dir / "debs"), host_arch().triplet)
 
     entry = cache.ensure(name, build, _verify)
     return _emulator(entry.path / "root", read_record(entry.path / RECORD, "lab rebuilds it"))
@@ -274,17 +278,12 @@ def origins(cfg: Config) -> list[str]:
 def prune(cfg: Config) -> list[Path]:
     """Delete QEMU entries (and abandoned builds) that no origin of ``cfg`` uses now; what was deleted."""
     cache = _cache(cfg)
-    keep = {_resolve(cfg, o, cfg.qemu.version if o == cfg.qemu.origin else "")[2] for o in origins(cfg) if o != axes.QEMU_HOST}
+    keep = {_resolve(cfg, o, _pin(cfg, o))[3] for o in origins(cfg) if o != axes.QEMU_HOST}
     doomed = [d for d in cache.entries() if d.name not in keep]
     for d in doomed:
         with cache.lock(d.name):
-            subprocess.run(["rm", "-rf", str(d)], check=False)
+            shutil.rmtree(d, ignore_errors=True)
     return doomed + cache.sweep()
-
-
-def with_origin(cfg: Config, origin: str) -> Config:
-    """``cfg`` with ``qemu.from`` set to ``origin`` (no version pin unless it is the configured origin)."""
-    return cfg if origin == cfg.qemu.origin else replace(cfg, qemu=replace(cfg.qemu, origin=origin, version=""))
 
 
 def entry_of(e: Emulator) -> Path | None:

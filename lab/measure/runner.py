@@ -8,10 +8,10 @@ cache), and each group (an arch's image of one suite under one QEMU) boots
 **once** as soon as its builds are done and runs all its variants × sizes ×
 run-axes points ``repeat`` times, interleaved, guests in parallel up to
 ``jobs``. A user error found after the row exists, with nothing stored (a
-``qemu.version`` the suite lacks), removes the row and the run directory. Each cell (arch × variant × size × axes) is written with all its
-samples in one transaction, or recorded as an error with its stage and
-evidence (with the runs that finished before, as evidence); one failing cell
-never stops the others.
+``qemu.version`` the suite lacks), removes the row and the run directory.
+Each cell (arch × variant × size × axes) is written with all its samples in
+one transaction, or recorded as an error with its stage and evidence (with the
+runs that finished before, as evidence); one failing cell never stops the others.
 Boot and SSH failures are retried once; a measurement is never retried. The run
 ends ``complete``, ``failed`` (some cell errored) or ``incomplete``
 (interrupted: QEMU is shut down, nothing half-written remains).

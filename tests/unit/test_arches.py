@@ -30,7 +30,7 @@ def test_select_all_and_lists_keep_table_order_without_duplicates() -> None:
 def test_every_row_is_complete_and_names_are_unique() -> None:
     seen: set[str] = set()
     for a in arches.ARCHES:
-        assert a.qemu_binary.startswith("qemu-system-") and a.qemu_package and a.console and a.triplet
+        assert a.qemu_binary.startswith("qemu-system-") and a.qemu_packages and a.console and a.triplet
         assert (a.bios is None) == (a.bios_package is None)
         assert a.kernel_format in ("as-is", "pvh")
         mine = {k.lower() for k in (a.name, a.uname, a.debian, *a.aliases)}
