@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -37,11 +38,13 @@ def bare(cfg: config.Config, repeat: int, file_bytes: int) -> dict[str, float]:
         started = time.monotonic()
         with boot(cfg, image) as b:
             up = time.monotonic() - started
-            remotes = measure.install(b.guest, built)
+            remotes = measure.install(b.guest, built, None)
             t = time.monotonic()
             for _ in range(repeat):
                 for remote in remotes.values():
-                    b.guest.run(measure.probe_command(remote, 1 << 20, file_bytes=file_bytes))  # one SSH call per run: the bare cost
+                    b.guest.run(
+                        shlex.join(measure.probe_argv(remote, 1 << 20, file_bytes=file_bytes))
+                    )  # one SSH call per run: the bare cost
             runs = time.monotonic() - t
         out[arch.name] = up + runs
         print(f"bare {arch.name}: boot-to-ssh {up:.2f}s + {repeat * len(VARIANTS)} probe runs {runs:.2f}s", file=sys.stderr)

@@ -36,6 +36,7 @@ class Streamed:
     stderr: str
     exited: int | None  # None: given up (see ``stalled``)
     stalled: str | None
+    raw: bytes = b""  # stdout's bytes as they came (framed output is parsed from these)
 
 
 class HostKeyRejected(GuestError):
@@ -208,7 +209,7 @@ class Guest:
         finally:
             chan.close()
         stalled = None if status is not None else why
-        return Streamed(out.decode(errors="replace"), err.decode(errors="replace"), status, stalled)
+        return Streamed(out.decode(errors="replace"), err.decode(errors="replace"), status, stalled, bytes(out))
 
     def put(self, local: Path, remote: str) -> None:
         """Upload over SFTP (the image ships sftp-server for dropbear)."""

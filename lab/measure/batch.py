@@ -1,11 +1,13 @@
-"""Many probe runs in one SSH round trip: a guest-side script with per-run deadlines, and its parser.
+"""Many probe runs in one SSH round trip: the job file for the guest's runner, and the parser of what it streams back.
 
-Each run starts in a session (and process group) of its own, with a watchdog
-that SIGKILLs the whole group at the run's deadline: a hanging probe costs one
-run, not the batch, and a hung re-executed probe child dies with its parent
-(``timeout`` would kill one process only). Each run's stdout, stderr and exit
-status come back between markers, as soon as the run ends, and are judged
-separately. Pure: builds text, parses text.
+The guest side is ``payloads/runner.c`` (lab-runner, static, built per arch):
+each run starts in a session (and process group) of its own, one timer in the
+runner SIGKILLs the whole group at the run's deadline (a hanging probe costs
+one run, not the batch, and a hung re-executed probe child dies with its
+parent), and each run's stdout, stderr and exit status come back framed with
+their byte lengths, as soon as the run ends. A frame is taken whole or not at
+all: after a frame that does not parse, nothing more is believed. Pure: builds
+bytes, parses bytes.
 """
 
 from __future__ import annotations
@@ -14,12 +16,29 @@ import shlex
 from dataclasses import dataclass
 
 MARK = "@@LAB"
+RUN, END = f"{MARK}-RUN ", f"{MARK}-END "  # a frame's first line and its trailer (the stall detector counts trailers)
+MAGIC = b"LAB-JOBS 1\n"
+PATH = "/usr/sbin:/usr/bin"  # every job's PATH (a job sees only the environment it is given)
+SHELL = "/bin/sh"
 
 
 @dataclass(frozen=True)
 class Job:
-    key: str  # opaque to the guest: identifies the run on the way back (no spaces)
-    command: str  # a complete, already-quoted guest command
+    key: str  # opaque to the guest: identifies the run on the way back (no white space)
+    argv: tuple[str, ...]  # argv[0] is an absolute path (the runner execs it; no PATH search)
+    env: tuple[tuple[str, str], ...] = ()  # the job's whole environment besides PATH
+    writes: tuple[tuple[str, str], ...] = ()  # (path, text) written in the job's process before the exec (e.g. THP)
+
+    @classmethod
+    def shell(cls, key: str, command: str) -> Job:
+        """A job that is a shell command (tests, and the loader statistics' redirections)."""
+        return cls(key, (SHELL, "-c", command))
+
+    def describe(self) -> str:
+        """The job as one shell-like line, for evidence: the writes, the environment, the argv."""
+        writes = "".join(f"echo {shlex.quote(text)} > {path} && " for path, text in self.writes)
+        env = "".join(f"{name}={shlex.quote(value)} " for name, value in self.env)
+        return writes + env + shlex.join(self.argv)
 
 
 @dataclass(frozen=True)
@@ -28,7 +47,7 @@ class Outcome:
     status: int  # exit status (128 + N: killed by signal N); -1 = no result came back
     stdout: str
     stderr: str
-    deadline: bool = False  # the per-run watchdog fired (it leaves a mark before it kills)
+    deadline: bool = False  # the runner's per-run timer killed it
     oom_kills: int = 0  # processes the guest's OOM killer killed during this run (/proc/vmstat oom_kill)
 
     def why(self) -> str:
@@ -42,54 +61,65 @@ class Outcome:
         return f"exit status {self.status}"
 
 
-def script(jobs: list[Job], per_run_seconds: int, workdir: str = "/tmp/lab-batch") -> str:
-    """A POSIX sh script running ``jobs`` in order, each under a deadline, reporting between markers.
-
-    It is shipped to the guest as a file (never as a command string: its length grows with the jobs). The
-    watchdog marks a run before killing it, and a failed run reports how many processes the OOM killer killed
-    meanwhile, so a SIGKILL is attributed to the deadline or the OOM killer, never guessed from 137."""
-    oom = "awk '$1 == \"oom_kill\" {print $2}' /proc/vmstat 2>/dev/null || echo 0"
-    lines = [f"rm -rf {workdir}", f"mkdir -p {workdir}", f"o=$({oom})"]  # no mark or output of an earlier round
-    for i, job in enumerate(jobs):
-        if any(c.isspace() for c in job.key):
-            raise ValueError(f"job key {job.key!r} contains white space")
-        out, err, mark = f"{workdir}/{i}.out", f"{workdir}/{i}.err", f"{workdir}/{i}.deadline"
-        lines += [
-            f"setsid sh -c {shlex.quote(job.command)} >{out} 2>{err} </dev/null & p=$!",
-            f'setsid sh -c "sleep {per_run_seconds}; : >{mark}; kill -KILL -$p" >/dev/null 2>&1 </dev/null & w=$!',
-            "wait $p; rc=$?; kill -KILL -$w 2>/dev/null; d=0; k=0",
-            f"[ -e {mark} ] && d=1",
-            f"n=$({oom}); [ $rc -ne 0 ] && k=$((n - o)); o=$n",  # this run's OOM kills only
-            f"echo '{MARK}-BEGIN {job.key}'; cat {out}; echo; echo '{MARK}-STDERR'; cat {err}; echo; echo \"{MARK}-END $rc $d $k\"",
-        ]
-    return "\n".join(lines) + "\n"
+def _record(tag: str, text: str) -> bytes:
+    data = text.encode()
+    if b"\0" in data:
+        raise ValueError(f"a job field holds a NUL byte: {text!r}")
+    return f"{tag} {len(data)}\n".encode() + data + b"\n"
 
 
-def _ints(text: str) -> list[int] | None:
-    fields = text.split()
-    if len(fields) != 3 or not all(f.lstrip("-").isdigit() for f in fields):
-        return None
-    return [int(f) for f in fields]
+def job_file(jobs: list[Job]) -> bytes:
+    """The runner's input (see payloads/runner.c): shipped to the guest as a file, never inside a command string
+    (its size grows with the jobs). Raises ValueError for a job the runner would refuse."""
+    out = [MAGIC]
+    for job in jobs:
+        if not job.key or any(c.isspace() for c in job.key) or len(job.key) > 200:
+            raise ValueError(f"job key {job.key!r} is empty, too long or contains white space")
+        if not job.argv or not job.argv[0].startswith("/"):
+            raise ValueError(f"job {job.key}: argv[0] must be an absolute path: {job.argv!r}")
+        if any(not name or "=" in name for name, _ in job.env):
+            raise ValueError(f"job {job.key}: bad environment name in {job.env!r}")
+        out.append(_record("K", job.key))
+        out += [_record("A", a) for a in job.argv]
+        out += [_record("E", f"{name}={value}") for name, value in (("PATH", PATH), *job.env)]
+        for path, text in job.writes:
+            out += [_record("W", path), _record("V", text)]
+        out.append(_record("R", ""))
+    return b"".join(out)
 
 
-def parse(text: str, jobs: list[Job]) -> list[Outcome]:
-    """Outcomes in job order; a job whose block is missing or garbled (the batch died) gets status -1."""
+def _frame(raw: bytes, pos: int) -> tuple[Outcome, int] | str:
+    """The frame at ``pos`` and where the next one starts, or why it is not one."""
+    nl = raw.find(b"\n", pos)
+    if not raw.startswith(RUN.encode(), pos) or nl < 0:
+        return "no frame header"
+    fields = raw[pos + len(RUN) : nl].split(b" ")
+    if len(fields) != 6 or not all(f.lstrip(b"-").isdigit() for f in fields[1:]):
+        return f"bad frame header {raw[pos:nl][:120]!r}"
+    key = fields[0].decode(errors="replace")
+    status, deadline, oom, out_len, err_len = (int(f) for f in fields[1:])
+    body = nl + 1
+    trailer = f"\n{END}{key}\n".encode()
+    end = body + out_len + err_len
+    if out_len < 0 or err_len < 0 or raw[end : end + len(trailer)] != trailer:
+        return f"frame of {key} is cut short or its lengths are wrong"
+    stdout = raw[body : body + out_len].decode(errors="replace").strip("\n")
+    stderr = raw[body + out_len : end].decode(errors="replace").strip("\n")
+    return Outcome(key, status, stdout, stderr, deadline=deadline == 1, oom_kills=max(0, oom)), end + len(trailer)
+
+
+def parse(raw: bytes, jobs: list[Job]) -> list[Outcome]:
+    """Outcomes in job order. Frames are read in order while each parses whole; from the first that does not (a
+    garbled or cut frame, an unknown or repeated key), nothing more is believed, and every job without a frame
+    gets status -1 saying why."""
+    wanted = {j.key for j in jobs}
     found: dict[str, Outcome] = {}
-    key: str | None = None
-    part, out, err = "", [], []
-    for line in text.splitlines():
-        if line.startswith(f"{MARK}-BEGIN "):
-            key, part, out, err = line.split(" ", 1)[1], "out", list[str](), list[str]()
-        elif line == f"{MARK}-STDERR" and key is not None:
-            part = "err"
-        elif line.startswith(f"{MARK}-END ") and key is not None:
-            fields = _ints(line.split(" ", 1)[1])
-            stdout, stderr = "\n".join(out).strip("\n"), "\n".join(err).strip("\n")
-            if fields is None:
-                found[key] = Outcome(key, -1, stdout, stderr or "garbled end marker: " + line)
-            else:
-                found[key] = Outcome(key, fields[0], stdout, stderr, deadline=fields[1] == 1, oom_kills=max(0, fields[2]))
-            key = None
-        elif key is not None:
-            (out if part == "out" else err).append(line)
-    return [found.get(j.key, Outcome(j.key, -1, "", "no result: the batch ended before this run")) for j in jobs]
+    pos, why = 0, "the batch ended before this run"
+    while pos < len(raw):
+        frame = _frame(raw, pos)
+        if isinstance(frame, str) or frame[0].key not in wanted or frame[0].key in found:
+            problem = frame if isinstance(frame, str) else f"unexpected frame for {frame[0].key!r}"
+            why = f"the runner's output is garbled at byte {pos} ({problem}): nothing from there on is taken"
+            break
+        found[frame[0].key], pos = frame
+    return [found.get(j.key, Outcome(j.key, -1, "", f"no result: {why}")) for j in jobs]

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from lab.deadline import check
 from lab.errors import GuestError
@@ -30,8 +31,10 @@ from lab.payloads.probe import ProbeOutputError, ProbeResult
 from lab.payloads.probe import parse as parse_probe
 
 REMOTE_DIR = "/tmp/lab-payloads"
-BATCH_SCRIPT = f"{REMOTE_DIR}/round.sh"
+RUNNER_REMOTE = f"{REMOTE_DIR}/lab-runner"  # payloads/runner.c, uploaded with the payloads
+JOB_FILE = f"{REMOTE_DIR}/jobs"
 PROBE_CHILD_ENV = "LAB_PROBE_CHILD"  # names the re-executing parent's PID (payloads/fault_probe.c)
+RUNNER_REMEDY = "rebuild it with `lab payloads build --arch ARCH` (lab-runner is built per arch like the probe)"
 
 
 def stall_seconds(per_run_seconds: int) -> int:
@@ -42,7 +45,7 @@ def stall_seconds(per_run_seconds: int) -> int:
 CellKey = tuple[str, int, int]  # (variant name, buffer size, index of the run-axes point)
 
 
-def probe_command(
+def probe_argv(
     remote: str,
     size: int,
     file: str | None = TEST_FILE_PATH,
@@ -50,8 +53,8 @@ def probe_command(
     reexec: bool = True,
     file_bytes: int = 0,
     warm: bool = False,
-) -> str:
-    """The guest shell command for one probe run. Pure."""
+) -> tuple[str, ...]:
+    """The argv of one probe run. Pure."""
     argv = [remote, "--size", str(size)]
     if file:
         argv += ["--file", file, "--order", order]
@@ -61,37 +64,60 @@ def probe_command(
             argv.append("--warm")
     if not reexec:
         argv.append("--no-reexec")
-    return shlex.join(argv)
+    return tuple(argv)
 
 
-def point_command(remote: str, size: int, file_bytes: int, point: Mapping[str, str], set_thp: bool, tracer: str | None = None) -> str:
-    """One probe run at a point of the run axes (lab.axes): THP set in the guest first when the run varies it,
-    the page-cache state and read order as probe flags, glibc tunables in the environment. With ``tracer``
-    (fault-trace's path in the guest), the probe runs under it, launched by the tracer instead of re-executing
-    itself (the tracer plays the re-executing parent: the probe runs as in lab run), so its counters include the
-    tracer's fork, which the trace reports apart. Pure."""
-    probe = probe_command(remote, size, order=point.get("order", "random"), file_bytes=file_bytes, warm=point.get("cache") == "warm")
-    env = f"GLIBC_TUNABLES={shlex.quote(point['tunables'])} " if point.get("tunables") else ""
-    thp = f"echo {shlex.quote(point['thp'])} > {THP_CONTROL} && " if set_thp else ""
-    launcher = f"{shlex.quote(tracer)} --env-ppid {PROBE_CHILD_ENV} -- " if tracer else ""
-    return f"{thp}{env}exec {launcher}{probe}"
+def probe_command(remote: str, size: int, file: str | None = TEST_FILE_PATH, reexec: bool = True) -> str:
+    """:func:`probe_argv` as one shell command (for a guest shell: ``lab exec``, tests). Pure."""
+    return shlex.join(probe_argv(remote, size, file, reexec=reexec))
+
+
+def point_job(
+    key: str, remote: str, size: int, file_bytes: int, point: Mapping[str, str], set_thp: bool, tracer: str | None = None
+) -> batch.Job:
+    """One probe run at a point of the run axes (lab.axes): THP written in the run's process first when the run
+    varies it, the page-cache state and read order as probe flags, glibc tunables in the environment. With
+    ``tracer`` (fault-trace's path in the guest), the probe runs under it, launched by the tracer instead of
+    re-executing itself (the tracer plays the re-executing parent: the probe runs as in lab run), so its counters
+    include the tracer's fork, which the trace reports apart. Pure."""
+    probe = probe_argv(remote, size, order=point.get("order", "random"), file_bytes=file_bytes, warm=point.get("cache") == "warm")
+    env = (("GLIBC_TUNABLES", point["tunables"]),) if point.get("tunables") else ()
+    writes = ((THP_CONTROL, point["thp"]),) if set_thp else ()
+    launcher = (tracer, "--env-ppid", PROBE_CHILD_ENV, "--") if tracer else ()
+    return batch.Job(key, (*launcher, *probe), env, writes)
+
+
+def runner_failed(done: Streamed) -> str | None:
+    """Why the guest's runner did not do its job (it is missing, for another arch, or refused the job file)."""
+    if done.stalled or done.exited in (0, None):
+        return None
+    said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+    return f"the guest runner {RUNNER_REMOTE} failed (exit status {done.exited}: {said[-1][:200] if said else 'no output'})"
 
 
 def run_batch(guest: Guest, jobs: list[batch.Job], per_run_seconds: int) -> tuple[Streamed, list[batch.Outcome]]:
-    """One round trip: the jobs' script shipped as a file (its size is unbounded; a command string is not), then
-    run and streamed back (see :mod:`lab.measure.batch`). A guest that cannot take the file counts as stalled."""
+    """One round trip: the jobs' file shipped (its size is unbounded; a command string is not), then the guest's
+    runner streams each run back as it ends (see :mod:`lab.measure.batch`). A guest that cannot take the file
+    counts as stalled."""
     try:
-        guest.put_bytes(batch.script(jobs, per_run_seconds).encode(), BATCH_SCRIPT)
+        guest.put_bytes(batch.job_file(jobs), JOB_FILE)
     except GuestError as exc:
         done = Streamed("", "", None, exc.message)
     else:
-        done = guest.stream(f"sh {BATCH_SCRIPT}", stall_seconds(per_run_seconds), f"{batch.MARK}-END")
-    return done, batch.parse(done.stdout, jobs)
+        done = guest.stream(f"{RUNNER_REMOTE} {JOB_FILE} {per_run_seconds}", stall_seconds(per_run_seconds), batch.END)
+    outcomes = batch.parse(done.raw, jobs)
+    failed = runner_failed(done)
+    if failed:
+        outcomes = [o if o.status != -1 else replace(o, stderr=f"{failed}; {RUNNER_REMEDY}") for o in outcomes]
+    return done, outcomes
 
 
-def install(guest: Guest, payloads: list[Payload]) -> dict[str, str]:
-    """Upload each payload (SFTP); returns variant name → path in the guest."""
+def install(guest: Guest, payloads: list[Payload], runner: Path | None) -> dict[str, str]:
+    """Upload the runner (rounds need it: :func:`run_batch`) and each payload (SFTP); returns variant name → path
+    in the guest."""
     guest.run(f"mkdir -p {REMOTE_DIR}")
+    if runner is not None:
+        guest.put(runner, RUNNER_REMOTE)
     paths = {}
     for p in payloads:
         remote = f"{REMOTE_DIR}/{p.variant.name}"
@@ -126,12 +152,12 @@ class RawRun:
     point: int = 0  # index of the run-axes point
 
 
-def _judge(name: str, job: batch.Job, out: batch.Outcome, size: int, file_bytes: int) -> ProbeResult | Failure:
+def _judge(name: str, job: batch.Job, out: batch.Outcome, size: int, file_bytes: int, cold: bool) -> ProbeResult | Failure:
     if out.status != 0:
         why = out.why()
         if out.oom_kills:
             why += " (raise guest.memory_mib, or measure a smaller --size)"
-        evidence = f"command: {job.command}\nstderr: {out.stderr[-2000:]}\nstdout: {out.stdout[:2000]}"
+        evidence = f"command: {job.describe()}\nstderr: {out.stderr[-2000:]}\nstdout: {out.stdout[:2000]}"
         return Failure("payload", f"{name}: probe failed ({why})", evidence)
     try:
         result = parse_probe(out.stdout)
@@ -143,6 +169,10 @@ def _judge(name: str, job: batch.Job, out: batch.Outcome, size: int, file_bytes:
     want_pages = file_bytes // result.facts.page_size if file_bytes else None
     if want_pages is not None and result.file is not None and result.file.pages > want_pages:
         return Failure("parse", f"{name}: the probe read {result.file.pages} file pages, more than {want_pages}", out.stdout[:4000])
+    # A cold run that found part of the test file cached would count fewer major faults: an error, not a sample.
+    if cold and result.file is not None and result.file.resident_before:
+        why = f"{result.file.resident_before} of the test file's {result.file.pages} pages were still cached after the eviction"
+        return Failure("payload", f"{name}: a cold run started warm: {why}", out.stdout[:4000])
     return result
 
 
@@ -163,7 +193,7 @@ def measure(
     for r in range(repeat):
         on_round(r)
         jobs = [
-            batch.Job(f"{name}:{size}:{pi}:{r}", point_command(remotes[name], size, file_bytes, point, set_thp))
+            point_job(f"{name}:{size}:{pi}:{r}", remotes[name], size, file_bytes, point, set_thp)
             for pi, point in enumerate(points)
             for size in sizes
             for name in remotes
@@ -173,16 +203,22 @@ def measure(
             break
         check()  # an interrupted run starts no new round
         done, outcomes = run_batch(guest, jobs, per_run_seconds)
+        failed = runner_failed(done)
         for job, out in zip(jobs, outcomes, strict=True):
             name, size_text, pi, _ = job.key.split(":")
             cell = cells[(name, int(size_text), int(pi))]
             if out.status == -1 and done.stalled:
                 cell.failure = Failure(
-                    "payload", f"{guest.name} {name}: guest stopped answering: {done.stalled}", f"command: {job.command}"
+                    "payload", f"{guest.name} {name}: guest stopped answering: {done.stalled}", f"command: {job.describe()}"
+                )
+                continue
+            if out.status == -1 and failed:
+                cell.failure = Failure(
+                    "payload", f"{guest.name} {name}: {failed}; {RUNNER_REMEDY.replace('ARCH', guest.name)}", done.stderr[-2000:]
                 )
                 continue
             on_raw(RawRun(name, int(size_text), r, out, int(pi)))
-            judged = _judge(f"{guest.name} {name}", job, out, int(size_text), file_bytes)
+            judged = _judge(f"{guest.name} {name}", job, out, int(size_text), file_bytes, points[int(pi)].get("cache") != "warm")
             if isinstance(judged, Failure):
                 cell.failure = judged
             else:

@@ -44,6 +44,7 @@ class Prepared:
     image: Image
     payloads: dict[str, Payload]
     reseed: Path | None  # the arch's reseed helper: restored guests need it (lab.guests.boot; None: boot cold)
+    runner: Path  # the arch's lab-runner (payloads/runner.c): it runs each round in the guest (lab.measure.batch)
     tracer: Payload | None = None  # with --explain
     files: GuestFiles | None = None  # the guest's files on the host, for attribution (with --explain)
 

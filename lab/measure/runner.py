@@ -49,7 +49,7 @@ from lab.guests.qemu import shutdown_all
 from lab.measure import engine, libc, rundir, tracing
 from lab.measure.groups import ArchOutcome, Group, Prepared, Summary, groups, make_cell
 from lab.measure.plan import Plan
-from lab.payloads.build import PayloadStore, reseed_helper
+from lab.payloads.build import RUNNER, PayloadStore, guest_tool, reseed_helper
 from lab.results.store import CellError, RunMeta, Sample, Store, new_run_id
 from lab.version import __version__
 
@@ -126,6 +126,7 @@ class Runner:
             payloads = {v.name: p for v, p in zip(self.plan.variants, built, strict=True)}
             tracer = tracing.build_tracer(self.cfg, g.arch, g.suite) if self.plan.explain else None
             reseed = reseed_helper(self.cfg, g.arch, g.suite)
+            runner = guest_tool(self.cfg, g.arch, RUNNER, g.suite)
         except UserError:
             raise
         except LabError as exc:
@@ -139,7 +140,7 @@ class Runner:
             uploads = {f"{engine.REMOTE_DIR}/{name}": p.binary for name, p in payloads.items()}
             files = tracing.guest_files(self.cfg, image, g.suite, uploads)
         self.progress(g.label, "waiting for a guest slot")
-        return Prepared(image, payloads, reseed, tracer, files)
+        return Prepared(image, payloads, reseed, runner, tracer, files)
 
     def _fail_group(self, g: Group, outcome: ArchOutcome, stage: str, exc: LabError, attempts: int) -> None:
         evidence = "\n".join(x for x in (exc.details, *(f"log: {p}" for p in exc.logs)) if x)
@@ -182,7 +183,7 @@ class Runner:
 
     def _run_cells(self, g: Group, prep: Prepared, b: Booted, outcome: ArchOutcome, attempts: int) -> None:
         image, payloads = prep.image, prep.payloads
-        remotes = engine.install(b.guest, list(payloads.values()))
+        remotes = engine.install(b.guest, list(payloads.values()), prep.runner)
         musl = libc.guest_musl_version(b.guest) if any(v.libc == "musl" for v in self.plan.variants) else None
         raw_dir = self.run_dir / "raw" / g.arch.name
         points = self.plan.run_points()

@@ -128,13 +128,13 @@ def trace_cells(
 ) -> list[Traced]:
     """Trace every (variant, size, point) once; glibc's dynamic variants also print LD_DEBUG statistics."""
     jobs = [
-        batch.Job(f"t:{name}:{size}:{pi}", engine.point_command(remotes[name], size, file_bytes, point, set_thp, tracer=TRACER_REMOTE))
+        engine.point_job(f"t:{name}:{size}:{pi}", remotes[name], size, file_bytes, point, set_thp, tracer=TRACER_REMOTE)
         for pi, point in enumerate(points)
         for size in sizes
         for name in remotes
     ]
     stats = [n for n in remotes if (variant(n).libc, variant(n).linkage) == ("glibc", "dynamic")]  # LD_DEBUG is glibc's loader's
-    jobs += [batch.Job(f"ld:{n}", f"{LD_STATS} {shlex.quote(remotes[n])} --size 4096 --no-reexec 2>&1 >/dev/null") for n in stats]
+    jobs += [batch.Job.shell(f"ld:{n}", f"{LD_STATS} {shlex.quote(remotes[n])} --size 4096 --no-reexec 2>&1 >/dev/null") for n in stats]
     _, results = engine.run_batch(guest, jobs, per_run_seconds)
     outcomes = dict(zip((j.key for j in jobs), results, strict=True))
     parsed: dict[engine.CellKey, trace_mod.Trace] = {}

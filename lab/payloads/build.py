@@ -49,6 +49,7 @@ class Program:
 PROBE = Program("fault-probe", "fault_probe.c")
 TRACER = Program("fault-trace", "fault_trace.c")  # built as one static variant per arch: it runs in any image
 RESEED = Program("lab-reseed", "reseed.c")  # reseeds a restored guest's CRNG; static musl: a few KiB to upload
+RUNNER = Program("lab-runner", "runner.c")  # runs a round's probe runs in the guest (lab.measure.batch); static musl
 
 
 class BuildError(ImageError):
@@ -205,12 +206,17 @@ def verify(d: Path) -> str | None:
     return check_files(d, {str(info.get("program", PROBE.binary)): {"sha256": info.get("sha256")}})
 
 
+def guest_tool(cfg: Config, arch: Arch, program: Program, suite: str | None = None) -> Path:
+    """One of lab's own guest-side programs (static musl, so it runs in any image), built and cached like a payload."""
+    return PayloadStore(cfg, suite=suite, program=program).ensure(arch, variant("musl-static")).binary
+
+
 def reseed_helper(cfg: Config, arch: Arch, suite: str | None = None) -> Path | None:
     """The arch's reseed helper (payloads/reseed.c, static musl), built and cached like every payload.
     :func:`lab.guests.boot.boot` restores a snapshot only with it: it reseeds each restored guest's CRNG. A helper
     that cannot be built costs the restore, never the command: a warning, and the guest boots cold."""
     try:
-        return PayloadStore(cfg, suite=suite, program=RESEED).ensure(arch, variant("musl-static")).binary
+        return guest_tool(cfg, arch, RESEED, suite)
     except UserError:
         raise
     except LabError as exc:

@@ -23,7 +23,7 @@ from lab.guests import boot as boot_mod
 from lab.guests import emulator, qemu_store
 from lab.guests.boot import Booted
 from lab.guests.images import Image, ImageStore
-from lab.payloads.build import reseed_helper
+from lab.payloads.build import RUNNER, guest_tool, reseed_helper
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,3 +119,8 @@ def no_snapshots(arch: arches.Arch) -> str:
 def boot(cfg: config.Config, image: Image, accel: str | None = None, **kwargs: Any) -> AbstractContextManager[Booted]:
     """lab.guests.boot.boot as lab's commands call it: with the arch's reseed helper, so snapshots restore."""
     return boot_mod.boot(cfg, image, accel, reseed=reseed_helper(cfg, image.arch), **kwargs)
+
+
+def runner(cfg: config.Config, arch: str) -> Path:
+    """The arch's lab-runner (payloads/runner.c), as lab run uploads it with the payloads."""
+    return guest_tool(cfg, arches.get(arch), RUNNER)

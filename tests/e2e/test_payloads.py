@@ -14,6 +14,7 @@ from lab.payloads.build import Payload, PayloadStore
 from lab.payloads.probe import ProbeResult
 from lab.payloads.probe import parse as parse_probe
 from lab.payloads.variants import VARIANTS
+from tests.e2e.conftest import runner
 
 SIZE = 1 << 20
 ARCH_NAMES = [a.name for a in arches.ARCHES]
@@ -44,7 +45,7 @@ def arch_runs(request: pytest.FixtureRequest, cfg: config.Config, images: dict[s
         with boot(cfg, images[name]) as b:
             g = b.guest
             page = int(g.run("awk '/KernelPageSize/ {print $2 * 1024; exit}' /proc/self/smaps").stdout)
-            remotes = measure.install(g, payloads[name])
+            remotes = measure.install(g, payloads[name], runner(cfg, name))
             cells = measure.measure(g, remotes, (SIZE,), repeat=2, per_run_seconds=int(cfg.timeouts.scaled("command")))
             assert all(c.failure is None for c in cells.values()), {k: c.failure for k, c in cells.items()}
             by_variant = {name: c.results for (name, _, _), c in cells.items()}

@@ -311,7 +311,7 @@ def test_names_and_paths_reach_the_guest_as_data(cfg: config.Config, images: dic
     real = PayloadStore(cfg).ensure(arch, variant("musl-static"))
     evil = replace(real, variant=Variant("x'; touch pwned; echo \"$(id)\" 'y z", "musl", "static", "clang-musl"))
     with boot(cfg, images["riscv64"], "tcg") as b:
-        remotes = measure.install(b.guest, [evil])
+        remotes = measure.install(b.guest, [evil], None)
         [remote] = remotes.values()
         result = parse_probe(b.guest.run(measure.probe_command(remote, 4096, file=None)).stdout)
         assert result.facts.variant == "musl-static"

@@ -19,7 +19,7 @@ from lab.measure import batch, engine
 from lab.measure.plan import RunRequest
 from lab.payloads.probe import parse as parse_probe
 from lab.results.store import Cell, CellError, Store
-from tests.e2e.conftest import boot, start_lab
+from tests.e2e.conftest import boot, runner, start_lab
 from tests.faults.test_faults import write_config
 
 # lab's default QEMU (trixie-backports, 11.1) restores every arch of the table, riscv64 included
@@ -39,10 +39,10 @@ def measured(cfg: config.Config, out: Path, req: RunRequest) -> tuple[str, list[
 def test_a_round_of_200_runs_goes_through_the_guests_dropbear(cfg: config.Config, images: dict[str, Image]) -> None:
     """Regression: the round's script went as one SSH command string, and dropbear refuses commands over 9000 bytes
     (20 probe runs failed the whole arch as "the SSH connection was lost")."""
-    jobs = [batch.Job(f"j{i}", f"echo {i}-{'x' * 200}") for i in range(200)]
-    assert len(batch.script(jobs, 30)) > 9000 * 5
+    jobs = [batch.Job.shell(f"j{i}", f"echo {i}-{'x' * 200}") for i in range(200)]
+    assert len(batch.job_file(jobs)) > 9000 * 5
     with boot(cfg, images["x86_64"], "tcg") as b:
-        b.guest.run(f"mkdir -p {engine.REMOTE_DIR}")
+        engine.install(b.guest, [], runner(cfg, "x86_64"))
         done, outcomes = engine.run_batch(b.guest, jobs, 30)
     assert done.stalled is None and done.exited == 0
     assert [(o.key, o.status, o.stdout) for o in outcomes] == [(f"j{i}", 0, f"{i}-{'x' * 200}") for i in range(200)]
@@ -119,10 +119,10 @@ def test_a_probe_the_guests_oom_killer_kills_is_named_as_such(cfg: config.Config
 
 
 def test_a_run_the_deadline_kills_says_so(cfg: config.Config, images: dict[str, Image]) -> None:
-    hung = batch.Job("h", "sleep 600")
-    killed = batch.Job("k", "kill -KILL $$")  # a SIGKILL that is not lab's deadline
+    hung = batch.Job.shell("h", "sleep 600")
+    killed = batch.Job.shell("k", "kill -KILL $$")  # a SIGKILL that is not lab's deadline
     with boot(cfg, images["x86_64"], "tcg") as b:
-        b.guest.run(f"mkdir -p {engine.REMOTE_DIR}")
+        engine.install(b.guest, [], runner(cfg, "x86_64"))
         _, (h, k) = engine.run_batch(b.guest, [hung, killed], 2)
     assert (h.status, h.deadline, h.why()) == (137, True, "killed by the per-run deadline")
     assert (k.status, k.deadline, k.oom_kills) == (137, False, 0) and "not by lab's deadline" in k.why()
@@ -137,8 +137,8 @@ def test_probe_output_of_a_healthy_run_still_parses(cfg: config.Config, images: 
     p = PayloadStore(cfg).ensure(arch, variant("musl-static"))
     size = 4096  # bytes asked of the probe (a buffer size, not a page count)
     with boot(cfg, images["x86_64"], "tcg") as b:
-        remotes = engine.install(b.guest, [p])
-        _, [o] = engine.run_batch(b.guest, [batch.Job("p", engine.probe_command(remotes["musl-static"], size, file=None))], 30)
+        remotes = engine.install(b.guest, [p], runner(cfg, "x86_64"))
+        _, [o] = engine.run_batch(b.guest, [batch.Job("p", engine.probe_argv(remotes["musl-static"], size, file=None))], 30)
     assert (o.status, o.deadline, o.oom_kills) == (0, False, 0)
     assert parse_probe(o.stdout).facts.buffer_size == size
 

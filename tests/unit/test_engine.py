@@ -13,7 +13,8 @@ SIZE = GOLDEN["facts"]["buffer_size"]
 
 
 def block(key: str, stdout: str, status: int = 0) -> str:
-    return f"{batch.MARK}-BEGIN {key}\n{stdout}\n{batch.MARK}-STDERR\n\n{batch.MARK}-END {status} 0 0\n"
+    """One run's frame as lab-runner writes it (payloads/runner.c)."""
+    return f"{batch.RUN}{key} {status} 0 0 {len(stdout.encode())} 0\n{stdout}\n{batch.END}{key}\n"
 
 
 class FakeGuest:
@@ -33,7 +34,7 @@ class FakeGuest:
         assert len(command) < 100, "the round's script goes as a file, never in the command string"
         out, stalled = self.rounds[self.calls]
         self.calls += 1
-        return Streamed(out, "", None if stalled else 0, stalled)
+        return Streamed(out, "", None if stalled else 0, stalled, out.encode())
 
 
 def test_a_probe_that_measured_another_buffer_is_refused() -> None:
@@ -94,12 +95,47 @@ def test_a_guest_that_never_opens_a_session_is_a_stall_not_a_hang() -> None:
     assert done.exited is None and done.stalled is not None and "no session within 3s (guest frozen?)" in done.stalled
 
 
-def test_run_axes_become_guest_commands() -> None:
-    """Issue 11: THP is set in the guest before each run when the run varies it; cache and order are probe flags; tunables env."""
+def test_run_axes_become_guest_jobs() -> None:
+    """Issue 11: THP is written in the run's process before the exec when the run varies it; cache and order are
+    probe flags; tunables the environment."""
     point = {"thp": "always", "cache": "warm", "order": "seq", "tunables": "glibc.malloc.mmap_threshold=65536"}
-    assert engine.point_command("/p/v", 8 << 20, 1 << 20, point, set_thp=True) == (
-        "echo always > /sys/kernel/mm/transparent_hugepage/enabled && GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536 "
-        "exec /p/v --size 8388608 --file /scratch/probe.dat --order seq --file-bytes 1048576 --warm"
+    assert engine.point_job("k", "/p/v", 8 << 20, 1 << 20, point, set_thp=True) == batch.Job(
+        "k",
+        ("/p/v", "--size", "8388608", "--file", "/scratch/probe.dat", "--order", "seq", "--file-bytes", "1048576", "--warm"),
+        (("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536"),),
+        (("/sys/kernel/mm/transparent_hugepage/enabled", "always"),),
     )
     plain = {"thp": "never", "cache": "cold", "order": "random", "tunables": ""}
-    assert engine.point_command("/p/v", 4096, 0, plain, set_thp=False) == "exec /p/v --size 4096 --file /scratch/probe.dat --order random"
+    assert engine.point_job("k", "/p/v", 4096, 0, plain, set_thp=False) == batch.Job(
+        "k", ("/p/v", "--size", "4096", "--file", "/scratch/probe.dat", "--order", "random")
+    )
+
+
+def test_a_cold_run_that_found_the_file_cached_is_an_error_not_a_sample() -> None:
+    """Issue 21: on the virtio disk a run once reported resident_before 1 and file_read 1 minor + 255 major."""
+    partly = {**GOLDEN, "file": {**GOLDEN["file"], "resident_before": 1}}
+    guest = FakeGuest([(block(f"v:{SIZE}:0:0", json.dumps(partly)), None)])
+    cells = engine.measure(guest, {"v": "/p/v"}, (SIZE,), repeat=1, per_run_seconds=5)  # type: ignore[arg-type]
+    failure = cells[("v", SIZE, 0)].failure
+    assert failure is not None and cells[("v", SIZE, 0)].results == []
+    assert failure.stage == "payload" and "a cold run started warm: 1 of the test file's" in failure.message
+    warm = FakeGuest([(block(f"v:{SIZE}:0:0", json.dumps(partly)), None)])
+    ok = engine.measure(warm, {"v": "/p/v"}, (SIZE,), 1, 5, points=({"cache": "warm"},))  # type: ignore[arg-type]
+    assert ok[("v", SIZE, 0)].failure is None  # a warm run finds the file cached by design
+
+
+def test_a_runner_that_does_not_run_fails_every_cell_with_a_remedy() -> None:
+    """Issue 21: a runner missing or built for another arch: one line naming it and the remedy, no sample."""
+
+    class Broken(FakeGuest):
+        def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
+            self.calls += 1
+            return Streamed("", "sh: /tmp/lab-payloads/lab-runner: Exec format error", 126, None)
+
+    guest = Broken([])
+    cells = engine.measure(guest, {"a": "/p/a", "b": "/p/b"}, (SIZE,), repeat=3, per_run_seconds=5)  # type: ignore[arg-type]
+    assert guest.calls == 1
+    for cell in cells.values():
+        assert cell.results == [] and cell.failure is not None and cell.failure.stage == "payload"
+        assert "the guest runner /tmp/lab-payloads/lab-runner failed (exit status 126: sh: " in cell.failure.message
+        assert "lab payloads build --arch arm64" in cell.failure.message

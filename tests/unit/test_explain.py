@@ -193,14 +193,21 @@ def test_sections_name_the_gaps_between_them() -> None:
 
 def test_traced_probe_runs_as_lab_run_launches_it() -> None:
     """The tracer plays the re-executing parent (--env-ppid), so the probe keeps its launch mode."""
-    cmd = engine.point_command(
-        "/tmp/lab-payloads/glibc-dynamic", 1 << 20, 0, {"tunables": "glibc.malloc.mmap_threshold=4096"}, False, tracer=tracing.TRACER_REMOTE
+    job = engine.point_job(
+        "k",
+        "/tmp/lab-payloads/glibc-dynamic",
+        1 << 20,
+        0,
+        {"tunables": "glibc.malloc.mmap_threshold=4096"},
+        False,
+        tracer=tracing.TRACER_REMOTE,
     )
-    assert cmd == (
-        "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096 exec /tmp/lab-payloads/fault-trace --env-ppid LAB_PROBE_CHILD -- "
-        "/tmp/lab-payloads/glibc-dynamic --size 1048576 --file /scratch/probe.dat --order random"
-    )
-    assert "--no-reexec" not in cmd
+    assert job.env == (("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=4096"),)
+    assert job.argv == (
+        "/tmp/lab-payloads/fault-trace", "--env-ppid", "LAB_PROBE_CHILD", "--",
+        "/tmp/lab-payloads/glibc-dynamic", "--size", "1048576", "--file", "/scratch/probe.dat", "--order", "random",
+    )  # fmt: skip
+    assert "--no-reexec" not in job.argv
 
 
 def test_ld_statistics_note_drops_pids() -> None:
