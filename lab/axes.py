@@ -45,6 +45,35 @@ SUITES: tuple[Suite, ...] = (
     Suite("trixie-backports", ("amd64", "arm64", "riscv64"), base="trixie"),
     Suite("forky", ("amd64", "arm64", "riscv64")),
 )
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A block device the scratch file system can live on (guest.scratch, the ``scratch`` axis)."""
+
+    name: str
+    device: str  # what /scratch is mounted from in the guest
+    cmdline: str  # what the kernel command line tells /init ("": nothing)
+    at_init: bool  # mounted by /init, before any snapshot (guest memory), or by lab after every boot and restore
+    help: str
+
+
+SCRATCHES: tuple[Scratch, ...] = (
+    Scratch(
+        "ram", "/dev/ram0", "lab.scratch=ram", True,
+        "a RAM disk (brd) in guest memory holding a copy of the scratch image: a major fault reads memory, not an emulated disk",
+    ),
+    Scratch(
+        "disk", "/dev/vda", "", False,
+        "the virtio disk itself: major faults go through QEMU's virtio-blk (for timing real storage under KVM)",
+    ),
+)  # fmt: skip
+
+
+def scratch(name: str) -> Scratch:
+    return next(s for s in SCRATCHES if s.name == name)
+
+
 QEMU_HOST = "host"  # qemu.from / the qemu axis: the host's own qemu-system-* (else a suite's, lab.guests.qemu_store)
 # The default qemu.from: QEMU 11.1 (>= 10.2 has the riscv64 timer-migration fix) on Debian stable's libraries; a
 # backports suite moves far less often than testing (forky), and every move is a new qemu_version for baselines.
@@ -58,6 +87,7 @@ AXES: tuple[Axis, ...] = (
         "the Debian suite of the guest's userland and libc (the kernel stays the recipe's)",
     ),
     Axis("qemu", (QEMU_HOST, *(s.name for s in SUITES)), "boot", "the emulator: the host's QEMU or a suite's (qemu.from)"),
+    Axis("scratch", tuple(s.name for s in SCRATCHES), "boot", "the block device under the test file (guest.scratch): ram or disk"),
     Axis("thp", ("never", "madvise", "always"), "run", "transparent huge pages, set in the guest before each run"),
     Axis("cache", ("cold", "warm"), "run", "the test file's page-cache state for the file stages: evicted, or read in first"),
     Axis("order", ("random", "seq"), "run", "the order file_read visits the test file's pages"),

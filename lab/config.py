@@ -1,8 +1,5 @@
-"""Typed, frozen configuration loaded once from ``lab.yaml``.
-
-Every error names the file, the dotted key, the bad value and what is allowed.
-Relative paths are resolved against the directory holding the config file.
-"""
+"""Typed, frozen configuration loaded once from ``lab.yaml``. Every error names the file, the dotted key, the bad
+value and what is allowed. Relative paths are resolved against the directory holding the config file."""
 
 from __future__ import annotations
 
@@ -35,6 +32,7 @@ class GuestConfig:
     kernel_args: tuple[str, ...]
     transparent_hugepage: str
     snapshots: bool = True  # restore booted TCG guests from a saved snapshot (lab.guests.snapshots)
+    scratch: str = "ram"  # the block device under the test file (lab.axes.SCRATCHES)
 
 
 @dataclass(frozen=True)
@@ -225,10 +223,8 @@ def find() -> Path:
     for c in looked:
         if c.exists():
             return c
-    raise UserError(
-        "no config file: looked at " + ", ".join(str(c) for c in looked),
-        f"pass --config FILE, set LAB_CONFIG, or copy lab.yaml to {looked[-1]}",
-    )
+    why = "no config file: looked at " + ", ".join(str(c) for c in looked)
+    raise UserError(why, f"pass --config FILE, set LAB_CONFIG, or copy lab.yaml to {looked[-1]}")
 
 
 def load(path: Path | str | None = None, results: Path | str | None = None) -> Config:
@@ -279,6 +275,7 @@ def parse(raw: object, file: Path, results: Path | str | None = None) -> Config:
         kernel_args=g.strings("kernel_args", ("quiet", "panic=-1", "norandmaps")),
         transparent_hugepage=g.text("transparent_hugepage", "never", THP_MODES),
         snapshots=g.boolean("snapshots", True),
+        scratch=g.text("scratch", "ram", tuple(x.name for x in axes.SCRATCHES)),
     )
     g.finish()
 

@@ -88,8 +88,8 @@ def provision(cfg: Config, inv: Path, limit: tuple[str, ...] = ()) -> Provisione
 def _owed(plan: Plan, arches_: tuple[str, ...]) -> list[tuple[str, str, int, str]]:
     """(arch, variant, size, axes) of every cell a host owed for ``arches_``."""
     return [
-        (arch.name, v.name, size, plan.identity(suite, point, qemu))
-        for arch, suite, qemu in plan.groups()
+        (arch.name, v.name, size, plan.identity(boot, point))
+        for arch, boot in plan.groups()
         if arch.name in arches_
         for point in plan.run_points()
         for v in plan.variants

@@ -18,10 +18,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import axes
 from lab.arches import Arch
+from lab.axes import Scratch
 from lab.config import Config
 from lab.deadline import Cancelled, Deadline, cancelled
-from lab.errors import BootError, GuestError
+from lab.errors import BootError, GuestError, ImageError
 from lab.guests import accel as accel_mod
 from lab.guests import emulator as emulator_mod
 from lab.guests import qemu_store
@@ -29,7 +31,7 @@ from lab.guests import snapshots as snapshots_mod
 from lab.guests.emulator import Emulator
 from lab.guests.images import Image
 from lab.guests.keys import client_key
-from lab.guests.protocol import FAIL_MARKER, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT, THP_CONTROL
+from lab.guests.protocol import FAIL_MARKER, RAM_MODULE, READY_MARKER, SCRATCH_MOUNT, THP_CONTROL
 from lab.guests.qemu import VM, VMSpec, free_port, kernel_cmdline, qemu_argv, tail
 from lab.guests.qmp import QMP
 from lab.guests.snapshots import SnapshotStore
@@ -54,6 +56,7 @@ class BootInfo:
     boot: str = "cold"  # cold | restored | cold (why not restored / not saved)
     qemu_version: str = ""  # the QEMU that ran it (`--version`'s first line)
     qemu_origin: str = ""  # where that QEMU came from: host, or SUITE PACKAGE-VERSION
+    scratch: str = ""  # the block device under the test file (guest.scratch: lab.axes.SCRATCHES)
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def _spec(
         kernel=image.kernel,
         initrd=image.initrd,
         scratch=image.scratch,
-        append=kernel_cmdline(arch, cfg.guest.transparent_hugepage, cfg.guest.kernel_args),
+        append=kernel_cmdline(arch, cfg.guest.transparent_hugepage, cfg.guest.kernel_args, cfg.guest.scratch),
         memory_mib=cfg.guest.memory_mib,
         cpus=cfg.guest.cpus,
         accel=accel,
@@ -156,7 +159,7 @@ def snapshot_key_of(cfg: Config, arch: Arch, image_key: str, emulator: Emulator)
         kernel=placeholder,
         initrd=placeholder,
         scratch=placeholder,
-        append=kernel_cmdline(arch, cfg.guest.transparent_hugepage, cfg.guest.kernel_args),
+        append=kernel_cmdline(arch, cfg.guest.transparent_hugepage, cfg.guest.kernel_args, cfg.guest.scratch),
         memory_mib=cfg.guest.memory_mib,
         cpus=cfg.guest.cpus,
         accel="tcg",
@@ -190,12 +193,24 @@ SEED_REMOTE = "/tmp/lab-seed"  # its seed from the host (0600; the helper delete
 SEED_BYTES = 64
 
 
-def _post_boot(restored: bool, scratch: bool, thp: str) -> str:
+def scratch_problem(cfg: Config, image: Image) -> ImageError | None:
+    """Why ``image`` cannot put its scratch file system where guest.scratch says (its kernel has no RAM disk)."""
+    if cfg.guest.scratch != "ram" or image.ram_disk:
+        return None
+    return ImageError(
+        f"{image.arch.name}: guest.scratch: ram needs the kernel's {RAM_MODULE} module, and {image.kernel_release} has none",
+        "set guest.scratch: disk (or --axis scratch=disk), or use a kernel built with CONFIG_BLK_DEV_RAM=m",
+    )
+
+
+def _post_boot(restored: bool, scratch: Scratch | None, thp: str) -> str:
     """The first command in every guest. After a restore: prove the timers fire (a restored riscv64 guest's did
     not), set the wall clock (the snapshot's is stale) and reseed the CRNG from the host's seed (every guest
     restored from one snapshot starts from the same RNG state). Then the configured THP mode, set through sysfs
     and read back (the kernel ignores ``transparent_hugepage=`` below 512 MiB of RAM, so the command line alone
-    is not enough), and the scratch disk (never part of a snapshot). Pure apart from the clock it embeds."""
+    is not enough), and the scratch file system: on the virtio disk, mounted now (a disk is never part of a
+    snapshot); on the RAM disk, mounted by /init (guest memory: the snapshot holds it) and checked. Pure apart from
+    the clock it embeds."""
     steps = []
     if restored:
         steps += ["sleep 0.01", f"date -s @{int(time.time())} >/dev/null", f"{RESEED_REMOTE} {SEED_REMOTE}"]
@@ -203,8 +218,11 @@ def _post_boot(restored: bool, scratch: bool, thp: str) -> str:
     steps.append(
         f'{{ grep -qF {shlex.quote(f"[{thp}]")} {THP_CONTROL} || {{ echo "THP is $(cat {THP_CONTROL}), not {thp}" >&2; false; }}; }}'
     )
-    if scratch:
-        steps.append(f"mount -t ext4 -o noatime {SCRATCH_DEVICE} {SCRATCH_MOUNT}")
+    if scratch and not scratch.at_init:
+        steps.append(f"mount -t ext4 -o noatime {scratch.device} {SCRATCH_MOUNT}")
+    elif scratch:
+        mounted = f"{scratch.device} {SCRATCH_MOUNT} ext4 "
+        steps.append(f'{{ grep -q "^{mounted}" /proc/mounts || {{ echo "{SCRATCH_MOUNT} is not {scratch.device}" >&2; false; }}; }}')
     return " && ".join(steps)
 
 
@@ -227,6 +245,8 @@ def boot(
     ``emulator``: the QEMU build to run (default: ``qemu.from``'s, lab.guests.qemu_store).
     """
     arch = image.arch
+    if problem := scratch_problem(cfg, image):
+        raise problem
     e = emulator or qemu_store.ensure(cfg)
     log_dir = log_dir or new_log_dir(cfg, arch.name)
     memo = accel_mod.KvmMemo(cfg.cache_dir / "accel.json")
@@ -296,7 +316,10 @@ def boot(
                 guest.put_bytes(secrets.token_bytes(SEED_BYTES), SEED_REMOTE, 0o600)
             # Bounded: a restored guest whose timers are dead hangs in its first sleep (lab.guests.snapshots).
             done = guest.run(
-                _post_boot(is_restored, image.scratch.exists(), cfg.guest.transparent_hugepage), timeout=cfg.timeouts.scaled("restore")
+                _post_boot(
+                    is_restored, axes.scratch(cfg.guest.scratch) if image.scratch.exists() else None, cfg.guest.transparent_hugepage
+                ),
+                timeout=cfg.timeouts.scaled("restore"),
             )
             if done.exited != 0:
                 why = (done.stderr.strip() or done.stdout.strip())[-300:] or "no output"
@@ -329,6 +352,7 @@ def boot(
             boot=path,
             qemu_version=emulator_mod.version(e, arch),
             qemu_origin=e.describe(),
+            scratch=cfg.guest.scratch,
         )
         log.info("%s up via %s (%s) in %.2fs (ssh on 127.0.0.1:%d)", arch.name, accel, path, ssh_seconds, info.port)
         yield Booted(vm, guest, info)

@@ -25,6 +25,7 @@ from typing import Any
 
 import jinja2
 
+from lab import axes
 from lab.arches import ARCHES, Arch, get
 from lab.axes import SUITES
 from lab.cache import BuildCache, check_files, file_lock, read_record
@@ -35,13 +36,13 @@ from lab.guests import elf, kernel
 from lab.guests.apt import Apt, Package, first_dependency
 from lab.guests.initramfs import Tree, deb_tar, write_cpio
 from lab.guests.keys import KeyPair, client_key, host_key
-from lab.guests.protocol import FAIL_MARKER, GATEWAY, GUEST_IP, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT, TEST_FILE
+from lab.guests.protocol import FAIL_MARKER, GATEWAY, GUEST_IP, RAM_MODULE, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT, TEST_FILE
 from lab.guests.recipes import Recipe, load_recipe
 from lab.guests.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "3"  # bump when the builder's output changes for equal inputs
+BUILDER_VERSION = "4"  # bump when the builder's output changes for equal inputs
 ARTIFACTS = ("kernel", "initrd.cpio", "scratch.ext4")
 
 
@@ -71,6 +72,11 @@ class Image:
     def kernel_release(self) -> str:
         return str(self.manifest["kernel_release"])
 
+    @property
+    def ram_disk(self) -> bool:
+        """Whether its kernel has the RAM disk driver guest.scratch: ram needs (lab.guests.protocol.RAM_MODULE)."""
+        return bool(self.manifest.get("ram_disk"))
+
 
 def image_key(recipe_text: str, arch: Arch, packages: list[Package], client_pub: str, host_pub: str) -> str:
     """The content address of an image: a hash of every input that shapes it."""
@@ -78,7 +84,7 @@ def image_key(recipe_text: str, arch: Arch, packages: list[Package], client_pub:
     return sha256_text(BUILDER_VERSION, recipe_text, arch.name, arch.debian, pkgs, client_pub, host_pub)
 
 
-def render_init(recipe: Recipe, arch: Arch, modules: list[str]) -> str:
+def render_init(recipe: Recipe, arch: Arch, modules: list[str], ram_disk: bool = True) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     template = env.from_string(recipe.init.read_text())
     return template.render(
@@ -86,6 +92,8 @@ def render_init(recipe: Recipe, arch: Arch, modules: list[str]) -> str:
         hostname=f"lab-{arch.name}",
         scratch_mount=SCRATCH_MOUNT,
         scratch_device=SCRATCH_DEVICE,
+        ram=axes.scratch("ram") if ram_disk else None,
+        ram_module=f"/usr/lib/modules/lab/{RAM_MODULE}.ko",
         guest_ip=GUEST_IP,
         gateway=GATEWAY,
         ready_marker=READY_MARKER,
@@ -179,8 +187,8 @@ class ImageStore:
         for pkg in packages:
             with deb_tar(debs[pkg.name]) as tar:
                 tree.add_tar(tar, self.recipe.exclude)
-        kernel_release, modules = self._add_kernel(tree, debs[kernel_pkg.name], work / "kernel", arch)
-        self._add_system(tree, arch, modules, client, hostk)
+        kernel_release, modules, ram_disk = self._add_kernel(tree, debs[kernel_pkg.name], work / "kernel", arch)
+        self._add_system(tree, arch, modules, ram_disk, client, hostk)
         problems = elf.check_closure(tree, self.recipe.check, ("usr/lib/" + arch.triplet, "usr/lib", "usr/lib64"))
         if problems:
             raise ImageError(
@@ -202,6 +210,7 @@ class ImageStore:
             "kernel_package": {"name": kernel_pkg.name, "version": kernel_pkg.version},
             "packages": [{"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256} for p in packages],
             "modules": modules,
+            "ram_disk": ram_disk,  # the kernel's brd is in the image (guest.scratch: ram)
             "host_key": hostk.public,
             "files": {name: {"sha256": sha256_file(work / name), "size": (work / name).stat().st_size} for name in ARTIFACTS},
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -210,8 +219,10 @@ class ImageStore:
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         log.info("built %s %s image %s-%s in %.1fs", self.suite, arch.name, arch.name, key[:16], manifest["build_seconds"])
 
-    def _add_kernel(self, tree: Tree, deb: Path, kernel_out: Path, arch: Arch) -> tuple[str, list[str]]:
-        """Write the kernel image to ``kernel_out``; put the recipe's modules (and deps) in the tree."""
+    def _add_kernel(self, tree: Tree, deb: Path, kernel_out: Path, arch: Arch) -> tuple[str, list[str], bool]:
+        """Write the kernel image to ``kernel_out``; put the recipe's modules (and deps) in the tree, and the RAM disk
+        driver when the kernel has one (/init loads it with its size only for guest.scratch: ram). Returns the
+        release, the modules /init loads at every boot (dependencies first) and whether the RAM disk is there."""
         release = None
         compressed: dict[str, tuple[str, bytes]] = {}
         with deb_tar(deb) as tar:
@@ -229,11 +240,14 @@ class ImageStore:
             raise ImageError(f"{deb.name} holds no boot/vmlinu* image", "check kernel.package in the recipe")
         modules = {name: _Lazy(path, data) for name, (path, data) in compressed.items()}
         order = elf.module_load_order(self.recipe.modules, modules)
-        for mod in order:
+        ram_disk = RAM_MODULE in modules
+        if ram_disk:
+            order += [m for m in elf.module_load_order([RAM_MODULE], modules) if m not in order and m != RAM_MODULE]
+        for mod in (*order, *([RAM_MODULE] if ram_disk else [])):
             tree.file(f"usr/lib/modules/lab/{mod}.ko", modules[mod].data)
-        return release, order
+        return release, order, ram_disk
 
-    def _add_system(self, tree: Tree, arch: Arch, modules: list[str], client: KeyPair, hostk: KeyPair) -> None:
+    def _add_system(self, tree: Tree, arch: Arch, modules: list[str], ram_disk: bool, client: KeyPair, hostk: KeyPair) -> None:
         """usr-merge links, console node, accounts, keys and /init."""
         for link in ("bin", "sbin", "lib"):
             tree.symlink(link, f"usr/{link}")
@@ -252,7 +266,7 @@ class ImageStore:
         tree.dir("root/.ssh", 0o700)
         tree.file("root/.ssh/authorized_keys", client.public + " lab-client\n", 0o600)
         tree.file("etc/dropbear/host_key", hostk.private.read_bytes(), 0o600)
-        tree.file("init", render_init(self.recipe, arch, modules), 0o755)
+        tree.file("init", render_init(self.recipe, arch, modules, ram_disk), 0o755)
 
     def _make_scratch(self, out: Path, key: str) -> None:
         """An ext4 image made with ``mke2fs -d`` (no loop mounts), holding the probe's test file."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from lab import axes
 from lab.arches import Arch
 from lab.deadline import Deadline, check
 from lab.errors import BootError, InfraError
@@ -57,8 +58,10 @@ class VMSpec:
     emulator: Emulator = HOST  # which QEMU build runs it (lab.guests.emulator)
 
 
-def kernel_cmdline(arch: Arch, thp: str, extra: tuple[str, ...]) -> str:
-    return " ".join((f"console={arch.console}", "rdinit=/init", f"transparent_hugepage={thp}", *extra))
+def kernel_cmdline(arch: Arch, thp: str, extra: tuple[str, ...], scratch: str) -> str:
+    """The guest kernel's command line; ``scratch`` (lab.axes.SCRATCHES) tells /init where the scratch lives."""
+    told = axes.scratch(scratch).cmdline
+    return " ".join((f"console={arch.console}", "rdinit=/init", f"transparent_hugepage={thp}", *extra, *([told] if told else [])))
 
 
 def _opt(path: Path) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import axes
 from lab.arches import Arch
 from lab.config import Config
 from lab.errors import LabError
@@ -44,7 +45,7 @@ class SmokeResult:
     console_log: str = ""
 
 
-def check_facts(arch: Arch, facts: dict[str, str], thp: str) -> list[str]:
+def check_facts(arch: Arch, facts: dict[str, str], thp: str, scratch: str) -> list[str]:
     """What is wrong with a guest's facts (pure)."""
     problems = []
     if facts.get("machine") != arch.uname:
@@ -53,8 +54,9 @@ def check_facts(arch: Arch, facts: dict[str, str], thp: str) -> list[str]:
         problems.append(f"page size unreadable: {facts.get('page_size')!r}")
     if f"[{thp}]" not in facts.get("thp", ""):
         problems.append(f"THP is {facts.get('thp')!r}, expected [{thp}]")
-    if facts.get("scratch") != "/dev/vda ext4":
-        problems.append(f"scratch disk is {facts.get('scratch')!r}, expected '/dev/vda ext4'")
+    want = f"{axes.scratch(scratch).device} ext4"  # guest.scratch's device (lab.axes.SCRATCHES)
+    if facts.get("scratch") != want:
+        problems.append(f"scratch is {facts.get('scratch')!r}, expected {want!r} (guest.scratch: {scratch})")
     return problems
 
 
@@ -70,7 +72,7 @@ def smoke(
             for key, command in FACTS.items():
                 result = b.guest.run(command)
                 facts[key] = result.stdout.strip() if result.ok else f"error: {result.stderr.strip()}"
-            problems = check_facts(arch, facts, cfg.guest.transparent_hugepage)
+            problems = check_facts(arch, facts, cfg.guest.transparent_hugepage, cfg.guest.scratch)
             return SmokeResult(
                 arch.name,
                 not problems,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab.arches import Arch
+from lab.config import Config
 from lab.explain.sources import GuestFiles
 from lab.guests.boot import Booted
 from lab.guests.images import Image
@@ -21,20 +22,31 @@ log = __import__("logging").getLogger(__name__)
 
 @dataclass(frozen=True)
 class Group:
-    """The cells one guest measures: an arch's image of one suite."""
+    """The cells one guest measures: an arch's guest at one boot point (suite, QEMU, scratch device: lab.axes)."""
 
     arch: Arch
-    suite: str
-    qemu: str  # the QEMU's origin (qemu.from, or the qemu axis's value)
-    label: str  # for progress lines: the arch, plus suite and QEMU when a run spans several
+    boot: tuple[tuple[str, str], ...]  # every boot axis's value, in table order
+    label: str  # for progress lines: the arch, plus the boot axes' values where a run spans several
 
     @property
     def slug(self) -> str:
         return self.label.replace("/", "-")
 
+    @property
+    def suite(self) -> str:
+        return dict(self.boot)["suite"]
+
+    @property
+    def qemu(self) -> str:
+        return dict(self.boot)["qemu"]  # the QEMU's origin (qemu.from, or the qemu axis's value)
+
+    def config(self, cfg: Config) -> Config:
+        """``cfg`` as this group's guest boots under it: the scratch device is a guest setting."""
+        return replace(cfg, guest=replace(cfg.guest, scratch=dict(self.boot)["scratch"]))
+
 
 def groups(plan: Plan) -> list[Group]:
-    return [Group(a, s, q, label) for (a, s, q), label in zip(plan.groups(), plan.labels(), strict=True)]
+    return [Group(a, tuple(b.items()), label) for (a, b), label in zip(plan.groups(), plan.labels(), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,7 @@ def make_cell(
         thp=thp_mode(f.thp),
         qemu_version=b.info.qemu_version,
         qemu_origin=b.info.qemu_origin,
+        scratch=b.info.scratch,
         accel=b.info.accel,
         probe_schema=SCHEMA_VERSION,
         attempts=attempts,

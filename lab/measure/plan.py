@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -63,25 +64,30 @@ class Plan:
         return self.values("suite")
 
     def labels(self) -> list[str]:
-        """One progress label per guest: the arch, plus its suite and QEMU where the run spans several."""
-        suites, qemus = len(self.suites) > 1, len(self.values("qemu")) > 1
-        return [a.name + (f"/{s}" if suites else "") + (f"/qemu-{q}" if qemus else "") for a, s, q in self.groups()]
+        """One progress label per guest: the arch, plus each boot axis's value where the run spans several."""
+        several = [a.name for a in axes_mod.AXES if a.where == "boot" and len(self.values(a.name)) > 1]
+        return [a.name + "".join(f"/{b[n]}" if n == "suite" else f"/{n}-{b[n]}" for n in several) for a, b in self.groups()]
 
-    def groups(self) -> list[tuple[Arch, str, str]]:
-        """(arch, suite, QEMU origin) of every guest: the arches each suite ships (bookworm has no riscv64)."""
-        return [(a, s, q) for q in self.values("qemu") for s in self.suites for a in self.arches if a.debian in axes_mod.suite(s).debian]
+    def boot_points(self) -> list[dict[str, str]]:
+        """Every combination of the boot axes' values (one guest per arch each), in table order."""
+        names = [a.name for a in axes_mod.AXES if a.where == "boot"]
+        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.values(n) for n in names))]
+
+    def groups(self) -> list[tuple[Arch, dict[str, str]]]:
+        """(arch, boot point) of every guest: the arches each suite ships (bookworm has no riscv64)."""
+        return [(a, b) for b in self.boot_points() for a in self.arches if a.debian in axes_mod.suite(b["suite"]).debian]
 
     def skipped(self) -> list[str]:
         return [f"Debian {s} does not ship {a.name}: its cells are skipped" for s in self.suites for a in self.arches
                 if a.debian not in axes_mod.suite(s).debian]  # fmt: skip
 
     def run_points(self) -> list[dict[str, str]]:
-        """Every combination of the run axes' values (everything but the suite), in table order."""
+        """Every combination of the run axes' values, in table order."""
         names = [a.name for a in axes_mod.AXES if a.where == "run"]
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.values(n) for n in names))]
 
-    def identity(self, suite: str, point: dict[str, str], qemu: str | None = None) -> str:
-        boot = {"suite": suite, "qemu": qemu or dict(self.defaults)["qemu"]}
+    def identity(self, boot: Mapping[str, str], point: Mapping[str, str]) -> str:
+        """A cell's axes (lab.axes.identity) from its guest's boot point and its run point."""
         return axes_mod.identity({**boot, **point}, dict(self.defaults))
 
 
@@ -135,6 +141,7 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
     defaults = {
         "suite": load_recipe(cfg.recipe).suite,
         "qemu": cfg.qemu.origin,
+        "scratch": cfg.guest.scratch,
         "thp": cfg.guest.transparent_hugepage,
         "cache": "cold",
         "order": "random",

@@ -41,7 +41,7 @@ from lab.explain import render
 from lab.files import sha256_text, write_atomic
 from lab.guests import accel as accel_mod
 from lab.guests import qemu_store
-from lab.guests.boot import Booted, boot
+from lab.guests.boot import Booted, boot, scratch_problem
 from lab.guests.emulator import Emulator
 from lab.guests.images import ImageStore
 from lab.guests.keys import client_key
@@ -112,6 +112,8 @@ class Runner:
         try:
             self.progress(g.label, "building image")
             image = ImageStore(self.cfg, g.suite).ensure(g.arch)
+            if problem := scratch_problem(g.config(self.cfg), image):
+                raise problem
         except UserError:
             raise  # not a cell's problem: the run stops with the user's error
         except LabError as exc:
@@ -147,7 +149,7 @@ class Runner:
         for point in self.plan.run_points():
             for v in self.plan.variants:
                 for size in self.plan.sizes:
-                    axes = self.plan.identity(g.suite, point, g.qemu)
+                    axes = self.plan.identity(dict(g.boot), point)
                     outcome.errors.append(CellError(g.arch.name, v.name, size, stage, str(exc), evidence, attempts, axes, self.cfg.host))
         self.progress(g.label, f"failed ({stage})")
 
@@ -167,7 +169,7 @@ class Runner:
             try:
                 self.progress(g.label, "booting" if attempt == 1 else "booting (retry)")
                 logs = self.run_dir / "logs" / g.slug
-                with boot(self.cfg, prep.image, self.plan.accel, logs, tb, not self.plan.cold_boot, prep.reseed, emulator) as b:
+                with boot(g.config(self.cfg), prep.image, self.plan.accel, logs, tb, not self.plan.cold_boot, prep.reseed, emulator) as b:
                     stage = "payload"
                     self._run_cells(g, prep, b, outcome, attempt)
                 return
@@ -187,7 +189,7 @@ class Runner:
         musl = libc.guest_musl_version(b.guest) if any(v.libc == "musl" for v in self.plan.variants) else None
         raw_dir = self.run_dir / "raw" / g.arch.name
         points = self.plan.run_points()
-        identity = [self.plan.identity(g.suite, point, g.qemu) for point in points]
+        identity = [self.plan.identity(dict(g.boot), point) for point in points]
 
         def keep_raw(raw: engine.RawRun) -> None:
             stem = rundir.raw_stem(raw.variant, raw.size, identity[raw.point], raw.repeat)

@@ -47,6 +47,7 @@ class Cell:
     host: str = ""  # the lab host that measured it (lab.yaml's host; a fleet's inventory name)
     host_cpu: str = ""  # that host's CPU model, for KVM cells (a TCG cell's faults do not depend on it)
     qemu_origin: str = ""  # where its QEMU came from: host, or SUITE PACKAGE-VERSION (lab.guests.emulator; store v6)
+    scratch: str = ""  # the block device under its test file: ram | disk (lab.axes.SCRATCHES; store v7)
 
 
 @dataclass(frozen=True)

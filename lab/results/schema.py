@@ -156,6 +156,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # v6: where a cell's QEMU came from (the host's, or a suite's: lab.guests.qemu_store); qemu_version says which build.
     ("ALTER TABLE cells ADD COLUMN qemu_origin TEXT NOT NULL DEFAULT ''",),
+    # v7: the block device under the test file (lab.axes.SCRATCHES); every cell before it was measured on the virtio disk
+    ("ALTER TABLE cells ADD COLUMN scratch TEXT NOT NULL DEFAULT ''", "UPDATE cells SET scratch = 'disk'"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 ERROR_STAGES = ("image", "build", "boot", "ssh", "payload", "parse", "host")  # the errors table's CHECK (v5)

@@ -22,21 +22,32 @@ def test_specs_parse_into_values_in_order() -> None:
 
 
 def test_identity_lists_non_default_values_in_table_order() -> None:
-    defaults = {"suite": "trixie", "qemu": "trixie-backports", "thp": "never", "cache": "cold", "order": "random", "tunables": ""}
+    defaults = {
+        "suite": "trixie",
+        "qemu": "trixie-backports",
+        "scratch": "ram",
+        "thp": "never",
+        "cache": "cold",
+        "order": "random",
+        "tunables": "",
+    }
     assert axes.identity(defaults, defaults) == ""
     assert axes.identity({**defaults, "cache": "warm", "suite": "forky"}, defaults) == "suite=forky,cache=warm"
     assert axes.identity({**defaults, "qemu": "host", "thp": "always"}, defaults) == "qemu=host,thp=always"
+    assert axes.identity({**defaults, "scratch": "disk"}, defaults) == "scratch=disk"
 
 
 def test_the_plan_makes_one_guest_per_shipped_arch_and_suite_and_every_run_point() -> None:
     cfg = config.load(REPO / "lab.yaml")
     plan = make_plan(cfg, RunRequest(arch="all", axis=("suite=bookworm,trixie", "thp=never,always", "cache=cold,warm")))
-    assert [(a.name, s, q) for a, s, q in plan.groups()] == [
+    assert [(a.name, b["suite"], b["qemu"]) for a, b in plan.groups()] == [
         ("x86_64", "bookworm", "trixie-backports"), ("arm64", "bookworm", "trixie-backports"), ("x86_64", "trixie", "trixie-backports"),
         ("arm64", "trixie", "trixie-backports"), ("riscv64", "trixie", "trixie-backports")]  # fmt: skip
     assert plan.skipped() == ["Debian bookworm does not ship riscv64: its cells are skipped"]
     assert plan.labels()[0] == "x86_64/bookworm" and len(plan.run_points()) == 4
-    assert [plan.identity("trixie", p) for p in plan.run_points()] == ["", "cache=warm", "thp=always", "thp=always,cache=warm"]
+    trixie = plan.boot_points()[1]
+    assert trixie == {"suite": "trixie", "qemu": "trixie-backports", "scratch": "ram"}
+    assert [plan.identity(trixie, p) for p in plan.run_points()] == ["", "cache=warm", "thp=always", "thp=always,cache=warm"]
     assert make_plan(cfg, RunRequest(arch="x86_64")).labels() == ["x86_64"]  # one suite: labels are arches
 
 

@@ -36,7 +36,11 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[config.Confi
     base = config.load(REPO / "lab.yaml")
     cfg = replace(base, results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", accel="tcg")
     image = Image(
-        arches.get("x86_64"), "k" * 64, tmp_path / "image", {"kernel_release": "6.1-fake"}, KeyPair(tmp_path / "k", "ssh-ed25519 AAAA")
+        arches.get("x86_64"),
+        "k" * 64,
+        tmp_path / "image",
+        {"kernel_release": "6.1-fake", "ram_disk": True},
+        KeyPair(tmp_path / "k", "ssh-ed25519 AAAA"),
     )
     return cfg, image
 

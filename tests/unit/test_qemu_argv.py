@@ -82,6 +82,8 @@ def test_unknown_accel_is_a_programming_error() -> None:
 
 
 def test_kernel_cmdline() -> None:
-    assert kernel_cmdline(get("arm64"), "never", ("quiet", "norandmaps")) == (
+    assert kernel_cmdline(get("arm64"), "never", ("quiet", "norandmaps"), "disk") == (
         "console=ttyAMA0 rdinit=/init transparent_hugepage=never quiet norandmaps"
     )
+    # /init reads where the scratch file system lives from the command line (so it is in every snapshot's key)
+    assert kernel_cmdline(get("arm64"), "never", (), "ram") == "console=ttyAMA0 rdinit=/init transparent_hugepage=never lab.scratch=ram"

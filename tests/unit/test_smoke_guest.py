@@ -9,18 +9,20 @@ GOOD = {"machine": "aarch64", "page_size": "4096", "thp": "always madvise [never
 
 
 def test_check_facts_accepts_a_good_guest() -> None:
-    assert check_facts(get("arm64"), GOOD, "never") == []
+    assert check_facts(get("arm64"), GOOD, "never", "disk") == []
+    assert check_facts(get("arm64"), {**GOOD, "scratch": "/dev/ram0 ext4"}, "never", "ram") == []
 
 
 def test_check_facts_names_each_problem() -> None:
     bad = {"machine": "x86_64", "page_size": "error: no awk", "thp": "[always] madvise never", "scratch": ""}
-    problems = check_facts(get("arm64"), bad, "never")
+    problems = check_facts(get("arm64"), bad, "never", "disk")
     assert problems == [
         "uname -m is 'x86_64', expected 'aarch64'",
         "page size unreadable: 'error: no awk'",
         "THP is '[always] madvise never', expected [never]",
-        "scratch disk is '', expected '/dev/vda ext4'",
+        "scratch is '', expected '/dev/vda ext4' (guest.scratch: disk)",
     ]
+    assert check_facts(get("arm64"), GOOD, "never", "ram") == ["scratch is '/dev/vda ext4', expected '/dev/ram0 ext4' (guest.scratch: ram)"]
 
 
 def test_guest_ssh_argv_pins_the_host_key(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import config
+from lab import axes, config
 from lab.errors import UserError
 from lab.guests import boot, emulator, qemu, snapshots
 from lab.guests.emulator import HOST, Emulator
@@ -38,16 +38,19 @@ def test_key_ignores_per_boot_parts_and_follows_what_shapes_the_guest(monkeypatc
 
 
 def test_post_boot_sets_thp_mounts_the_scratch_disk_and_reseeds_a_restored_guest() -> None:
-    cold = boot._post_boot(False, True, "never").split(" && ")
+    cold = boot._post_boot(False, axes.scratch("disk"), "never").split(" && ")
     assert cold[0] == "echo never > /sys/kernel/mm/transparent_hugepage/enabled"
     assert cold[1].startswith("{ grep -qF '[never]' /sys/kernel/mm/transparent_hugepage/enabled || ")  # read back: applied, or an error
     assert cold[2] == "mount -t ext4 -o noatime /dev/vda /scratch"
-    restored = boot._post_boot(True, True, "never").split(" && ")
+    restored = boot._post_boot(True, axes.scratch("disk"), "never").split(" && ")
     assert restored[0] == "sleep 0.01"  # the restored guest's timers fire
     assert restored[1].startswith("date -s @")
     assert restored[2] == f"{boot.RESEED_REMOTE} {boot.SEED_REMOTE}"  # the CRNG reseeded from the host's seed
     assert restored[3:] == cold
-    assert "mount" not in boot._post_boot(False, False, "always") and "[always]" in boot._post_boot(False, False, "always")
+    assert "mount" not in boot._post_boot(False, None, "always") and "[always]" in boot._post_boot(False, None, "always")
+    # on the RAM disk /init mounted it before the snapshot (guest memory): checked, never mounted twice
+    ram = boot._post_boot(True, axes.scratch("ram"), "never").split(" && ")
+    assert ram[:-1] == restored[:-1] and ram[-1].startswith('{ grep -q "^/dev/ram0 /scratch ext4 " /proc/mounts || ')
 
 
 def test_a_thp_mode_the_guest_does_not_take_fails_the_boot_with_the_mode_it_has(tmp_path: Path) -> None:
@@ -56,7 +59,7 @@ def test_a_thp_mode_the_guest_does_not_take_fails_the_boot_with_the_mode_it_has(
 
     control = tmp_path / "enabled"
     control.write_text("always madvise [never]\n")
-    command = boot._post_boot(False, False, "always").replace(THP_CONTROL, str(control))
+    command = boot._post_boot(False, None, "always").replace(THP_CONTROL, str(control))
     # a control file that keeps its own mode (as a kernel that refuses it would): the read-back catches it
     command = command.replace(f"echo always > {control}", "true", 1)
     done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
@@ -134,6 +137,6 @@ def test_an_earlier_failing_step_is_not_reported_as_a_thp_mismatch(tmp_path: Pat
 
     control = tmp_path / "enabled"
     control.write_text("always madvise [never]\n")
-    command = "false && " + boot._post_boot(False, False, "never").replace(THP_CONTROL, str(control))
+    command = "false && " + boot._post_boot(False, None, "never").replace(THP_CONTROL, str(control))
     done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
     assert done.returncode != 0 and "THP is" not in done.stderr
