@@ -18,7 +18,7 @@ from lab import axes as axes_mod
 from lab.arches import Arch
 from lab.config import Config
 from lab.errors import UserError
-from lab.guests.recipes import load_recipe
+from lab.guests.recipes import Recipe, load_recipe
 from lab.payloads import variants
 from lab.payloads.variants import Variant
 from lab.text import parse_size
@@ -117,6 +117,22 @@ def _choices(flag: str, given: str | None, default: tuple[str, ...], allowed: tu
     return values
 
 
+def _check_scratch(cfg: Config, recipe: Recipe, file_bytes: int, scratches: tuple[str, ...]) -> None:
+    """Settings the scratch file system cannot serve: more of the test file than it holds; a RAM disk (the whole
+    scratch image, in guest memory) that leaves the guest less than half its memory."""
+    if file_bytes > recipe.test_file_mib << 20:
+        raise UserError(
+            f"run.file_bytes: {cfg.run.file_bytes} is more than the scratch test file ({recipe.test_file_mib} MiB)",
+            f"raise scratch.test_file_mib (and scratch.size_mib) in {recipe.path}, or lower run.file_bytes",
+        )
+    if "ram" in scratches and recipe.scratch_size_mib * 2 > cfg.guest.memory_mib:
+        raise UserError(
+            f"guest.scratch: ram puts the {recipe.scratch_size_mib} MiB scratch image ({recipe.path}) in the guest's "
+            f"{cfg.guest.memory_mib} MiB of memory: more than half of it",
+            "raise guest.memory_mib, shrink scratch.size_mib, or use guest.scratch: disk",
+        )
+
+
 def make_plan(cfg: Config, req: RunRequest) -> Plan:
     # None means "from lab.yaml"; an empty string is an empty selection, which is a usage error.
     selected = arches.select(req.arch if req.arch is not None else cfg.arches)
@@ -136,10 +152,13 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
         raise UserError(f"--size {req.size!r} is not valid", "e.g. --size 1M,8M")
     sizes = [size(s) for s in given]
     file_bytes = size(cfg.run.file_bytes, "run.file_bytes")
+    recipe = load_recipe(cfg.recipe)
+    chosen_axes = {**cfg.run.axes, **axes_mod.parse(req.axis)}
+    _check_scratch(cfg, recipe, file_bytes, chosen_axes.get("scratch", (cfg.guest.scratch,)))
     if not chosen:
         raise UserError("no variant matches --libc/--linkage", "variants: " + ", ".join(variants.names()))
     defaults = {
-        "suite": load_recipe(cfg.recipe).suite,
+        "suite": recipe.suite,
         "qemu": cfg.qemu.origin,
         "scratch": cfg.guest.scratch,
         "thp": cfg.guest.transparent_hugepage,
@@ -147,7 +166,6 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
         "order": "random",
         "tunables": "",
     }
-    chosen_axes = {**cfg.run.axes, **axes_mod.parse(req.axis)}
     for name in chosen_axes.get("suite", ()):
         axes_mod.suite(name)
     ordered = tuple((a.name, chosen_axes[a.name]) for a in axes_mod.AXES if a.name in chosen_axes)
