@@ -232,13 +232,15 @@ static long long elapsed_ms(const struct timespec *start)
 	return (now.tv_sec - start->tv_sec) * 1000LL + (now.tv_nsec - start->tv_nsec) / 1000000L;
 }
 
+static long oom_seen; /* oom_kill after the previous run (or at the start): one /proc/vmstat read per run */
+
 static void run(const struct job *j, int seconds, int out, int err, const sigset_t *old)
 {
 	sigset_t chld;
 	struct timespec start;
 	siginfo_t si;
-	int status = 0, deadline = 0, code;
-	long oom = vmstat_oom();
+	int status = 0, deadline = 0, code, i;
+	long oom = oom_seen;
 	pid_t pid;
 	off_t olen, elen;
 	char head[512], *data;
@@ -276,6 +278,14 @@ static void run(const struct job *j, int seconds, int out, int err, const sigset
 	kill(-pid, SIGKILL); /* what is left of the run's group (its leader is a zombie: the group ID is still its) */
 	if (waitpid(pid, &status, 0) != pid)
 		die("waitpid");
+	/* The next run starts when this one's processes are gone: killed members die asynchronously, and as their
+	 * parents die they become this subreaper's children, reaped here. Bounded (5 s): a process stuck in the kernel
+	 * cannot hang the batch. */
+	for (i = 0; i < 500 && kill(-pid, 0) == 0; i++) {
+		struct timespec ts = {0, 10000000L};
+		reap_others(0);
+		sigtimedwait(&chld, NULL, &ts);
+	}
 	reap_others(0);
 	code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	olen = lseek(out, 0, SEEK_END);
@@ -285,7 +295,8 @@ static void run(const struct job *j, int seconds, int out, int err, const sigset
 	data = malloc((size_t)olen + (size_t)elen + 1);
 	if (!data || pread(out, data, (size_t)olen, 0) != olen || pread(err, data + olen, (size_t)elen, 0) != elen)
 		die("reading a run's output");
-	snprintf(head, sizeof head, "@@LAB-RUN %s %d %d %ld %lld %lld\n", j->key, code, deadline, vmstat_oom() - oom,
+	oom_seen = vmstat_oom();
+	snprintf(head, sizeof head, "@@LAB-RUN %s %d %d %ld %lld %lld\n", j->key, code, deadline, oom_seen - oom,
 		 (long long)olen, (long long)elen);
 	put_all(1, head, strlen(head));
 	put_all(1, data, (size_t)(olen + elen));
@@ -329,6 +340,7 @@ int main(int argc, char **argv)
 	if (sigprocmask(SIG_BLOCK, &chld, &old) != 0)
 		die("sigprocmask");
 	signal(SIGPIPE, SIG_DFL);
+	oom_seen = vmstat_oom();
 	for (i = 0; i < n; i++)
 		run(&jobs[i], (int)seconds, out, err, &old);
 	return 0;

@@ -13,7 +13,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,13 +236,15 @@ def boot(
     snapshots: bool = True,
     reseed: Path | None = None,
     emulator: Emulator | None = None,
+    uploads: Sequence[tuple[str, bytes, int]] = (),
 ) -> Iterator[Booted]:
     """Boot ``image`` (KVM or TCG per ``accel_choice``/config), connect over SSH, yield; always clean up.
 
     A TCG guest is restored from its snapshot when there is one (``snapshots`` and ``guest.snapshots``);
     otherwise it boots cold and its snapshot is saved. ``BootInfo.boot`` says which happened, and why.
     A restore needs ``reseed``, the arch's static reseed helper (payloads/reseed.c): without it the guest boots cold.
-    ``emulator``: the QEMU build to run (default: ``qemu.from``'s, lab.guests.qemu_store).
+    ``emulator``: the QEMU build to run (default: ``qemu.from``'s, lab.guests.qemu_store). ``uploads`` ((path,
+    bytes, mode)) arrive in the guest with its setup, in the same round trip (:meth:`Guest.put_files`).
     """
     arch = image.arch
     if problem := scratch_problem(cfg, image):
@@ -310,16 +312,18 @@ def boot(
         try:
             guest.connect(Deadline(cfg.timeouts.scaled("ssh")), lambda: vm.check_alive("before its SSH server answered"))
             is_restored = path == "restored"
+            files = list(uploads)
             if is_restored:
                 assert reseed is not None
-                guest.put_bytes(reseed.read_bytes(), RESEED_REMOTE, 0o755)
-                guest.put_bytes(secrets.token_bytes(SEED_BYTES), SEED_REMOTE, 0o600)
-            # Bounded: a restored guest whose timers are dead hangs in its first sleep (lab.guests.snapshots).
-            done = guest.run(
-                _post_boot(
-                    is_restored, axes.scratch(cfg.guest.scratch) if image.scratch.exists() else None, cfg.guest.transparent_hugepage
-                ),
-                timeout=cfg.timeouts.scaled("restore"),
+                files += [(RESEED_REMOTE, reseed.read_bytes(), 0o755), (SEED_REMOTE, secrets.token_bytes(SEED_BYTES), 0o600)]
+            scratch = axes.scratch(cfg.guest.scratch) if image.scratch.exists() else None
+            setup = _post_boot(is_restored, scratch, cfg.guest.transparent_hugepage)
+            # One round trip: the files, then the setup. Bounded: a restored guest whose timers are dead hangs in its
+            # first sleep (lab.guests.snapshots).
+            done = (
+                guest.put_files(files, then=setup, timeout=cfg.timeouts.scaled("restore"))
+                if files
+                else guest.run(setup, timeout=cfg.timeouts.scaled("restore"))
             )
             if done.exited != 0:
                 why = (done.stderr.strip() or done.stdout.strip())[-300:] or "no output"

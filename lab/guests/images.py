@@ -152,14 +152,15 @@ class ImageStore:
         return file_lock(self.cfg.cache_dir / "build.lock", "the apt lock", self.cfg.timeouts.scaled("lock"))
 
     def ensure(self, arch: Arch, refresh: bool = False) -> Image:
-        """Return the image for ``arch``, building it if missing or corrupt."""
+        """Return the image for ``arch``, building it if missing or corrupt. The apt lock covers the lists and the
+        resolution only: downloads (unique temp names) and the build (its entry's lock) run beside other builds."""
         with self.apt_lock():
             for apt in dict.fromkeys((self.apt, self.kernel_apt)):
                 apt.update(0 if refresh else self.cfg.apt.refresh_hours)
             key, kernel_pkg, packages, client, hostk = self._inputs(arch)
-            entry = self.cache.ensure(
-                f"{arch.name}-{key[:16]}", lambda work: self._build(arch, key, work, kernel_pkg, packages, client, hostk), verify
-            )
+        entry = self.cache.ensure(
+            f"{arch.name}-{key[:16]}", lambda work: self._build(arch, key, work, kernel_pkg, packages, client, hostk), verify
+        )
         return Image(arch, key, entry.path, _read_manifest(entry.path), hostk)
 
     def prune(self, snapshot_keys: Callable[[Arch, str], Iterable[str]]) -> list[Path]:

@@ -9,10 +9,13 @@ deadline, but never retries an authentication or host-key failure.
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import select
+import shlex
+import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,10 +144,30 @@ class Guest:
             raise RuntimeError("Guest used before connect()")
         return self.conn
 
-    def run(self, command: str, timeout: float | None = None, hide: bool = True, pty: bool = False) -> Result:
-        """Run ``command`` in the guest's shell; a non-zero exit is returned, not raised."""
+    def run(self, command: str, timeout: float | None = None, hide: bool = True, pty: bool = False, stdin: bytes = b"") -> Result:
+        """Run ``command`` in the guest's shell (``stdin`` its input); a non-zero exit is returned, not raised.
+
+        A hidden run is one SSH channel read until it ends (a few ms); a shown one (``hide=False``: ``lab exec``) or
+        one with a terminal goes through Fabric, which relays the output as it comes."""
         limit = timeout or self.command_timeout
         timed_out = GuestError(f"{self.name}: command timed out after {limit:.0f}s: {command}", "raise timeouts.command or fix the command")
+        failed = f"{self.name}: SSH failed while running {command!r}"
+        if hide and not pty:
+            transport = self._require().client.get_transport()
+            if transport is None or not transport.is_active():
+                raise GuestError(f"{failed}: {LOST}", "see the console log; the guest may have crashed")
+            try:
+                chan = transport.open_session(timeout=limit)
+                chan.settimeout(limit)
+                chan.exec_command(command)
+                chan.sendall(stdin)
+                chan.shutdown_write()
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise GuestError(f"{failed}: {exc or type(exc).__name__}", "see the console log; the guest may have crashed") from None
+            out, err, status, why = _drain(chan, limit)
+            if status is None:
+                raise timed_out if why == TIMED_OUT else GuestError(f"{failed}: {why}", "see the console log; the guest may have crashed")
+            return Result(stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"), command=command, exited=status)
         started = time.monotonic()
         try:
             result: Result = self._require().run(
@@ -153,15 +176,25 @@ class Guest:
         except CommandTimedOut:
             raise timed_out from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise GuestError(
-                f"{self.name}: SSH failed while running {command!r}: {exc}", "see the console log; the guest may have crashed"
-            ) from None
+            raise GuestError(f"{failed}: {exc}", "see the console log; the guest may have crashed") from None
         # invoke raises CommandTimedOut only if its timer thread has finished by the time the closed channel ends the
         # wait; under load it may not have, and the run comes back with no exit status (-1). Past the limit, a run
         # without a status is the timeout, whichever thread won.
         if result.exited == -1 and time.monotonic() - started >= limit:
             raise timed_out
         return result
+
+    def put_files(self, files: Sequence[tuple[str, bytes, int]], then: str = "", timeout: float | None = None) -> Result:
+        """Ship ``files`` ((absolute path, bytes, mode)) in one round trip: a gzip'd tar on the stdin of one command
+        that unpacks it at / (their directories made first), then runs ``then`` (``&&``). Never inside the command
+        string, so their size is unbounded."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1, format=tarfile.USTAR_FORMAT) as tar:
+            for path, data, mode in files:
+                tar.addfile(_entry(path.lstrip("/"), mode, len(data)), io.BytesIO(data))
+        dirs = sorted({str(Path(p).parent) for p, _, _ in files} - {"/"})
+        command = (f"mkdir -p {shlex.join(dirs)} && " if dirs else "") + "tar -xzf - -C /" + (f" && {then}" if then else "")
+        return self.run(command, timeout=timeout, stdin=buf.getvalue())
 
     def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
         """Run ``command``, reading its output as it comes; give up when no line containing ``progress`` arrives
@@ -181,35 +214,10 @@ class Guest:
                 else f"no session within {stall_seconds:.0f}s (guest frozen?): {exc or type(exc).__name__}"
             )
             return Streamed("", "", None, why)
-        out, err = bytearray(), bytearray()
-        why = ""
-        deadline = Deadline(stall_seconds)
-        seen = 0
-        try:
-            while True:
-                ready, _, _ = select.select([chan], [], [], min(0.5, max(0.01, deadline.remaining)))
-                while chan.recv_ready():
-                    out += chan.recv(65536)
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                count = out.count(progress.encode())
-                if count > seen:
-                    seen, deadline = count, Deadline(stall_seconds)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    status: int | None = chan.recv_exit_status()
-                    break
-                if deadline.expired:
-                    status, why = None, f"no progress for {stall_seconds:.0f}s (guest frozen?)"
-                    break
-                if not ready and chan.closed:
-                    status, why = None, lost
-                    break
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            status, why = None, f"the SSH connection was lost ({exc})"
-        finally:
-            chan.close()
-        stalled = None if status is not None else why
-        return Streamed(out.decode(errors="replace"), err.decode(errors="replace"), status, stalled, bytes(out))
+        out, err, status, why = _drain(chan, stall_seconds, progress.encode())
+        if why == TIMED_OUT:
+            why = f"no progress for {stall_seconds:.0f}s (guest frozen?)"
+        return Streamed(out.decode(errors="replace"), err.decode(errors="replace"), status, why or None, bytes(out))
 
     def put(self, local: Path, remote: str) -> None:
         """Upload over SFTP (the image ships sftp-server for dropbear)."""
@@ -248,3 +256,39 @@ class Guest:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+TIMED_OUT = "timed out"
+
+
+def _entry(name: str, mode: int, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mode, info.size, info.mtime = mode, size, int(time.time())
+    return info
+
+
+def _drain(chan: paramiko.Channel, seconds: float, progress: bytes = b"") -> tuple[bytearray, bytearray, int | None, str]:
+    """Read ``chan`` until its command exits: (stdout, stderr, exit status, ""), or status None and why not. The
+    ``seconds`` run from the start, or (with ``progress``) from the last output holding ``progress``."""
+    out, err = bytearray(), bytearray()
+    deadline = Deadline(seconds)
+    seen = 0
+    try:
+        while True:
+            ready, _, _ = select.select([chan], [], [], min(0.5, max(0.01, deadline.remaining)))
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            if progress and (count := out.count(progress)) > seen:
+                seen, deadline = count, Deadline(seconds)
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                return out, err, chan.recv_exit_status(), ""
+            if deadline.expired:
+                return out, err, None, TIMED_OUT
+            if not ready and chan.closed:
+                return out, err, None, LOST
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        return out, err, None, f"the SSH connection was lost ({exc})"
+    finally:
+        chan.close()

@@ -112,18 +112,27 @@ def run_batch(guest: Guest, jobs: list[batch.Job], per_run_seconds: int) -> tupl
     return done, outcomes
 
 
+def remotes(payloads: list[Payload]) -> dict[str, str]:
+    """Variant name → the payload's path in the guest."""
+    return {p.variant.name: f"{REMOTE_DIR}/{p.variant.name}" for p in payloads}
+
+
+def files(payloads: list[Payload], runner: Path | None) -> list[tuple[str, bytes, int]]:
+    """What a guest needs to measure: the runner (rounds need it: :func:`run_batch`) and the payloads, as
+    (path in the guest, bytes, mode) for :meth:`Guest.put_files` (or lab.guests.boot's ``uploads``)."""
+    paths = remotes(payloads)
+    out = [(paths[p.variant.name], p.binary.read_bytes(), 0o755) for p in payloads]
+    return out + ([(RUNNER_REMOTE, runner.read_bytes(), 0o755)] if runner is not None else [])
+
+
 def install(guest: Guest, payloads: list[Payload], runner: Path | None) -> dict[str, str]:
-    """Upload the runner (rounds need it: :func:`run_batch`) and each payload (SFTP); returns variant name → path
-    in the guest."""
-    guest.run(f"mkdir -p {REMOTE_DIR}")
-    if runner is not None:
-        guest.put(runner, RUNNER_REMOTE)
-    paths = {}
-    for p in payloads:
-        remote = f"{REMOTE_DIR}/{p.variant.name}"
-        guest.put(p.binary, remote)
-        paths[p.variant.name] = remote
-    return paths
+    """Upload :func:`files` into a booted guest in one round trip; returns variant name → path in the guest."""
+    done = guest.put_files(files(payloads, runner))
+    if done.exited != 0:
+        raise GuestError(
+            f"{guest.name}: installing the payloads failed: {(done.stderr or done.stdout).strip()[-300:]}", "check free space in the guest"
+        )
+    return remotes(payloads)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Lifecycle of a run: user errors are found first (:meth:`Runner.preflight`);
 then a ``running`` row and a run directory are created, and each QEMU origin
 of the run is fetched in the background (lab.guests.qemu_store); images,
-sysroots and payloads are built group by group (sequentially: builds share the
-cache), and each group (an arch's image of one suite under one QEMU) boots
+sysroots and payloads are built two groups at a time (builds share the cache
+through its locks), and each group (an arch's image of one suite under one QEMU) boots
 **once** as soon as its builds are done and runs all its variants × sizes ×
 run-axes points ``repeat`` times, interleaved, guests in parallel up to
 ``jobs``. A user error found after the row exists, with nothing stored (a
@@ -55,6 +55,7 @@ from lab.version import __version__
 
 __all__ = ["Runner", "Summary"]
 T = TypeVar("T")
+PREPARERS = 2  # groups whose images and payloads build at once
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,10 @@ class Runner:
             try:
                 self.progress(g.label, "booting" if attempt == 1 else "booting (retry)")
                 logs = self.run_dir / "logs" / g.slug
-                with boot(g.config(self.cfg), prep.image, self.plan.accel, logs, tb, not self.plan.cold_boot, prep.reseed, emulator) as b:
+                uploads = engine.files(list(prep.payloads.values()), prep.runner)  # with the guest's setup: one round trip
+                with boot(
+                    g.config(self.cfg), prep.image, self.plan.accel, logs, tb, not self.plan.cold_boot, prep.reseed, emulator, uploads
+                ) as b:
                     stage = "payload"
                     self._run_cells(g, prep, b, outcome, attempt)
                 return
@@ -185,7 +189,7 @@ class Runner:
 
     def _run_cells(self, g: Group, prep: Prepared, b: Booted, outcome: ArchOutcome, attempts: int) -> None:
         image, payloads = prep.image, prep.payloads
-        remotes = engine.install(b.guest, list(payloads.values()), prep.runner)
+        remotes = engine.remotes(list(payloads.values()))  # uploaded by boot
         musl = libc.guest_musl_version(b.guest) if any(v.libc == "musl" for v in self.plan.variants) else None
         raw_dir = self.run_dir / "raw" / g.arch.name
         points = self.plan.run_points()
@@ -322,15 +326,23 @@ class Runner:
         try:
             rundir.write(self.run_dir, self.run_id, self.cfg, self.plan, meta.git_revision)
             self._emulators()
-            # Builds one at a time in this thread (they share caches and both cores); each group's guest starts as soon
-            # as its own builds are done (a pipeline: the first arch measures while the next one builds).
-            with ThreadPoolExecutor(max_workers=self.plan.jobs, thread_name_prefix="lab-arch") as pool:
-                futures = []
+            # Two groups build at once (downloads and compilers overlap; builds share caches through their locks), and
+            # each group's guest starts as soon as its own builds are done: a pipeline, the first arch measures while
+            # the next ones build. The store is written from this thread only.
+            with (
+                ThreadPoolExecutor(max_workers=PREPARERS, thread_name_prefix="lab-prepare") as preparing,
+                ThreadPoolExecutor(max_workers=self.plan.jobs, thread_name_prefix="lab-arch") as pool,
+            ):
+                prepared: dict[Future[Prepared | None], tuple[Group, ArchOutcome]] = {}
                 try:
                     for g in groups(self.plan):
                         outcome = ArchOutcome(g.label)
-                        futures.append(pool.submit(self._arch, g, outcome, self._prepare(g, outcome)))
-                    for future in as_completed(futures):  # the store is written from this thread only
+                        prepared[preparing.submit(self._prepare, g, outcome)] = (g, outcome)
+                    futures = []
+                    for done in as_completed(prepared):
+                        g, outcome = prepared[done]
+                        futures.append(pool.submit(self._arch, g, outcome, done.result()))
+                    for future in as_completed(futures):
                         outcomes.append(future.result())
                         self._commit(outcomes[-1])
                 except BaseException:
@@ -338,6 +350,8 @@ class Runner:
                     # workers fail fast, then wait for them. Nothing a cancelled worker saw is blamed on a snapshot.
                     self.cancel.set()
                     deadline.cancel()
+                    for f in prepared:
+                        f.cancel()
                     shutdown_all()
                     raise
             measured = any(o.cells for o in outcomes)
