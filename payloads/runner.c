@@ -1,9 +1,9 @@
 /*
  * lab-runner: run a batch of jobs in the guest, each under its own deadline, and stream each result back framed.
  *
- * usage: lab-runner JOB_FILE SECONDS
+ * usage: lab-runner JOB_FILE SECONDS   (JOB_FILE "-": standard input)
  *
- * JOB_FILE (written by lab.measure.batch, shipped as a file) is a sequence of records "TAG LEN\n" + LEN bytes +
+ * JOB_FILE (written by lab.measure.batch; shipped on the runner's stdin, never in a command string) is a sequence of records "TAG LEN\n" + LEN bytes +
  * "\n", after a first line "LAB-JOBS 1\n". Tags: K (a job's key: starts a job), A (one argv element), E (one
  * NAME=VALUE of the job's environment: a job sees only these), W and V (a file path and the bytes written to it
  * before the exec, e.g. the THP mode), R (run the job; LEN 0). A file that is not exactly this is refused whole
@@ -48,24 +48,26 @@ static int die(const char *what)
 	exit(70);
 }
 
+/* The whole job file: a path, or "-" for standard input (read to its end: a pipe has no size). */
 static char *slurp(const char *path, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat st;
-	char *buf;
-	size_t got = 0;
-	if (fd < 0 || fstat(fd, &st) != 0)
+	int fd = strcmp(path, "-") ? open(path, O_RDONLY | O_CLOEXEC) : 0;
+	size_t got = 0, cap = 65536;
+	char *buf = malloc(cap + 1);
+	ssize_t n;
+	if (fd < 0 || !buf)
 		die(path);
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf)
-		die("malloc");
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n <= 0)
+	while ((n = read(fd, buf + got, cap - got)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
 			die(path);
 		got += (size_t)n;
+		if (got == cap && !(buf = realloc(buf, (cap *= 2) + 1)))
+			die("realloc");
 	}
-	close(fd);
+	if (fd != 0)
+		close(fd);
 	buf[got] = 0;
 	*len = got;
 	return buf;

@@ -196,9 +196,10 @@ class Guest:
         command = (f"mkdir -p {shlex.join(dirs)} && " if dirs else "") + "tar -xzf - -C /" + (f" && {then}" if then else "")
         return self.run(command, timeout=timeout, stdin=buf.getvalue())
 
-    def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
-        """Run ``command``, reading its output as it comes; give up when no line containing ``progress`` arrives
-        for ``stall_seconds`` (a frozen guest), keeping everything read so far. Exit status None when given up."""
+    def stream(self, command: str, stall_seconds: float, progress: str, stdin: bytes = b"") -> Streamed:
+        """Run ``command`` (``stdin`` its input), reading its output as it comes; give up when no line containing
+        ``progress`` arrives for ``stall_seconds`` (a frozen guest), keeping everything read so far. Exit status
+        None when given up."""
         lost = LOST
         transport = self._require().client.get_transport()
         if transport is None or not transport.is_active():
@@ -206,7 +207,10 @@ class Guest:
         try:
             # A frozen guest never answers a channel open: paramiko would wait an hour without the timeout.
             chan = transport.open_session(timeout=stall_seconds)
+            chan.settimeout(stall_seconds)  # a guest that stops reading its input is frozen too
             chan.exec_command(command)
+            chan.sendall(stdin)
+            chan.shutdown_write()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             why = (
                 lost

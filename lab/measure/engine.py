@@ -32,7 +32,6 @@ from lab.payloads.probe import parse as parse_probe
 
 REMOTE_DIR = "/tmp/lab-payloads"
 RUNNER_REMOTE = f"{REMOTE_DIR}/lab-runner"  # payloads/runner.c, uploaded with the payloads
-JOB_FILE = f"{REMOTE_DIR}/jobs"
 PROBE_CHILD_ENV = "LAB_PROBE_CHILD"  # names the re-executing parent's PID (payloads/fault_probe.c)
 RUNNER_REMEDY = "rebuild it with `lab payloads build --arch ARCH` (lab-runner is built per arch like the probe)"
 
@@ -96,15 +95,10 @@ def runner_failed(done: Streamed) -> str | None:
 
 
 def run_batch(guest: Guest, jobs: list[batch.Job], per_run_seconds: int) -> tuple[Streamed, list[batch.Outcome]]:
-    """One round trip: the jobs' file shipped (its size is unbounded; a command string is not), then the guest's
-    runner streams each run back as it ends (see :mod:`lab.measure.batch`). A guest that cannot take the file
-    counts as stalled."""
-    try:
-        guest.put_bytes(batch.job_file(jobs), JOB_FILE)
-    except GuestError as exc:
-        done = Streamed("", "", None, exc.message)
-    else:
-        done = guest.stream(f"{RUNNER_REMOTE} {JOB_FILE} {per_run_seconds}", stall_seconds(per_run_seconds), batch.END)
+    """One round trip: the guest's runner reads the jobs' file on its stdin (its size is unbounded; a command
+    string's is not) and streams each run back as it ends (see :mod:`lab.measure.batch`)."""
+    command = f"{RUNNER_REMOTE} - {per_run_seconds}"
+    done = guest.stream(command, stall_seconds(per_run_seconds), batch.END, batch.job_file(jobs))
     outcomes = batch.parse(done.raw, jobs)
     failed = runner_failed(done)
     if failed:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab import arches, config
+from lab import arches, axes, config
 from lab.guests import qemu_store
 from lab.guests.boot import snapshot_key, snapshot_key_of
 from lab.guests.images import Image, ImageStore, verify
@@ -46,7 +46,8 @@ def test_lab_smoke_boots_every_arch(cli_config: Path, images: dict[str, Image]) 
         facts = dict(r["facts"])
         assert r["ok"] and r["problems"] == [] and r["accel"] in ("kvm", "tcg")
         assert facts["machine"] == arches.get(r["arch"]).uname
-        assert facts["page_size"] == "4096" and facts["scratch"] == "/dev/vda ext4"
+        device = axes.scratch(config.load(cli_config).guest.scratch).device
+        assert facts["page_size"] == "4096" and facts["scratch"] == f"{device} ext4"
         assert 0 < r["ssh_seconds"] < 120
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, config
+from lab import arches, axes, config
 from lab.deadline import Deadline
 from lab.guests.boot import boot
 from lab.guests.images import Image
@@ -50,8 +50,8 @@ def test_guest_is_real_and_reachable(arch_name: str, cfg: config.Config, images:
         thp = g.run("cat /sys/kernel/mm/transparent_hugepage/enabled").stdout
         assert f"[{cfg.guest.transparent_hugepage}]" in thp
         mounts = g.run("cat /proc/mounts").stdout
-        assert f"/dev/vda {SCRATCH_MOUNT} ext4 " in mounts
-        assert g.run("basename $(readlink /sys/block/vda/device/driver)").stdout.strip() == "virtio_blk"
+        assert f"{axes.scratch(cfg.guest.scratch).device} {SCRATCH_MOUNT} ext4 " in mounts  # guest.scratch's device
+        assert g.run("basename $(readlink /sys/block/vda/device/driver)").stdout.strip() == "virtio_blk"  # the image's disk
         size = g.run(f"stat -c %s {SCRATCH_MOUNT}/{TEST_FILE}").stdout.strip()
         assert int(size) == 16 * 2**20
 

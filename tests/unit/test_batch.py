@@ -130,6 +130,14 @@ def test_commands_are_data_not_shell(runner: Path, tmp_path: Path) -> None:
     assert o.stdout == f"x'; touch {tmp_path}/pwned; echo '" and not (tmp_path / "pwned").exists()
 
 
+def test_the_job_file_can_come_on_stdin(runner: Path) -> None:
+    """How lab ships a round: the runner reads its jobs from a pipe (no file, no size from fstat)."""
+    jobs = [batch.Job.shell(f"j{i}", f"echo {i}-{'x' * 3000}") for i in range(40)]  # more than one pipe buffer
+    done = subprocess.run([str(runner), "-", "30"], input=batch.job_file(jobs), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [o.stdout for o in batch.parse(done.stdout, jobs)] == [f"{i}-{'x' * 3000}" for i in range(40)]
+
+
 def test_a_failed_run_counts_only_its_own_oom_kills(runner: Path, tmp_path: Path) -> None:
     later = [batch.Job.shell("x", "exit 1")]
     [x] = batch.parse(run(runner, tmp_path, later, 5).stdout, later)

@@ -30,8 +30,8 @@ class FakeGuest:
     def put_bytes(self, data: bytes, remote: str, mode: int = 0o644) -> None:
         self.files[remote] = data
 
-    def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
-        assert len(command) < 100, "the round's script goes as a file, never in the command string"
+    def stream(self, command: str, stall_seconds: float, progress: str, stdin: bytes = b"") -> Streamed:
+        assert len(command) < 100 and stdin.startswith(batch.MAGIC), "the round's jobs go as input, never in the command string"
         out, stalled = self.rounds[self.calls]
         self.calls += 1
         return Streamed(out, "", None if stalled else 0, stalled, out.encode())
@@ -128,7 +128,7 @@ def test_a_runner_that_does_not_run_fails_every_cell_with_a_remedy() -> None:
     """Issue 21: a runner missing or built for another arch: one line naming it and the remedy, no sample."""
 
     class Broken(FakeGuest):
-        def stream(self, command: str, stall_seconds: float, progress: str) -> Streamed:
+        def stream(self, command: str, stall_seconds: float, progress: str, stdin: bytes = b"") -> Streamed:
             self.calls += 1
             return Streamed("", "sh: /tmp/lab-payloads/lab-runner: Exec format error", 126, None)
 

@@ -1,5 +1,6 @@
 """Snapshot restore's pure parts: QEMU argv with QMP and -incoming, the snapshot key, the post-boot command, config."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,19 @@ def test_an_earlier_failing_step_is_not_reported_as_a_thp_mismatch(tmp_path: Pat
     command = "false && " + boot._post_boot(False, None, "never").replace(THP_CONTROL, str(control))
     done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
     assert done.returncode != 0 and "THP is" not in done.stderr
+
+
+def test_a_ram_scratch_needs_a_kernel_with_the_ram_disk_driver(tmp_path: Path) -> None:
+    """Issue 21: brd missing from the kernel is one line with the remedy (the runner fails the cells at `image`)."""
+    from lab import arches
+    from lab.guests.images import Image
+    from lab.guests.keys import KeyPair
+
+    cfg = config.load(Path(__file__).resolve().parents[2] / "lab.yaml")
+    key = KeyPair(tmp_path / "k", "ssh-ed25519 AAAA")
+    without = Image(arches.get("arm64"), "k" * 64, tmp_path, {"kernel_release": "6.1-mine", "ram_disk": False}, key)
+    problem = boot.scratch_problem(replace(cfg, guest=replace(cfg.guest, scratch="ram")), without)
+    assert problem is not None and "brd" in problem.message and "6.1-mine" in problem.message
+    assert "guest.scratch: disk" in problem.remedy
+    assert boot.scratch_problem(replace(cfg, guest=replace(cfg.guest, scratch="disk")), without) is None
+    assert boot.scratch_problem(cfg, replace(without, manifest={"kernel_release": "6.1", "ram_disk": True})) is None
