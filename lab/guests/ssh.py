@@ -287,7 +287,8 @@ def _drain(chan: paramiko.Channel, seconds: float, progress: bytes = b"") -> tup
             if progress and (count := out.count(progress)) > seen:
                 seen, deadline = count, Deadline(seconds)
             if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                return out, err, chan.recv_exit_status(), ""
+                status = chan.recv_exit_status()  # -1: the channel closed without one (the guest or QEMU died)
+                return (out, err, None, LOST) if status == -1 else (out, err, status, "")
             if deadline.expired:
                 return out, err, None, TIMED_OUT
             if not ready and chan.closed:

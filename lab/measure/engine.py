@@ -88,7 +88,7 @@ def point_job(
 
 def runner_failed(done: Streamed) -> str | None:
     """Why the guest's runner did not do its job (it is missing, for another arch, or refused the job file)."""
-    if done.stalled or done.exited in (0, None):
+    if done.stalled or done.exited is None or done.exited <= 0:  # below 0: no status came back (a lost guest)
         return None
     said = (done.stderr.strip() or done.stdout.strip()).splitlines()
     return f"the guest runner {RUNNER_REMOTE} failed (exit status {done.exited}: {said[-1][:200] if said else 'no output'})"

@@ -139,3 +139,40 @@ def test_a_runner_that_does_not_run_fails_every_cell_with_a_remedy() -> None:
         assert cell.results == [] and cell.failure is not None and cell.failure.stage == "payload"
         assert "the guest runner /tmp/lab-payloads/lab-runner failed (exit status 126: sh: " in cell.failure.message
         assert "lab payloads build --arch arm64" in cell.failure.message
+
+
+def test_a_channel_that_closes_without_an_exit_status_is_a_lost_guest_not_a_failed_runner() -> None:
+    """Regression (issue 21, found by test_qemu_killed_mid_run_errors_that_arch_only): QEMU killed mid-round closed
+    the channel, paramiko reported exit status -1, and every cell read "the guest runner failed (exit status -1)"."""
+    import os
+
+    from lab.guests import ssh
+
+    class Closed:
+        def __init__(self) -> None:
+            self.r, self.w = os.pipe()
+            os.write(self.w, b"x")  # readable: select returns at once
+            self.closed = True
+
+        def fileno(self) -> int:
+            return self.r
+
+        def recv_ready(self) -> bool:
+            return False
+
+        recv_stderr_ready = recv_ready
+
+        def exit_status_ready(self) -> bool:
+            return True
+
+        def recv_exit_status(self) -> int:
+            return -1
+
+        def close(self) -> None:
+            os.close(self.r)
+            os.close(self.w)
+
+    _, _, status, why = ssh._drain(Closed(), 5)  # type: ignore[arg-type]
+    assert (status, why) == (None, ssh.LOST)
+    assert engine.runner_failed(Streamed("", "", -1, None)) is None
+    assert engine.runner_failed(Streamed("", "exec format error", 126, None)) is not None
