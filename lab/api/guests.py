@@ -20,7 +20,7 @@ from lab.guests.boot import boot, new_log_dir, snapshot_key_of
 from lab.guests.images import CachedImage, Image, ImageStore
 from lab.payloads import toolchains
 from lab.payloads import variants as variants_mod
-from lab.payloads.build import Payload, PayloadStore, reseed_helper
+from lab.payloads.build import GUEST_TOOLS, Payload, PayloadStore, reseed_helper
 from lab.payloads.variants import Variant
 
 
@@ -70,11 +70,15 @@ def images_list(cfg: Config) -> tuple[Path, list[CachedImage]]:
 
 
 def payloads_build(cfg: Config, arch: str | None = None, variant: str = "all") -> Iterator[tuple[Arch, Variant, Payload]]:
-    """``lab payloads build``: each arch x variant cross-built (cached by content)."""
+    """``lab payloads build``: each arch x variant cross-built (cached by content), then lab's own guest programs
+    for the arch (lab-runner, lab-reseed: static musl), which every run ships with the payloads."""
     store = PayloadStore(cfg)
+    tools = [PayloadStore(cfg, program=p) for p in GUEST_TOOLS]
     for a in arches_mod.select(arch if arch is not None else cfg.arches):
         for v in variants_mod.select_variants(variant):
             yield a, v, store.ensure(a, v)
+        for tool in tools:
+            yield a, variants_mod.variant("musl-static"), tool.ensure(a, variants_mod.variant("musl-static"))
 
 
 def payloads_list(cfg: Config) -> tuple[Path, list[dict[str, Any]]]:

@@ -33,7 +33,8 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
 def cmd_payloads(args: argparse.Namespace, cfg: config.Config) -> int:
     if args.payloads_command == "build":
         for arch, v, p in api.payloads_build(cfg, args.arch, args.variant):
-            print(f"{arch.name:<8} {v.name:<14} {v.libc} {p.info.get('libc_version', '?'):<6} {p.info['toolchain_version']}  {p.binary}")
+            name = v.name if p.program.binary == "fault-probe" else p.program.binary
+            print(f"{arch.name:<8} {name:<14} {v.libc} {p.info.get('libc_version', '?'):<6} {p.info['toolchain_version']}  {p.binary}")
         return 0
     root, rows = api.payloads_list(cfg)
     if args.json:

@@ -14,6 +14,7 @@ import logging
 import select
 import shlex
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -153,18 +154,10 @@ class Guest:
         timed_out = GuestError(f"{self.name}: command timed out after {limit:.0f}s: {command}", "raise timeouts.command or fix the command")
         failed = f"{self.name}: SSH failed while running {command!r}"
         if hide and not pty:
-            transport = self._require().client.get_transport()
-            if transport is None or not transport.is_active():
-                raise GuestError(f"{failed}: {LOST}", "see the console log; the guest may have crashed")
-            try:
-                chan = transport.open_session(timeout=limit)
-                chan.settimeout(limit)
-                chan.exec_command(command)
-                chan.sendall(stdin)
-                chan.shutdown_write()
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise GuestError(f"{failed}: {exc or type(exc).__name__}", "see the console log; the guest may have crashed") from None
-            out, err, status, why = _drain(chan, limit)
+            started_chan = self._start(command, limit, stdin)
+            if isinstance(started_chan, str):
+                raise GuestError(f"{failed}: {started_chan}", "see the console log; the guest may have crashed")
+            out, err, status, why = _drain(started_chan, limit)
             if status is None:
                 raise timed_out if why == TIMED_OUT else GuestError(f"{failed}: {why}", "see the console log; the guest may have crashed")
             return Result(stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"), command=command, exited=status)
@@ -196,28 +189,48 @@ class Guest:
         command = (f"mkdir -p {shlex.join(dirs)} && " if dirs else "") + "tar -xzf - -C /" + (f" && {then}" if then else "")
         return self.run(command, timeout=timeout, stdin=buf.getvalue())
 
+    def _start(self, command: str, seconds: float, stdin: bytes) -> paramiko.Channel | str:
+        """A session running ``command`` with ``stdin`` sent, all within ``seconds``; or why not. A frozen guest never
+        answers an exec request, and paramiko waits for that answer without a timeout: a timer closes the connection
+        at ``seconds``, which ends every wait on it."""
+        transport = self._require().client.get_transport()
+        if transport is None or not transport.is_active():
+            return LOST
+        fired = threading.Event()
+
+        def give_up() -> None:
+            fired.set()
+            transport.close()
+
+        timer = threading.Timer(seconds, give_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            try:
+                chan: paramiko.Channel = transport.open_session(timeout=seconds)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                frozen = fired.is_set() or transport.is_active()
+                return f"no session within {seconds:.0f}s (guest frozen?): {exc or type(exc).__name__}" if frozen else LOST
+            try:
+                chan.settimeout(seconds)  # a guest that stops reading its input is frozen too
+                chan.exec_command(command)
+                chan.sendall(stdin)
+                chan.shutdown_write()
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if fired.is_set():
+                    return f"no answer within {seconds:.0f}s (guest frozen?)"
+                return LOST if not transport.is_active() else f"the SSH session failed: {exc or type(exc).__name__}"
+            return chan
+        finally:
+            timer.cancel()
+
     def stream(self, command: str, stall_seconds: float, progress: str, stdin: bytes = b"") -> Streamed:
         """Run ``command`` (``stdin`` its input), reading its output as it comes; give up when no line containing
         ``progress`` arrives for ``stall_seconds`` (a frozen guest), keeping everything read so far. Exit status
         None when given up."""
-        lost = LOST
-        transport = self._require().client.get_transport()
-        if transport is None or not transport.is_active():
-            return Streamed("", "", None, lost)
-        try:
-            # A frozen guest never answers a channel open: paramiko would wait an hour without the timeout.
-            chan = transport.open_session(timeout=stall_seconds)
-            chan.settimeout(stall_seconds)  # a guest that stops reading its input is frozen too
-            chan.exec_command(command)
-            chan.sendall(stdin)
-            chan.shutdown_write()
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            why = (
-                lost
-                if not transport.is_active()
-                else f"no session within {stall_seconds:.0f}s (guest frozen?): {exc or type(exc).__name__}"
-            )
-            return Streamed("", "", None, why)
+        chan = self._start(command, stall_seconds, stdin)
+        if isinstance(chan, str):
+            return Streamed("", "", None, chan)
         out, err, status, why = _drain(chan, stall_seconds, progress.encode())
         if why == TIMED_OUT:
             why = f"no progress for {stall_seconds:.0f}s (guest frozen?)"

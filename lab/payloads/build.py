@@ -50,6 +50,7 @@ PROBE = Program("fault-probe", "fault_probe.c")
 TRACER = Program("fault-trace", "fault_trace.c")  # built as one static variant per arch: it runs in any image
 RESEED = Program("lab-reseed", "reseed.c")  # reseeds a restored guest's CRNG; static musl: a few KiB to upload
 RUNNER = Program("lab-runner", "runner.c")  # runs a round's probe runs in the guest (lab.measure.batch); static musl
+GUEST_TOOLS = (RUNNER, RESEED)  # lab's own programs in every guest (lab payloads build builds them too)
 
 
 class BuildError(ImageError):

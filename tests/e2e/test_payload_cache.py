@@ -77,3 +77,16 @@ def test_a_killed_builders_temp_dir_is_removed_by_the_next_build(store: PayloadS
     (stale / "half").write_bytes(b"x" * 100)
     store.ensure(NATIVE, variant("glibc-static"))
     assert not stale.exists()
+
+
+def test_payloads_build_builds_labs_guest_programs_too(cli_config: Path) -> None:
+    """The remedy for a missing or wrong-arch lab-runner names `lab payloads build --arch ARCH`: it must build it."""
+    from tests.e2e.test_cli import lab
+
+    done = lab(cli_config, "payloads", "build", "--arch", "riscv64", "--variant", "musl-static")
+    assert done.returncode == 0, done.stderr
+    built = {line.split()[1]: line.split()[-1] for line in done.stdout.splitlines()}
+    assert set(built) == {"musl-static", "lab-runner", "lab-reseed"}
+    for name, path in built.items():
+        head = Path(path).read_bytes()[:20]
+        assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 243, name  # EM_RISCV: the arch asked

@@ -176,3 +176,49 @@ def test_a_channel_that_closes_without_an_exit_status_is_a_lost_guest_not_a_fail
     assert (status, why) == (None, ssh.LOST)
     assert engine.runner_failed(Streamed("", "", -1, None)) is None
     assert engine.runner_failed(Streamed("", "exec format error", 126, None)) is not None
+
+
+def test_a_guest_that_freezes_after_its_session_opens_is_a_stall_not_a_hang() -> None:
+    """Regression (issue 21, found by the frozen-guest test under CPU hogs): paramiko waits for the answer to an exec
+    request without a timeout, and a guest SIGSTOPped between the session's opening and that answer hung lab."""
+    import threading
+
+    from lab.guests.keys import KeyPair
+    from lab.guests.ssh import Guest
+
+    class Transport:
+        def __init__(self) -> None:
+            self.closed = threading.Event()
+
+        def is_active(self) -> bool:
+            return not self.closed.is_set()
+
+        def open_session(self, timeout: float | None = None) -> object:
+            transport = self
+
+            class Chan:
+                def settimeout(self, seconds: float) -> None:
+                    pass
+
+                def exec_command(self, command: str) -> None:
+                    transport.closed.wait()  # the answer never comes; only closing the connection ends the wait
+                    raise EOFError()
+
+            return Chan()
+
+        def close(self) -> None:
+            self.closed.set()
+
+    class Client:
+        transport = Transport()
+
+        def get_transport(self) -> Transport:
+            return self.transport
+
+    class Conn:
+        client = Client()
+
+    g = Guest("arm64", 1, KeyPair(Path("/k"), "ssh-ed25519 AAAA"), KeyPair(Path("/h"), "ssh-ed25519 AAAA"), 5)
+    g.conn = Conn()
+    done = g.stream("true", 1, "@@", b"jobs")
+    assert done.exited is None and done.stalled == "no answer within 1s (guest frozen?)"
