@@ -25,6 +25,7 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from lab import arches, config
@@ -60,35 +61,29 @@ def timed(guest: object, jobs: list[batch.Job]) -> float:
     return took
 
 
-def rows(remotes: dict[str, str], file_bytes: int) -> dict[str, list[batch.Job]]:
+def rows(remotes: dict[str, str], file_bytes: int, runs: int) -> dict[str, list[batch.Job]]:
+    """Each row's batch: ``runs`` identical runs (keys differ: the runner refuses a key twice)."""
     m, g = remotes["musl-static"], remotes["glibc-dynamic"]
     cold = {"cache": "cold", "order": "random"}
-
-    return {
-        "true": [batch.Job(f"t{i}", ("/bin/true",)) for i in range(RUNS)],
-        "true, old sh": [old_shell(f"o{i}", "exec /bin/true") for i in range(RUNS)],
-        "probe bare": [batch.Job(f"b{i}", engine.probe_argv(m, 4096, file=None, reexec=False)) for i in range(RUNS)],
-        "musl 4K no re-exec + file": [
-            batch.Job(f"mf{i}", (*engine.probe_argv(m, 4096, reexec=False, file_bytes=file_bytes),)) for i in range(RUNS)
-        ],
-        "musl no file": [batch.Job(f"mn{i}", engine.probe_argv(m, SIZE, file=None)) for i in range(RUNS)],
-        "musl": [engine.point_job(f"m{i}", m, SIZE, file_bytes, cold, False) for i in range(RUNS)],
-        "glibc no file": [batch.Job(f"gn{i}", engine.probe_argv(g, SIZE, file=None)) for i in range(RUNS)],
-        "glibc": [engine.point_job(f"g{i}", g, SIZE, file_bytes, cold, False) for i in range(RUNS)],
+    makers: dict[str, Callable[[str], batch.Job]] = {
+        "true": lambda k: batch.Job(k, ("/bin/true",)),
+        "true, old sh": lambda k: old_shell(k, "exec /bin/true"),
+        "probe bare": lambda k: batch.Job(k, engine.probe_argv(m, 4096, file=None, reexec=False)),
+        "musl 4K no re-exec + file": lambda k: batch.Job(k, engine.probe_argv(m, 4096, reexec=False, file_bytes=file_bytes)),
+        "musl no file": lambda k: batch.Job(k, engine.probe_argv(m, SIZE, file=None)),
+        "musl": lambda k: engine.point_job(k, m, SIZE, file_bytes, cold, False),
+        "glibc no file": lambda k: batch.Job(k, engine.probe_argv(g, SIZE, file=None)),
+        "glibc": lambda k: engine.point_job(k, g, SIZE, file_bytes, cold, False),
     }
-
-
-RUNS = 20
+    return {name: [make(f"r{i}") for i in range(runs)] for name, make in makers.items()}
 
 
 def main() -> None:
-    global RUNS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--arch", default="all")
     p.add_argument("--qemu", default=None, help="qemu.from for this bench (default lab.yaml's), e.g. host")
     args = p.parse_args()
-    RUNS = args.runs
     base = config.load("lab.yaml")
     if args.qemu:
         base = replace(base, qemu=replace(base.qemu, origin=args.qemu, version=""))
@@ -108,11 +103,11 @@ def main() -> None:
                 b.guest.run("true")
                 ssh = time.monotonic() - t
                 out = {"round (empty batch)": empty * 1000, "one SSH exec": ssh * 1000}
-                for name, jobs in rows(remotes, file_bytes).items():
+                for name, jobs in rows(remotes, file_bytes, args.runs).items():
                     if scratch == "disk" and name not in ("musl", "glibc"):
                         continue
                     took = statistics.median(timed(b.guest, jobs) for _ in range(3))
-                    out[name] = (took - empty) / RUNS * 1000
+                    out[name] = (took - empty) / args.runs * 1000
                 table[(arch.name, scratch)] = out
                 print(f"{arch.name}/{scratch}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in out.items()), file=sys.stderr, flush=True)
     names = list(next(iter(table.values())).keys())
