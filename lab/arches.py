@@ -13,6 +13,17 @@ from lab.errors import UserError
 
 
 @dataclass(frozen=True)
+class Flavour:
+    """A kernel flavour of an arch: its page size (the ``pagesize`` axis) and the Debian kernel that has it."""
+
+    pagesize: str  # the pagesize axis's value: 4k, 16k, 64k
+    bytes: int
+    kernel: str  # the Debian kernel flavour: linux-image-{flavour}
+    suites: tuple[str, ...] = ()  # the suites whose kernels have it (() = every suite that ships the arch)
+    cpu: str = ""  # the TCG CPU model it needs, if not the row's
+
+
+@dataclass(frozen=True)
 class Arch:
     """Everything lab needs to know about one guest architecture."""
 
@@ -35,6 +46,32 @@ class Arch:
     kernel_format: str = "as-is"  # "pvh": boot the ELF vmlinux unpacked from the bzImage (faster under TCG)
     # The first QEMU release whose restored guests of this arch work (lab.guests.snapshots); older ones boot cold.
     snapshots_since: tuple[int, ...] = (0,)
+    flavours: tuple[Flavour, ...] = ()  # its kernel flavours, the default (the first) included
+    virtio: str = "pci"  # the virtio transport of its machine: QEMU's devices are virtio-net-{virtio}, virtio-blk-{virtio}
+    disk: str = "vda"  # the guest's name of the scratch disk (/dev/{disk})
+    musl: str = ""  # musl's name of the arch (ld-musl-{musl}.so.1, {musl}-linux-musl); "" = uname
+    kernel_base: int = 1 << 63  # where the kernel's addresses start (explain: a sample at or above it is in the kernel)
+    cpuinfo_keys: tuple[str, ...] = ("model name",)  # /proc/cpuinfo keys naming the host CPU (KVM cells record it)
+    modules: tuple[str, ...] = ()  # kernel modules its guests load besides the recipe's (e.g. its virtio transport)
+    # The Debian suites (lab.axes.SUITES) that ship it: its guests' userland and kernels come from these
+    suites: tuple[str, ...] = ("bookworm", "bookworm-backports", "trixie", "trixie-backports", "forky")
+    kernel_magic: tuple[int, bytes] = (0, b"")  # where its boot image format's magic is, and what (a user's --kernel)
+
+    @property
+    def boot_modules(self) -> tuple[str, ...]:
+        """The modules its guests load besides the recipe's: its virtio transport's driver where the kernel has it
+        as a module (Debian 6.1's amd64 kernel does; later ones build it in), and the row's own."""
+        return (f"virtio_{self.virtio}?", *self.modules)
+
+    @property
+    def musl_name(self) -> str:
+        return self.musl or self.uname
+
+    def flavour(self, pagesize: str = "") -> Flavour | None:
+        """Its flavour with that page size (``""``: the default), None if it has none."""
+        if not pagesize:
+            return self.flavours[0]
+        return next((f for f in self.flavours if f.pagesize == pagesize), None)
 
     def snapshots_work(self, qemu_release: tuple[int, ...]) -> bool:
         return qemu_release >= self.snapshots_since
@@ -56,6 +93,8 @@ ARCHES: tuple[Arch, ...] = (
         host_machines=("x86_64", "amd64"),
         qemu_packages=("qemu-system-x86",),
         kernel_format="pvh",
+        flavours=(Flavour("4k", 4096, "amd64"),),
+        kernel_magic=(0x202, b"HdrS"),  # a bzImage's setup header
     ),
     Arch(
         name="arm64",
@@ -71,6 +110,13 @@ ARCHES: tuple[Arch, ...] = (
         console="ttyAMA0",
         host_machines=("aarch64", "arm64"),
         qemu_packages=("qemu-system-arm",),
+        # -cpu max has 16 KiB granules (cortex-a57 has not); Debian has a 16k kernel from 6.12 on (bookworm-backports, trixie)
+        flavours=(
+            Flavour("4k", 4096, "arm64"),
+            Flavour("16k", 16384, "arm64-16k", ("bookworm-backports", "trixie", "trixie-backports", "forky")),
+        ),
+        cpuinfo_keys=("Hardware",),
+        kernel_magic=(0x38, b"ARMd"),  # the arm64 Image header
     ),
     Arch(
         name="riscv64",
@@ -92,6 +138,10 @@ ARCHES: tuple[Arch, ...] = (
         bios="usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin",
         bios_package="opensbi",
         qemu_packages=("qemu-system-riscv", "qemu-system-misc"),  # QEMU >= 10 has a riscv package
+        flavours=(Flavour("4k", 4096, "riscv64"),),
+        cpuinfo_keys=("uarch",),
+        suites=("trixie", "trixie-backports", "forky"),  # Debian 12 ships no riscv64
+        kernel_magic=(0x38, b"RSC\x05"),  # the RISC-V Image header
     ),
 )
 

@@ -20,7 +20,6 @@ from lab.payloads.probe import CORE_STAGES, FILE_STAGES
 from lab.text import parse_size
 
 ACCELS = ("auto", "kvm", "tcg")
-THP_MODES = ("never", "madvise", "always")
 STAGES = CORE_STAGES + FILE_STAGES  # as the probe reports them
 DEFAULT_CONFIG = "lab.yaml"
 
@@ -33,6 +32,8 @@ class GuestConfig:
     transparent_hugepage: str
     snapshots: bool = True  # restore booted TCG guests from a saved snapshot (lab.guests.snapshots)
     scratch: str = "ram"  # the block device under the test file (lab.axes.SCRATCHES)
+    kernel: Path | None = None  # a user's own kernel file instead of Debian's (--kernel; lab.spec.KernelFile)
+    modules: Path | None = None  # its modules: a directory or a .deb (--modules)
 
 
 @dataclass(frozen=True)
@@ -273,9 +274,11 @@ def parse(raw: object, file: Path, results: Path | str | None = None) -> Config:
         memory_mib=g.integer("memory_mib", 256, 128, 65536),
         cpus=g.integer("cpus", 1, 1, 64),
         kernel_args=g.strings("kernel_args", ("quiet", "panic=-1", "norandmaps")),
-        transparent_hugepage=g.text("transparent_hugepage", "never", THP_MODES),
+        transparent_hugepage=g.text("transparent_hugepage", "never", axes.get("thp").values),
         snapshots=g.boolean("snapshots", True),
         scratch=g.text("scratch", "ram", tuple(x.name for x in axes.SCRATCHES)),
+        kernel=_path(base, g.text("kernel", "-")) if "kernel" in g.data else None,
+        modules=_path(base, g.text("modules", "-")) if "modules" in g.data else None,
     )
     g.finish()
 
@@ -337,7 +340,7 @@ def parse(raw: object, file: Path, results: Path | str | None = None) -> Config:
     r.finish()
     suites = top.strings("suites", ())  # the same as run.axes.suite, as a top-level key
     if suites:
-        if "suite" in run.axes:
+        if "suite" in run.axes:  # fmt: skip
             raise UserError(f"{file}: suites: given twice (also run.axes.suite)", "keep one of them")
         try:
             run.axes["suite"] = tuple(axes.check("suite", v) for v in suites)

@@ -320,8 +320,9 @@ int main(int argc, char **argv)
 			len = file_bytes;
 		file_pages = len / (size_t)page;
 		if (warm) {
-			/* Warm: read the range in first (through a page-sized stack buffer: no new mapping of ours), so the
-			 * file stages find every page in the page cache: minor faults, no major ones. */
+			/* Warm: read the range in first (in 4 KiB pieces through a stack buffer: no new mapping of ours; the
+			 * pieces need not be pages), so the file stages find every page in the page cache: minor faults,
+			 * no major ones. */
 			char chunk[4096];
 			off_t off;
 			for (off = 0; (size_t)off < len; off += (off_t)sizeof chunk)

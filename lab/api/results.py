@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from lab import axes as axes_mod
 from lab.api.runs import Progress, RunResult, _quiet, fleet_run, run
 from lab.config import STAGES, Config
 from lab.errors import UserError
@@ -103,7 +104,7 @@ def history(
     if last < 1:
         raise UserError(f"--last {last} is not valid", "use 1 or more")
     with Store(cfg.run.store, readonly=True) as store:
-        rows = store.history(arch, variant, stage, size, last, axes)
+        rows = store.history(arch, variant, stage, size, last, axes_mod.explicit(axes, {}))  # as shown: table defaults left out
         statuses = {r.id: r.status for r in store.runs()}
     return [HistoryRow(r, started, statuses.get(r, "?"), sz, tuple(mins), tuple(majs)) for r, started, sz, mins, majs in rows]
 

@@ -44,6 +44,8 @@ def run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", help="Debian suites of the guests' userland and libc, e.g. trixie,forky (same as --axis suite=...)")
     p.add_argument("--axis", action="append", default=[], metavar="NAME=V1,V2",
                    help="measure along an axis (repeatable): " + ", ".join(f"{a.name}" for a in axes.AXES) + "; e.g. thp=never,always")  # fmt: skip
+    p.add_argument("--kernel", metavar="FILE", help="boot your own kernel (vmlinux, Image or bzImage) instead of Debian's (guest.kernel)")
+    p.add_argument("--modules", metavar="DIR|DEB", help="its modules: lib/modules/RELEASE, a tree holding it, or a .deb (guest.modules)")
     p.add_argument("--out", help="results directory for the run directory (default: paths.results)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.add_argument("--quiet", dest="run_quiet", action="store_true", help="no progress display (same as lab -q)")
@@ -64,6 +66,8 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         out=Path(args.out) if getattr(args, "out", None) else None,
         explain=bool(getattr(args, "explain", False)),
         cold_boot=bool(getattr(args, "cold_boot", False)),
+        kernel=Path(args.kernel) if getattr(args, "kernel", None) else None,
+        modules=Path(args.modules) if getattr(args, "modules", None) else None,
         axis=tuple(getattr(args, "axis", None) or ()) + ((f"suite={args.suite}",) if getattr(args, "suite", None) is not None else ()),
     )
 

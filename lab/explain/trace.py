@@ -19,7 +19,6 @@ from lab.errors import InfraError, LabError, UserError
 
 SCHEMA = "lab.fault-trace"
 SCHEMA_VERSION = 2  # 2: samples and mmaps name their pid (children are followed), exec_bytes
-KERNEL_BASE = 1 << 63  # every 64-bit arch here keeps its kernel in the upper half
 EXIT_REFUSED = 5  # perf_event_open refused
 EXIT_NOEXEC = 6  # the program could not be executed
 _MAPS_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) \S+ \d+\s*(.*)$")
@@ -37,11 +36,7 @@ class Sample:
     addr: int
     tid: int
     pid: int = 0
-
-    @property
-    def in_kernel(self) -> bool:
-        """The kernel took this fault on the process's behalf (copying to or clearing its memory)."""
-        return self.ip >= KERNEL_BASE
+    in_kernel: bool = False  # the kernel took it on the process's behalf (copying to or clearing its memory)
 
 
 @dataclass(frozen=True)
@@ -123,8 +118,8 @@ def _prot(bits: int) -> str:
     return "".join(c for bit, c in ((1, "r"), (2, "w"), (4, "x")) if bits & bit)
 
 
-def parse(text: str) -> Trace:
-    """Parse one fault-trace run's stdout."""
+def parse(text: str, kernel_base: int) -> Trace:
+    """Parse one fault-trace run's stdout; ``kernel_base``: where the arch's kernel addresses start (its row)."""
     try:
         data = json.loads(text.strip())
     except json.JSONDecodeError as exc:
@@ -146,7 +141,7 @@ def parse(text: str) -> Trace:
     for s in _get(data, "samples", list):
         if not (isinstance(s, list) and len(s) == 6 and all(isinstance(v, int) for v in s)):
             raise _fail(f"sample {s!r} is not [major, time, ip, addr, tid, pid]")
-        samples.append(Sample(bool(s[0]), s[1], s[2], s[3], s[4], s[5]))
+        samples.append(Sample(bool(s[0]), s[1], s[2], s[3], s[4], s[5], s[2] >= kernel_base))
     samples.sort(key=lambda s: s.time)
     mmaps = []
     for m in _get(data, "mmaps", list):

@@ -50,6 +50,8 @@ def run_args(plan: Plan, req: RunRequest) -> list[str]:
         values = plan.values(axis.name)
         if axis.name == "qemu" and values == (dict(plan.defaults)["qemu"],):
             continue  # the host's provisioned QEMU (the controller's, or the inventory's qemu_from): checked on merge
+        if axis.name == "kernel" and values == ("",):
+            continue  # each suite's own kernel (the recipe's kernel.from: suite): the hosts' recipe is the controller's
         if axis.name == "tunables":  # one value per --axis (a tunables string may hold ',')
             for v in values:
                 args += ["--axis", f"tunables={v}"]
@@ -88,9 +90,9 @@ def provision(cfg: Config, inv: Path, limit: tuple[str, ...] = ()) -> Provisione
 def _owed(plan: Plan, arches_: tuple[str, ...]) -> list[tuple[str, str, int, str]]:
     """(arch, variant, size, axes) of every cell a host owed for ``arches_``."""
     return [
-        (arch.name, v.name, size, plan.identity(boot, point))
-        for arch, boot in plan.groups()
-        if arch.name in arches_
+        (g.arch.name, v.name, size, plan.identity(g, point))
+        for g in plan.groups()
+        if g.arch.name in arches_
         for point in plan.run_points()
         for v in plan.variants
         for size in plan.sizes
@@ -118,6 +120,8 @@ def fleet_run(cfg: Config, req: RunRequest, inv: Path, argv: list[str]) -> tuple
     merged run's summary and the store."""
     started, t0 = time.time(), time.monotonic()
     plan = make_plan(cfg, req)  # usage errors (variants, sizes, axes) before any host is touched
+    if plan.kernel_file is not None:
+        raise UserError("lab fleet run cannot ship --kernel FILE to its hosts", "run lab run --kernel FILE on the host itself")
     hosts = inventory.load(inv)
     assignment = inventory.assign(hosts, [a.name for a in plan.arches], inv)
     for host, arches_ in assignment.items():

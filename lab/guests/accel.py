@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.arches import Arch, host_can_kvm
+from lab.arches import Arch, host, host_can_kvm
 from lab.errors import UserError
 from lab.files import write_atomic
 from lab.guests.emulator import HOST, Emulator
@@ -101,7 +101,8 @@ def host_cpu(accel: str) -> str:
     facts: dict[str, str] = {}  # the first CPU's value of each key
     for key, _, value in (line.partition(":") for line in info.splitlines()):
         facts.setdefault(key.strip(), value.strip())
-    for key in ("model name", "uarch", "Hardware"):  # x86; riscv64; some arm64 kernels
+    row = host()
+    for key in row.cpuinfo_keys if row else ("model name",):  # the host arch's row names its keys
         if key in facts:
             return facts[key]
     return " ".join(f"{k} {facts[k]}" for k in ("CPU implementer", "CPU part", "CPU variant") if k in facts) or platform.machine()

@@ -100,6 +100,7 @@ def _spec(
         qmp=Path(tempfile.mkdtemp(prefix="lab-qmp-")) / "qmp.sock" if live else None,
         incoming=incoming,
         emulator=emulator,
+        cpu=image.flavour.cpu,
     )
 
 
@@ -203,7 +204,7 @@ def scratch_problem(cfg: Config, image: Image) -> ImageError | None:
     )
 
 
-def _post_boot(restored: bool, scratch: Scratch | None, thp: str) -> str:
+def _post_boot(restored: bool, scratch: Scratch | None, thp: str, disk: str = "vda") -> str:
     """The first command in every guest. After a restore: prove the timers fire (a restored riscv64 guest's did
     not), set the wall clock (the snapshot's is stale) and reseed the CRNG from the host's seed (every guest
     restored from one snapshot starts from the same RNG state). Then the configured THP mode, set through sysfs
@@ -218,11 +219,12 @@ def _post_boot(restored: bool, scratch: Scratch | None, thp: str) -> str:
     steps.append(
         f'{{ grep -qF {shlex.quote(f"[{thp}]")} {THP_CONTROL} || {{ echo "THP is $(cat {THP_CONTROL}), not {thp}" >&2; false; }}; }}'
     )
+    device = scratch.device.format(disk=disk) if scratch else ""  # ``disk``: the arch's scratch disk (lab.arches)
     if scratch and not scratch.at_init:
-        steps.append(f"mount -t ext4 -o noatime {scratch.device} {SCRATCH_MOUNT}")
+        steps.append(f"mount -t ext4 -o noatime {device} {SCRATCH_MOUNT}")
     elif scratch:
-        mounted = f"{scratch.device} {SCRATCH_MOUNT} ext4 "
-        steps.append(f'{{ grep -q "^{mounted}" /proc/mounts || {{ echo "{SCRATCH_MOUNT} is not {scratch.device}" >&2; false; }}; }}')
+        mounted = f"{device} {SCRATCH_MOUNT} ext4 "
+        steps.append(f'{{ grep -q "^{mounted}" /proc/mounts || {{ echo "{SCRATCH_MOUNT} is not {device}" >&2; false; }}; }}')
     return " && ".join(steps)
 
 
@@ -317,7 +319,7 @@ def boot(
                 assert reseed is not None
                 files += [(RESEED_REMOTE, reseed.read_bytes(), 0o755), (SEED_REMOTE, secrets.token_bytes(SEED_BYTES), 0o600)]
             scratch = axes.scratch(cfg.guest.scratch) if image.scratch.exists() else None
-            setup = _post_boot(is_restored, scratch, cfg.guest.transparent_hugepage)
+            setup = _post_boot(is_restored, scratch, cfg.guest.transparent_hugepage, image.arch.disk)
             # One round trip: the files, then the setup. Bounded: a restored guest whose timers are dead hangs in its
             # first sleep (lab.guests.snapshots).
             done = (

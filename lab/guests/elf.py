@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import lzma
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Protocol
 
 from elftools.common.exceptions import ELFError
@@ -53,11 +53,13 @@ def decompress_module(path: str, data: bytes) -> bytes:
     raise ImageError(f"unsupported module compression: {path}", "teach lab.elf.decompress_module this format")
 
 
-def module_load_order(wanted: Iterable[str], available: Mapping[str, HasData]) -> list[str]:
+def module_load_order(wanted: Iterable[str], available: Mapping[str, HasData], builtin: Collection[str] = ()) -> list[str]:
     """Names of ``wanted`` modules and their dependencies, dependencies first.
 
     ``available`` maps module names to objects whose ``data`` is the uncompressed ``.ko``. Trixie kernels
-    ship no modules.dep, so dependencies come from each module's ``depends=``.
+    ship no modules.dep, so dependencies come from each module's ``depends=``. A wanted entry may name
+    alternatives, ``a|b`` (the first the kernel has: crc32c_generic became crc32c_cryptoapi in 6.15), and end in
+    ``?`` (optional); one the kernel has built in (``builtin``: its modules.builtin) is not loaded.
     """
     order: list[str] = []
     visiting: set[str] = set()
@@ -81,8 +83,13 @@ def module_load_order(wanted: Iterable[str], available: Mapping[str, HasData]) -
         visiting.discard(name)
         order.append(name)
 
-    for name in wanted:
-        visit(name, ())
+    for entry in wanted:
+        choices = [c.replace("-", "_") for c in entry.rstrip("?").split("|")]
+        if any(c in builtin for c in choices):
+            continue
+        found = [c for c in choices if c in available]
+        if found or not entry.endswith("?"):
+            visit(found[0] if found else choices[0], ())
     return order
 
 

@@ -19,15 +19,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from lab import axes
-from lab.arches import ARCHES, Arch, get
-from lab.axes import SUITES
+from lab.arches import ARCHES, Arch, Flavour, get
 from lab.cache import BuildCache, check_files, file_lock, read_record
 from lab.config import Config
 from lab.errors import CacheError, ImageError, UserError
@@ -35,10 +34,12 @@ from lab.files import sha256_file, sha256_text
 from lab.guests import elf, kernel
 from lab.guests.apt import Apt, Package, first_dependency
 from lab.guests.initramfs import Tree, deb_tar, write_cpio
+from lab.guests.kernel_file import Parts, from_debs, user_parts
 from lab.guests.keys import KeyPair, client_key, host_key
-from lab.guests.protocol import FAIL_MARKER, GATEWAY, GUEST_IP, RAM_MODULE, READY_MARKER, SCRATCH_DEVICE, SCRATCH_MOUNT, TEST_FILE
+from lab.guests.protocol import FAIL_MARKER, GATEWAY, GUEST_IP, RAM_MODULE, READY_MARKER, SCRATCH_MOUNT, TEST_FILE
 from lab.guests.recipes import Recipe, load_recipe
 from lab.guests.snapshots import SnapshotStore
+from lab.spec import GuestSpec
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,11 @@ class Image:
         return str(self.manifest["kernel_release"])
 
     @property
+    def flavour(self) -> Flavour:
+        """Its kernel's flavour (lab.arches.Flavour: page size, TCG CPU model)."""
+        return self.arch.flavour(str(self.manifest.get("pagesize", ""))) or self.arch.flavours[0]
+
+    @property
     def ram_disk(self) -> bool:
         """Whether its kernel has the RAM disk driver guest.scratch: ram needs (lab.guests.protocol.RAM_MODULE)."""
         return bool(self.manifest.get("ram_disk"))
@@ -91,7 +97,8 @@ def render_init(recipe: Recipe, arch: Arch, modules: list[str], ram_disk: bool =
         modules=modules,
         hostname=f"lab-{arch.name}",
         scratch_mount=SCRATCH_MOUNT,
-        scratch_device=SCRATCH_DEVICE,
+        scratch_device=axes.scratch_device("disk", arch.disk),
+        scratch_disk=arch.disk,
         ram=axes.scratch("ram") if ram_disk else None,
         ram_module=f"/usr/lib/modules/lab/{RAM_MODULE}.ko",
         guest_ip=GUEST_IP,
@@ -102,11 +109,10 @@ def render_init(recipe: Recipe, arch: Arch, modules: list[str], ram_disk: bool =
 
 
 class ImageStore:
-    """Builds and finds images under ``<cache>/images`` for one config."""
+    """Builds and finds images under ``<cache>/images`` for one config: one per guest spec (lab.spec)."""
 
     def __init__(self, cfg: Config, suite: str | None = None) -> None:
-        """Images of the recipe for ``suite`` (default: the recipe's); the kernel comes from the recipe's suite
-        unless the recipe says ``kernel.from: suite``."""
+        """``suite``: the userland of :meth:`spec`'s default guests (default: the recipe's)."""
         self.cfg = cfg
         self.recipe = load_recipe(cfg.recipe)
         self.suite = suite or self.recipe.suite
@@ -114,63 +120,79 @@ class ImageStore:
         # 0700: the initramfs holds the guest's private host key (pinning means nothing if others can read it).
         self.cache = BuildCache(self.root, cfg.timeouts.scaled("lock"), "image", mode=0o700)
         self.keys_dir = cfg.cache_dir / "keys"
-        self.apt = self._apt(self.suite)
-        same = self.recipe.kernel_from == "suite" or self.suite == self.recipe.suite
-        self.kernel_apt = self.apt if same else self._apt(self.recipe.suite)
+        self._apts: dict[str, Apt] = {}
+        self.apt = self.apt_for(self.suite)
 
-    def _apt(self, suite: str) -> Apt:
-        known = {s.name: s.debian for s in SUITES}
-        shipped = tuple(a.debian for a in ARCHES if a.debian in known.get(suite, (a.debian,)))
-        return Apt(self.cfg.cache_dir / "apt" / suite, suite, self.recipe.components, shipped, self.cfg.apt.mirror)
+    def apt_for(self, suite: str) -> Apt:
+        """The lab's apt of a suite (a backports suite over its base), for every arch it ships."""
+        if suite not in self._apts:
+            row = axes.suite(suite, guests=False)
+            shipped = tuple(a.debian for a in ARCHES if a.debian in row.debian)
+            self._apts[suite] = Apt(
+                self.cfg.cache_dir / "apt" / suite, suite, self.recipe.components, shipped, self.cfg.apt.mirror, row.base
+            )
+        return self._apts[suite]
+
+    def spec(self, arch: Arch) -> GuestSpec:
+        """``arch``'s default guest: this store's suite, the recipe's kernel, the first flavour, lab.yaml's rest."""
+        kernel = self.recipe.suite if self.recipe.kernel_from == "recipe" else self.suite
+        return GuestSpec(arch, self.suite, kernel, arch.flavours[0].pagesize, self.cfg.qemu.origin, self.cfg.guest.scratch)
 
     def ships(self, arch: Arch) -> bool:
         """Whether this store's suite has ``arch`` at all (bookworm has no riscv64)."""
         return arch.debian in self.apt.arches
 
-    def _resolve(self, arch: Arch) -> tuple[Package, list[Package]]:
-        """The versioned kernel package plus the recipe's packages, resolved in the lab's apt lists."""
-        if not self.ships(arch):
-            raise UserError(
-                f"Debian {self.suite} does not ship {arch.name}", f"drop {self.suite} for {arch.name} (lab run skips such cells)"
-            )
-        named = self.kernel_apt.resolve([self.recipe.kernel_for(arch)], arch.debian)[0]
-        # A metapackage depends on the versioned linux-image package; a versioned one does not.
+    def _resolve(self, g: GuestSpec) -> tuple[list[Package], list[Package]]:
+        """The kernel's packages (none for a user's kernel file) and the recipe's, resolved in the lab's apt lists."""
+        if problem := g.problem():
+            raise UserError(problem, "lab run skips such guests: pick another suite, kernel or page size")
+        packages = self.apt_for(g.suite).resolve(self.recipe.packages, g.arch.debian)
+        if g.kernel_file is not None:
+            return [], packages
+        kapt = self.apt_for(g.kernel)
+        named = kapt.resolve([self.recipe.kernel_for(g.arch, g.flavour)], g.arch.debian)[0]
+        # A metapackage depends on the versioned linux-image package; a versioned one does not. From 7.x on that
+        # one is small and depends on the image (linux-binary-) and the modules (linux-modules-).
         real = first_dependency(named.depends, "linux-image-")
-        pkg = self.kernel_apt.resolve([real], arch.debian)[0] if real else named
-        return pkg, self.apt.resolve(self.recipe.packages, arch.debian)
+        pkg = kapt.resolve([real], g.arch.debian)[0] if real else named
+        split = [d for d in (first_dependency(pkg.depends, p) for p in ("linux-binary-", "linux-modules-")) if d]
+        return [pkg, *(kapt.resolve(split, g.arch.debian) if split else [])], packages
 
-    def _inputs(self, arch: Arch) -> tuple[str, Package, list[Package], KeyPair, KeyPair]:
-        """The image key for ``arch`` and what it was computed from (resolved in the local lists)."""
-        kernel_pkg, packages = self._resolve(arch)
+    def _inputs(self, g: GuestSpec) -> tuple[str, list[Package], list[Package], KeyPair, KeyPair]:
+        """The image key for ``g`` and what it was computed from (resolved in the local lists)."""
+        kernel_pkgs, packages = self._resolve(g)
         client = client_key(self.keys_dir)
-        hostk = host_key(self.keys_dir, arch.name)
-        key = image_key(self.recipe.canonical() + self.suite, arch, [kernel_pkg, *packages], client.public, hostk.public)
-        return key, kernel_pkg, packages, client, hostk
+        hostk = host_key(self.keys_dir, g.arch.name)
+        own = f"kernel-file {g.kernel_file.digest} {_tree_digest(g.kernel_file.modules)}" if g.kernel_file else ""
+        key = image_key(self.recipe.canonical() + g.suite + own, g.arch, [*kernel_pkgs, *packages], client.public, hostk.public)
+        return key, kernel_pkgs, packages, client, hostk
 
     def apt_lock(self) -> AbstractContextManager[None]:
         """One apt refresh and resolution at a time per cache (the lists are shared)."""
         return file_lock(self.cfg.cache_dir / "build.lock", "the apt lock", self.cfg.timeouts.scaled("lock"))
 
-    def ensure(self, arch: Arch, refresh: bool = False) -> Image:
-        """Return the image for ``arch``, building it if missing or corrupt. The apt lock covers the lists and the
-        resolution only: downloads (unique temp names) and the build (its entry's lock) run beside other builds."""
+    def ensure(self, target: Arch | GuestSpec, refresh: bool = False) -> Image:
+        """Return the image of a guest spec (an arch: its default one), building it if missing or corrupt. The apt
+        lock covers the lists and the resolution only: downloads (unique temp names) and the build (its entry's
+        lock) run beside other builds."""
+        g = target if isinstance(target, GuestSpec) else self.spec(target)
         with self.apt_lock():
-            for apt in dict.fromkeys((self.apt, self.kernel_apt)):
-                apt.update(0 if refresh else self.cfg.apt.refresh_hours)
-            key, kernel_pkg, packages, client, hostk = self._inputs(arch)
+            for suite in dict.fromkeys((g.suite, *(() if g.kernel_file else (g.kernel,)))):
+                self.apt_for(suite).update(0 if refresh else self.cfg.apt.refresh_hours)
+            key, kernel_pkgs, packages, client, hostk = self._inputs(g)
         entry = self.cache.ensure(
-            f"{arch.name}-{key[:16]}", lambda work: self._build(arch, key, work, kernel_pkg, packages, client, hostk), verify
+            f"{g.arch.name}-{key[:16]}", lambda work: self._build(g, key, work, kernel_pkgs, packages, client, hostk), verify
         )
-        return Image(arch, key, entry.path, _read_manifest(entry.path), hostk)
+        return Image(g.arch, key, entry.path, _read_manifest(entry.path), hostk)
 
     def prune(self, snapshot_keys: Callable[[Arch, str], Iterable[str]]) -> list[Path]:
         """Delete cached images that are current for no arch of the recipe's suite nor of ``run.axes`` suites,
         abandoned build dirs, and every snapshot that is not a current one of a current image (``snapshot_keys``:
         the keys of (arch, image key) under this config's QEMUs; other QEMU builds, kernel arguments or memory go)."""
         suites = dict.fromkeys((self.recipe.suite, *self.cfg.run.axes.get("suite", ())))
-        stores = [self if suite == self.suite else ImageStore(self.cfg, suite) for suite in suites]
+        specs = [g for suite in suites for a in ARCHES if not (g := replace(self.spec(a), suite=suite)).problem()]
         with self.apt_lock():
-            current = {store._inputs(a)[0]: a.name for store in stores for a in ARCHES if store.ships(a)}
+            current = {self._inputs(g)[0]: g.arch.name for g in specs}
             keep = {f"{arch}-{key[:16]}" for key, arch in current.items()}
             doomed = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keep] if self.root.exists() else []
             for d in doomed:
@@ -179,16 +201,19 @@ class ImageStore:
             return doomed + SnapshotStore(self.cfg.cache_dir).prune(keys)
 
     def _build(
-        self, arch: Arch, key: str, work: Path, kernel_pkg: Package, packages: list[Package], client: KeyPair, hostk: KeyPair
+        self, g: GuestSpec, key: str, work: Path, kernel_pkgs: list[Package], packages: list[Package], client: KeyPair, hostk: KeyPair
     ) -> None:
         started = time.monotonic()
+        arch = g.arch
         pool = self.cfg.cache_dir / "debs"
-        debs = {**self.kernel_apt.download([kernel_pkg], pool), **self.apt.download(packages, pool)}
+        kdebs = self.apt_for(g.kernel).download(kernel_pkgs, pool) if kernel_pkgs else {}
+        debs = {**kdebs, **self.apt_for(g.suite).download(packages, pool)}
         tree = Tree()
         for pkg in packages:
             with deb_tar(debs[pkg.name]) as tar:
                 tree.add_tar(tar, self.recipe.exclude)
-        kernel_release, modules, ram_disk = self._add_kernel(tree, debs[kernel_pkg.name], work / "kernel", arch)
+        parts = user_parts(g.kernel_file) if g.kernel_file else from_debs([kdebs[p.name] for p in kernel_pkgs])
+        kernel_release, modules, ram_disk = self._add_kernel(tree, parts, work / "kernel", arch)
         self._add_system(tree, arch, modules, ram_disk, client, hostk)
         problems = elf.check_closure(tree, self.recipe.check, ("usr/lib/" + arch.triplet, "usr/lib", "usr/lib64"))
         if problems:
@@ -204,11 +229,14 @@ class ImageStore:
             "arch": arch.name,
             "key": key,
             "recipe": self.recipe.name,
-            "suite": self.suite,
-            "kernel_suite": self.kernel_apt.suite,
+            "suite": g.suite,
+            "kernel_suite": g.kernel,
+            "pagesize": g.pagesize,
             "mirror": self.apt.mirror,
             "kernel_release": kernel_release,
-            "kernel_package": {"name": kernel_pkg.name, "version": kernel_pkg.version},
+            # the Debian package (the versioned linux-image) or the user's file (--kernel)
+            "kernel_package": {"name": kernel_pkgs[0].name, "version": kernel_pkgs[0].version} if kernel_pkgs else {},
+            "kernel_file": {"path": str(g.kernel_file.path), "sha256": g.kernel_file.digest} if g.kernel_file else {},
             "packages": [{"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256} for p in packages],
             "modules": modules,
             "ram_disk": ram_disk,  # the kernel's brd is in the image (guest.scratch: ram)
@@ -218,35 +246,22 @@ class ImageStore:
             "build_seconds": round(time.monotonic() - started, 2),
         }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        log.info("built %s %s image %s-%s in %.1fs", self.suite, arch.name, arch.name, key[:16], manifest["build_seconds"])
+        log.info("built %s %s image %s-%s in %.1fs", g.suite, arch.name, arch.name, key[:16], manifest["build_seconds"])
 
-    def _add_kernel(self, tree: Tree, deb: Path, kernel_out: Path, arch: Arch) -> tuple[str, list[str], bool]:
-        """Write the kernel image to ``kernel_out``; put the recipe's modules (and deps) in the tree, and the RAM disk
-        driver when the kernel has one (/init loads it with its size only for guest.scratch: ram). Returns the
-        release, the modules /init loads at every boot (dependencies first) and whether the RAM disk is there."""
-        release = None
-        compressed: dict[str, tuple[str, bytes]] = {}
-        with deb_tar(deb) as tar:
-            for member in tar:
-                name = member.name.removeprefix("./")
-                f = tar.extractfile(member) if member.isfile() else None
-                if f is None:
-                    continue
-                if name.startswith("boot/vmlinu"):
-                    kernel_out.write_bytes(kernel.prepare(f.read(), arch.kernel_format))
-                    release = name.split("-", 1)[1]
-                elif "/kernel/" in name and ".ko" in name:
-                    compressed[elf.module_name(name)] = (name, f.read())
-        if release is None:
-            raise ImageError(f"{deb.name} holds no boot/vmlinu* image", "check kernel.package in the recipe")
-        modules = {name: _Lazy(path, data) for name, (path, data) in compressed.items()}
-        order = elf.module_load_order(self.recipe.modules, modules)
+    def _add_kernel(self, tree: Tree, parts: Parts, kernel_out: Path, arch: Arch) -> tuple[str, list[str], bool]:
+        """Write the kernel image to ``kernel_out``; put the recipe's and the arch's modules (and deps) in the tree,
+        and the RAM disk driver when the kernel has one (/init loads it with its size only for guest.scratch: ram).
+        Returns the release, the modules /init loads at every boot (dependencies first) and whether the RAM disk
+        is there."""
+        kernel_out.write_bytes(kernel.prepare(parts.image, arch.kernel_format))
+        modules = {name: _Lazy(path, data) for name, (path, data) in parts.modules.items()}
+        order = elf.module_load_order(self.recipe.modules + arch.boot_modules, modules, parts.builtin)
         ram_disk = RAM_MODULE in modules
         if ram_disk:
             order += [m for m in elf.module_load_order([RAM_MODULE], modules) if m not in order and m != RAM_MODULE]
         for mod in (*order, *([RAM_MODULE] if ram_disk else [])):
             tree.file(f"usr/lib/modules/lab/{mod}.ko", modules[mod].data)
-        return release, order, ram_disk
+        return parts.release, order, ram_disk
 
     def _add_system(self, tree: Tree, arch: Arch, modules: list[str], ram_disk: bool, client: KeyPair, hostk: KeyPair) -> None:
         """usr-merge links, console node, accounts, keys and /init."""
@@ -329,6 +344,15 @@ class _Lazy:
         if self._data is None:
             self._data = elf.decompress_module(self.path, self.raw)
         return self._data
+
+
+def _tree_digest(path: Path | None) -> str:
+    """A digest of a user's modules (a .deb, or every file of a directory tree, by path and content)."""
+    if path is None:
+        return ""
+    if path.is_file():
+        return sha256_file(path)
+    return sha256_text(*(f"{f.relative_to(path)} {sha256_file(f)}" for f in sorted(path.rglob("*")) if f.is_file()))
 
 
 def _read_manifest(d: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 READY_MARKER = "LAB-READY"  # /init prints it (with uname -r and -m) once dropbear listens
 FAIL_MARKER = "LAB-INIT-FAILED"  # /init prints it when a step fails; the VM owner stops waiting
 SCRATCH_MOUNT = "/scratch"  # the ext4 scratch file system (its image: a virtio disk on a throwaway snapshot)
-SCRATCH_DEVICE = "/dev/vda"  # that virtio disk (lab.axes.SCRATCHES)
 RAM_MODULE = "brd"  # the kernel's RAM block device driver, from the image's own kernel package
 TEST_FILE = "probe.dat"  # on the scratch disk: the file-backed fault stages map and read it
 TEST_FILE_PATH = f"{SCRATCH_MOUNT}/{TEST_FILE}"

@@ -56,6 +56,7 @@ class VMSpec:
     qmp: Path | None = None  # QEMU's control socket (lab.guests.qmp)
     incoming: Path | None = None  # restore this zstd-compressed snapshot instead of booting (lab.guests.snapshots)
     emulator: Emulator = HOST  # which QEMU build runs it (lab.guests.emulator)
+    cpu: str = ""  # the TCG CPU model its kernel flavour needs ("": the arch's; lab.arches.Flavour)
 
 
 def kernel_cmdline(arch: Arch, thp: str, extra: tuple[str, ...], scratch: str) -> str:
@@ -76,7 +77,7 @@ def qemu_argv(spec: VMSpec) -> list[str]:
         accel, cpu = "kvm", a.kvm_cpu
     elif spec.accel == "tcg":
         accel = "tcg" if spec.tb_size_mib is None else f"tcg,tb-size={spec.tb_size_mib}"
-        cpu = a.cpu
+        cpu = spec.cpu or a.cpu
     else:
         raise ValueError(f"accel must be kvm or tcg, not {spec.accel!r}")
     e = spec.emulator
@@ -88,10 +89,10 @@ def qemu_argv(spec: VMSpec) -> list[str]:
     argv += ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.append]
     argv += ["-serial", f"file:{spec.console_log}"]
     argv += ["-netdev", f"user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:{SSH_GUEST_PORT}"]
-    argv += ["-device", "virtio-net-pci,netdev=net0,romfile="]
+    argv += ["-device", f"virtio-net-{a.virtio},netdev=net0,romfile="]
     if spec.scratch is not None:
         argv += ["-drive", f"file={_opt(spec.scratch)},format=raw,if=none,id=scratch,snapshot=on"]
-        argv += ["-device", "virtio-blk-pci,drive=scratch"]
+        argv += ["-device", f"virtio-blk-{a.virtio},drive=scratch"]
     if spec.qmp is not None:
         argv += ["-qmp", f"unix:{_opt(spec.qmp)},server=on,wait=off"]
     if spec.incoming is not None:  # this QEMU refuses file: migration URIs; exec: works

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from lab.arches import Arch
+from lab.arches import Arch, Flavour
 from lab.config import Section
 from lab.errors import UserError
 
@@ -19,8 +19,8 @@ class Recipe:
     name: str
     suite: str
     components: tuple[str, ...]
-    kernel_package: str  # may contain {debian}
-    kernel_from: str  # recipe: one kernel (the recipe suite's) for every suite; suite: each suite's own
+    kernel_package: str  # may contain {flavour} (the arch's kernel flavour: lab.arches.Flavour) or {debian}
+    kernel_from: str  # the kernel axis's default: recipe (the recipe suite's kernel for every suite) or suite (its own)
     modules: tuple[str, ...]
     packages: tuple[str, ...]
     check: tuple[str, ...]
@@ -29,8 +29,12 @@ class Recipe:
     scratch_size_mib: int
     test_file_mib: int
 
-    def kernel_for(self, arch: Arch) -> str:
-        return self.kernel_package.format(debian=arch.debian)
+    def kernel_for(self, arch: Arch, flavour: Flavour) -> str:
+        """The kernel package of ``arch``'s ``flavour``; a package template without {flavour} has one flavour."""
+        if flavour != arch.flavours[0] and "{flavour}" not in self.kernel_package:
+            raise UserError(f"{self.path}: kernel.package {self.kernel_package!r} has no {{flavour}}: it cannot name the "
+                            f"{flavour.pagesize} kernel", "use linux-image-{flavour}")  # fmt: skip
+        return self.kernel_package.format(debian=arch.debian, flavour=flavour.kernel)
 
     def canonical(self) -> str:
         """A stable text form of everything that shapes the image (for cache keys)."""
@@ -52,7 +56,7 @@ def load_recipe(path: Path) -> Recipe:
     suite = top.text("suite", "trixie")
     components = top.strings("components", ("main",))
     k = top.section("kernel")
-    kernel_package = k.text("package", "linux-image-{debian}")
+    kernel_package = k.text("package", "linux-image-{flavour}")
     kernel_from = k.text("from", "recipe", ("recipe", "suite"))
     modules = k.strings("modules", ())
     k.finish()

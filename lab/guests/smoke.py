@@ -54,7 +54,7 @@ def check_facts(arch: Arch, facts: dict[str, str], thp: str, scratch: str) -> li
         problems.append(f"page size unreadable: {facts.get('page_size')!r}")
     if f"[{thp}]" not in facts.get("thp", ""):
         problems.append(f"THP is {facts.get('thp')!r}, expected [{thp}]")
-    want = f"{axes.scratch(scratch).device} ext4"  # guest.scratch's device (lab.axes.SCRATCHES)
+    want = f"{axes.scratch_device(scratch, arch.disk)} ext4"  # guest.scratch's device (lab.axes.SCRATCHES)
     if facts.get("scratch") != want:
         problems.append(f"scratch is {facts.get('scratch')!r}, expected {want!r} (guest.scratch: {scratch})")
     return problems

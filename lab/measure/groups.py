@@ -16,17 +16,21 @@ from lab.payloads.build import Payload
 from lab.payloads.probe import SCHEMA_VERSION, ProbeResult
 from lab.payloads.variants import Variant
 from lab.results.store import Cell, CellError, Sample
+from lab.spec import GuestSpec
 
 log = __import__("logging").getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Group:
-    """The cells one guest measures: an arch's guest at one boot point (suite, QEMU, scratch device: lab.axes)."""
+    """The cells one guest measures: the guest (lab.spec.GuestSpec: an arch at one boot point of lab.axes)."""
 
-    arch: Arch
-    boot: tuple[tuple[str, str], ...]  # every boot axis's value, in table order
+    spec: GuestSpec
     label: str  # for progress lines: the arch, plus the boot axes' values where a run spans several
+
+    @property
+    def arch(self) -> Arch:
+        return self.spec.arch
 
     @property
     def slug(self) -> str:
@@ -34,19 +38,19 @@ class Group:
 
     @property
     def suite(self) -> str:
-        return dict(self.boot)["suite"]
+        return self.spec.suite
 
     @property
     def qemu(self) -> str:
-        return dict(self.boot)["qemu"]  # the QEMU's origin (qemu.from, or the qemu axis's value)
+        return self.spec.qemu  # the QEMU's origin (qemu.from, or the qemu axis's value)
 
     def config(self, cfg: Config) -> Config:
         """``cfg`` as this group's guest boots under it: the scratch device is a guest setting."""
-        return replace(cfg, guest=replace(cfg.guest, scratch=dict(self.boot)["scratch"]))
+        return replace(cfg, guest=replace(cfg.guest, scratch=self.spec.scratch))
 
 
 def groups(plan: Plan) -> list[Group]:
-    return [Group(a, tuple(b.items()), label) for (a, b), label in zip(plan.groups(), plan.labels(), strict=True)]
+    return [Group(g, label) for g, label in zip(plan.groups(), plan.labels(), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,14 @@ class Summary:
 
 def thp_mode(text: str) -> str:
     return text[text.index("[") + 1 : text.index("]")] if "[" in text and "]" in text else text
+
+
+def kernel_source(manifest: dict[str, object]) -> str:
+    """Where an image's kernel came from: ``SUITE PACKAGE VERSION`` (Debian's), or ``file sha256:DIGEST``."""
+    own, pkg = manifest.get("kernel_file") or {}, manifest.get("kernel_package") or {}
+    if isinstance(own, dict) and own:
+        return f"file sha256:{own.get('sha256', '')}"
+    return f"{manifest.get('kernel_suite', '')} {pkg.get('name', '')} {pkg.get('version', '')}" if isinstance(pkg, dict) else ""
 
 
 def make_cell(
@@ -116,6 +128,8 @@ def make_cell(
         qemu_version=b.info.qemu_version,
         qemu_origin=b.info.qemu_origin,
         scratch=b.info.scratch,
+        kernel_source=kernel_source(image.manifest),
+        file_pages=results[0].file.pages if results[0].file else 0,
         accel=b.info.accel,
         probe_schema=SCHEMA_VERSION,
         attempts=attempts,

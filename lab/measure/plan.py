@@ -13,14 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lab import arches
+from lab import arches, spec
 from lab import axes as axes_mod
 from lab.arches import Arch
 from lab.config import Config
 from lab.errors import UserError
+from lab.guests.kernel_file import kernel_file
 from lab.guests.recipes import Recipe, load_recipe
 from lab.payloads import variants
 from lab.payloads.variants import Variant
+from lab.spec import GuestSpec, KernelFile
 from lab.text import parse_size
 
 
@@ -40,6 +42,8 @@ class RunRequest:
     axis: tuple[str, ...] = ()  # "thp=never,always", "suite=trixie,forky" (lab.axes); replaces run.axes per axis
     explain: bool = False  # also one traced run per cell (lab.measure.tracing), stored apart from the samples
     cold_boot: bool = False  # boot every guest cold (no snapshot restore; lab.guests.snapshots)
+    kernel: Path | None = None  # a user's own kernel file (the kernel axis's one value; guest.kernel in lab.yaml)
+    modules: Path | None = None  # its modules: a directory or a .deb
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Plan:
     defaults: tuple[tuple[str, str], ...] = ()  # every axis's default (the identity of a cell leaves these out)
     explain: bool = False
     cold_boot: bool = False
+    kernel_file: KernelFile | None = None  # --kernel FILE: every guest boots it (the kernel axis's one value)
 
     def values(self, name: str) -> tuple[str, ...]:
         return dict(self.axes).get(name) or (dict(self.defaults)[name],)
@@ -65,30 +70,36 @@ class Plan:
 
     def labels(self) -> list[str]:
         """One progress label per guest: the arch, plus each boot axis's value where the run spans several."""
-        several = [a.name for a in axes_mod.AXES if a.where == "boot" and len(self.values(a.name)) > 1]
-        return [a.name + "".join(f"/{b[n]}" if n == "suite" else f"/{n}-{b[n]}" for n in several) for a, b in self.groups()]
+        several = [a.name for a in axes_mod.AXES if a.where == "boot" and len({str(b[a.name]) for b in self.boot_points()}) > 1]
+        return [g.arch.name + "".join(f"/{g.boot()[n]}" if n == "suite" else f"/{n}-{g.boot()[n]}" for n in several)
+                for g in self.groups()]  # fmt: skip
 
     def boot_points(self) -> list[dict[str, str]]:
-        """Every combination of the boot axes' values (one guest per arch each), in table order."""
+        """Every combination of the boot axes' values (one guest per arch each), in table order; a kernel that
+        follows the suite (a recipe's ``kernel.from: suite``) is that suite's."""
         names = [a.name for a in axes_mod.AXES if a.where == "boot"]
-        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.values(n) for n in names))]
+        points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.values(n) for n in names))]
+        return list({str(p): p for p in ({**p, "kernel": p["kernel"] or p["suite"]} for p in points)}.values())
 
-    def groups(self) -> list[tuple[Arch, dict[str, str]]]:
-        """(arch, boot point) of every guest: the arches each suite ships (bookworm has no riscv64)."""
-        return [(a, b) for b in self.boot_points() for a in self.arches if a.debian in axes_mod.suite(b["suite"]).debian]
+    def _specs(self) -> list[GuestSpec]:
+        return [spec.make(a, b, self.kernel_file) for b in self.boot_points() for a in self.arches]
+
+    def groups(self) -> list[GuestSpec]:
+        """Every guest of the run: an arch at a boot point that Debian can make (bookworm has no riscv64, nor
+        trixie's kernel a 16k flavour for it: lab.spec.GuestSpec.problem)."""
+        return [g for g in self._specs() if not g.problem()]
 
     def skipped(self) -> list[str]:
-        return [f"Debian {s} does not ship {a.name}: its cells are skipped" for s in self.suites for a in self.arches
-                if a.debian not in axes_mod.suite(s).debian]  # fmt: skip
+        return list(dict.fromkeys(f"{p}: its cells are skipped" for g in self._specs() if (p := g.problem())))
 
     def run_points(self) -> list[dict[str, str]]:
         """Every combination of the run axes' values, in table order."""
         names = [a.name for a in axes_mod.AXES if a.where == "run"]
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.values(n) for n in names))]
 
-    def identity(self, boot: Mapping[str, str], point: Mapping[str, str]) -> str:
-        """A cell's axes (lab.axes.identity) from its guest's boot point and its run point."""
-        return axes_mod.identity({**boot, **point}, dict(self.defaults))
+    def identity(self, guest: GuestSpec, point: Mapping[str, str]) -> str:
+        """A cell's axes (lab.axes.identity: absolute) from its guest's boot point and its run point."""
+        return axes_mod.identity({**guest.boot(), **point})
 
 
 def default_jobs(guests: int) -> int:
@@ -157,8 +168,13 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
     _check_scratch(cfg, recipe, file_bytes, chosen_axes.get("scratch", (cfg.guest.scratch,)))
     if not chosen:
         raise UserError("no variant matches --libc/--linkage", "variants: " + ", ".join(variants.names()))
+    kernel_file = _kernel_file(cfg, req, selected, chosen_axes, recipe)
+    if kernel_file is not None:
+        chosen_axes["kernel"] = (kernel_file.value,)
     defaults = {
         "suite": recipe.suite,
+        "kernel": recipe.suite if recipe.kernel_from == "recipe" else "",  # "": each suite's own
+        "pagesize": axes_mod.get("pagesize").default,
         "qemu": cfg.qemu.origin,
         "scratch": cfg.guest.scratch,
         "thp": cfg.guest.transparent_hugepage,
@@ -170,12 +186,30 @@ def make_plan(cfg: Config, req: RunRequest) -> Plan:
         axes_mod.suite(name)
     ordered = tuple((a.name, chosen_axes[a.name]) for a in axes_mod.AXES if a.name in chosen_axes)
     plan = Plan(tuple(selected), tuple(chosen), tuple(dict.fromkeys(sizes)), repeat, 1, file_bytes, req.accel, ordered,
-                tuple(defaults.items()))  # fmt: skip
+                tuple(defaults.items()), kernel_file=kernel_file)  # fmt: skip
     if not plan.groups():
-        raise UserError("no arch of this run is shipped by its suites: " + "; ".join(plan.skipped()), "pick other arches or suites")
+        raise UserError("Debian cannot make any guest of this run: " + "; ".join(plan.skipped()),
+                        "pick other arches, suites, kernels or page sizes (lab.arches lists each arch's)")  # fmt: skip
     # One guest per (arch, suite): the default parallelism counts guests, not arches.
     jobs = req.jobs if req.jobs is not None else (cfg.run.jobs or default_jobs(len(plan.groups())))
     return replace(plan, jobs=jobs, explain=req.explain, cold_boot=req.cold_boot)
+
+
+def _kernel_file(
+    cfg: Config, req: RunRequest, selected: list[Arch], chosen: Mapping[str, tuple[str, ...]], recipe: Recipe
+) -> KernelFile | None:
+    """--kernel FILE (or guest.kernel): checked for the run's one arch, its release and modules, before anything."""
+    path, modules = (req.kernel, req.modules) if req.kernel is not None else (cfg.guest.kernel, cfg.guest.modules)
+    if path is None:
+        if req.modules is not None:
+            raise UserError("--modules needs --kernel FILE", "give the kernel the modules belong to")
+        return None
+    if "kernel" in chosen:
+        raise UserError("--kernel FILE and the kernel axis both name the kernel", "drop --axis kernel=... (or run.axes.kernel)")
+    if len(selected) != 1:
+        raise UserError(f"--kernel {path}: a kernel file boots one arch, and this run has {len(selected)}",
+                        "add --arch ARCH (the kernel's)")  # fmt: skip
+    return kernel_file(selected[0], path, modules, recipe.modules + selected[0].boot_modules)
 
 
 def with_out(cfg: Config, out: Path | None) -> Config:

@@ -112,7 +112,7 @@ class Runner:
         """
         try:
             self.progress(g.label, "building image")
-            image = ImageStore(self.cfg, g.suite).ensure(g.arch)
+            image = ImageStore(self.cfg).ensure(g.spec)
             if problem := scratch_problem(g.config(self.cfg), image):
                 raise problem
         except UserError:
@@ -150,7 +150,7 @@ class Runner:
         for point in self.plan.run_points():
             for v in self.plan.variants:
                 for size in self.plan.sizes:
-                    axes = self.plan.identity(dict(g.boot), point)
+                    axes = self.plan.identity(g.spec, point)
                     outcome.errors.append(CellError(g.arch.name, v.name, size, stage, str(exc), evidence, attempts, axes, self.cfg.host))
         self.progress(g.label, f"failed ({stage})")
 
@@ -193,7 +193,7 @@ class Runner:
         musl = libc.guest_musl_version(b.guest) if any(v.libc == "musl" for v in self.plan.variants) else None
         raw_dir = self.run_dir / "raw" / g.arch.name
         points = self.plan.run_points()
-        identity = [self.plan.identity(dict(g.boot), point) for point in points]
+        identity = [self.plan.identity(g.spec, point) for point in points]
 
         def keep_raw(raw: engine.RawRun) -> None:
             stem = rundir.raw_stem(raw.variant, raw.size, identity[raw.point], raw.repeat)

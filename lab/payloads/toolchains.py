@@ -42,6 +42,7 @@ def fill(args: tuple[str, ...], arch: Arch, paths: ToolPaths = PLACEHOLDERS) -> 
         a.format(
             triplet=arch.triplet,
             uname=arch.uname,
+            musl=arch.musl_name,
             debian=arch.debian,
             sysroot=paths.sysroot,
             ld=paths.ld,

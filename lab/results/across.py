@@ -44,30 +44,47 @@ def _split(identity: str, axis: str) -> tuple[str, str | None]:
     return ",".join(p for p in parts if not p.startswith(axis + "=")), (mine[0] if mine else None)
 
 
+def _base(axis: axes_mod.Axis, values: list[str]) -> str:
+    """The value the others are compared against: the table's default where the run has it, else the first value
+    in table order (free-form values: the first in sort order)."""
+    if axis.default in values:
+        return axis.default
+    order = {v: i for i, v in enumerate(axis.values)}
+    return min(values, key=lambda v: (order.get(v, len(order)), v))
+
+
 def across(cells: list[tuple[Cell, list[Sample]]], axis: str) -> list[Agreement]:
-    """Every (cell, stage, counter) of a non-default ``axis`` value against the cell with the default value."""
-    axes_mod.get(axis)
-    by: dict[tuple[str, str, int, str, str | None], list[Sample]] = {}
+    """Every (cell, stage, counter) of each ``axis`` value against the cell that differs from it in that axis alone,
+    valued at the table's default (or the run's first value: :func:`_base`)."""
+    row = axes_mod.get(axis)
+    by: dict[tuple[str, str, int, str], dict[str, list[Sample]]] = {}
     for cell, samples in cells:
         rest, value = _split(cell.axes, axis)
-        by[(cell.arch, cell.variant, cell.buffer_size, rest, value)] = samples
+        if value is not None:
+            by.setdefault((cell.arch, cell.variant, cell.buffer_size, rest), {})[value] = samples
     out = []
-    for (arch, variant, size, rest, value), samples in sorted(by.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
-        base = by.get((arch, variant, size, rest, None))
-        if value is None or base is None:
+    for (arch, variant, size, rest), valued in sorted(by.items()):
+        if len(valued) < 2:
             continue
-        for stage in dict.fromkeys(s.stage for s in samples):
-            for counter in ("minflt", "majflt"):
-                mine = [getattr(s, "delta_" + counter) for s in samples if s.stage == stage]
-                theirs = [getattr(s, "delta_" + counter) for s in base if s.stage == stage]
-                if not mine or not theirs:
-                    continue
-                m, t = statistics.median(mine), statistics.median(theirs)
-                overlap = min(mine) <= max(theirs) and min(theirs) <= max(mine)
-                agree = overlap if stage in RANGED else m == t
-                out.append(
-                    Agreement(arch, variant, size, rest, stage, counter, value, m, t, min(mine), max(mine), min(theirs), max(theirs), agree)
-                )
+        base_value = _base(row, list(valued))
+        base = valued[base_value]
+        for value, samples in sorted(valued.items()):
+            if value == base_value:
+                continue
+            for stage in dict.fromkeys(s.stage for s in samples):
+                for counter in ("minflt", "majflt"):
+                    mine = [getattr(s, "delta_" + counter) for s in samples if s.stage == stage]
+                    theirs = [getattr(s, "delta_" + counter) for s in base if s.stage == stage]
+                    if not mine or not theirs:
+                        continue
+                    m, t = statistics.median(mine), statistics.median(theirs)
+                    overlap = min(mine) <= max(theirs) and min(theirs) <= max(mine)
+                    agree = overlap if stage in RANGED else m == t
+                    out.append(
+                        Agreement(
+                            arch, variant, size, rest, stage, counter, value, m, t, min(mine), max(mine), min(theirs), max(theirs), agree
+                        )
+                    )
     return out
 
 
@@ -76,7 +93,7 @@ def to_text(rows: list[Agreement], axis: str, every: bool = False) -> str:
         return f"no cells of this run differ in {axis} alone (run with --axis {axis}=A,B)"
     shown = [r for r in rows if every or not r.agree or r.stage in RANGED]
     table = [
-        (r.arch, r.variant, size_text(r.buffer_size), r.axes or "-", r.stage, r.counter, f"{axis}={r.value}",
+        (r.arch, r.variant, size_text(r.buffer_size), axes_mod.shown(r.axes) or "-", r.stage, r.counter, f"{axis}={r.value}",
          f"{r.median:g} [{r.low}-{r.high}]", f"{r.default_median:g} [{r.default_low}-{r.default_high}]", "agree" if r.agree else "DIFFER")
         for r in shown
     ]  # fmt: skip

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from lab import axes as axes_mod
 from lab.errors import UserError
 from lab.results.store import Store
 from lab.results.verdict import COUNTERS, ENV_FIELDS, OPTIONAL_ENV, CellData
@@ -20,8 +21,10 @@ from lab.results.verdict import COUNTERS, ENV_FIELDS, OPTIONAL_ENV, CellData
 # libyaml's safe loader where PyYAML was built with it (the pure-Python one took 4.5 min on a 55 MB baseline)
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SCHEMA = "lab.baseline"
-SCHEMA_VERSION = 2  # v2: cells may carry "axes"; v1 documents (no axes) are read as all-default cells
-READABLE = (1, 2)
+# v2: cells may carry "axes"; v1 documents (no axes) are read as all-default cells. v3: every cell's axes are
+# absolute (lab.axes.identity); v1 and v2 documents' are made so from the environment they recorded.
+SCHEMA_VERSION = 3
+READABLE = (1, 2, 3)
 
 
 def run_cells(store: Store, run_id: str) -> tuple[list[CellData], set[tuple[str, str, int, str]]]:
@@ -56,7 +59,7 @@ def document(name: str, run_id: str, cells: list[CellData]) -> str:
                 "arch": c.arch,
                 "variant": c.variant,
                 "buffer_size": c.buffer_size,
-                **({"axes": c.axes} if c.axes else {}),
+                "axes": c.axes,
                 "env": dict(c.env),
                 "stages": {stage: {k: list(v) for k, v in counters.items()} for stage, counters in c.stages.items()},
             }
@@ -116,6 +119,11 @@ def parse(text: str, source: str) -> tuple[str, str, list[CellData]]:
         axes = c.get("axes", "")
         if not isinstance(axes, str):
             raise _bad(source, f"{where}.axes", "not text")
+        if doc["schema_version"] < 3:  # relative to the lab.yaml of its day: made absolute from what it recorded
+            page = env.get("page_size")
+            axes = axes_mod.explicit(
+                axes, {"thp": str(env.get("thp")), **({"pagesize": axes_mod.pagesize_of(page)} if isinstance(page, int) else {})}
+            )
         cells.append(CellData(c["arch"], c["variant"], c["buffer_size"], env, stages, axes))
     return name, run, cells
 

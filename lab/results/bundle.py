@@ -22,13 +22,15 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from lab import axes
 from lab.errors import UserError
 from lab.files import sha256_text
-from lab.results.schema import ERROR_STAGES
+from lab.results.schema import ERROR_STAGES, explicit_cell_axes
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store
 
 FORMAT = "lab-run-bundle"
-SCHEMA = 1  # bump when run.json's layout changes incompatibly; import refuses any other
+SCHEMA = 2  # bump when run.json's layout changes incompatibly; import refuses any other but READABLE
+READABLE = (1, 2)  # 1: identities relative to that lab.yaml's defaults, made absolute on import (store v8)
 SUFFIX = ".labrun.tar.gz"
 
 
@@ -119,9 +121,9 @@ def read(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         raise _bad(path, "no manifest.json") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _bad(path, f"format is not {FORMAT}")
-    if manifest.get("schema") != SCHEMA:
+    if manifest.get("schema") not in READABLE:
         raise UserError(
-            f"{path}: bundle schema {manifest.get('schema')!r}, this lab reads schema {SCHEMA}",
+            f"{path}: bundle schema {manifest.get('schema')!r}, this lab reads schema {'/'.join(map(str, READABLE))}",
             "import it with the lab version that exported it, or export it again with this one",
         )
     files = manifest.get("files")
@@ -136,7 +138,24 @@ def read(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         raise _bad(path, "no readable run.json") from None
     if not isinstance(rows, dict) or {"run", "cells", "errors"} - set(rows):
         raise _bad(path, "run.json lacks run, cells or errors")
+    if manifest["schema"] == 1:
+        _absolute(rows)
     return rows, {name.removeprefix("rundir/"): data for name, data in members.items()}
+
+
+def _absolute(rows: dict[str, Any]) -> None:
+    """A schema 1 bundle's identities made absolute, as the store's v8 migration makes a store's."""
+    for c in rows["cells"] if isinstance(rows["cells"], list) else []:
+        cell = c.get("cell") if isinstance(c, dict) else None
+        if isinstance(cell, dict) and isinstance(cell.get("axes", ""), str):
+            thp, page, origin, scratch = (
+                cell.get(k, d) for k, d in (("thp", ""), ("page_size", 4096), ("qemu_origin", ""), ("scratch", ""))
+            )
+            if isinstance(page, int) and all(isinstance(v, str) for v in (thp, origin, scratch)):  # else _make names the field
+                cell["axes"] = explicit_cell_axes(cell.get("axes", ""), thp, page, origin, scratch)
+    for e in rows["errors"] if isinstance(rows["errors"], list) else []:
+        if isinstance(e, dict) and isinstance(e.get("axes", ""), str):
+            e["axes"] = axes.explicit(e.get("axes", ""), {})
 
 
 _TYPES: dict[str, tuple[type, ...]] = {

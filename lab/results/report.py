@@ -12,21 +12,24 @@ import csv
 import io
 import itertools
 import json
+import re
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import jinja2
 
+from lab import axes as axes_mod
 from lab.config import STAGES
 from lab.files import write_atomic
 from lab.payloads import variants
 from lab.results import across, explained
+from lab.results.charts import STAGE_COLOURS, bar_chart, fmt, sparkline, stacked_chart
 from lab.results.compare import Comparison
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store
 from lab.text import size_text
 
-STAGE_COLOURS = ("#4e79a7", "#bab0ac", "#f28e2b", "#59a14f", "#76b7b2", "#edc948", "#e15759")
 FORMATS = ("html", "md", "json")
 SCHEMA, SCHEMA_VERSION = "lab.report", 1  # of the JSON form: bump the version when a field changes meaning or goes
 TREND_RUNS = 20
@@ -50,8 +53,9 @@ class Stat:
 
 
 def row_of(cell: Cell | CellError) -> str:
-    """A report row: the arch, and the cell's non-default axes when it has any (``arm64 [suite=forky]``)."""
-    return f"{cell.arch} [{cell.axes}]" if cell.axes else cell.arch
+    """A report row: the arch, and the cell's axes that are not the table's defaults (``arm64 [suite=forky]``)."""
+    shown = axes_mod.shown(cell.axes)
+    return f"{cell.arch} [{shown}]" if shown else cell.arch
 
 
 @dataclass(frozen=True)
@@ -114,8 +118,32 @@ class VersionRow:
         return [(a, b, self.entry[b] - self.entry[a]) for a, b in itertools.pairwise(versions)]
 
 
+@dataclass(frozen=True)
+class OneThing:
+    title: str
+    label: str
+    rows: list[VersionRow]
+
+
+@dataclass(frozen=True)
+class PerPage:
+    row: str
+    variant: str
+    buffer_size: int
+    page_size: int
+    values: tuple[str, ...]  # touch1, touch2, file_map, file_read major: per page
+
+
+# (axis, title, what a value is called, the label of a cell's value): the report's one-thing-at-a-time views
+ONE_THING: tuple[tuple[str, str, str, Callable[[Cell], str]], ...] = (
+    ("suite", "libc versions", "libc version", lambda c: c.libc_version_run or ""),
+    ("kernel", "Kernels", "kernel release", lambda c: c.kernel_release),
+    ("pagesize", "Page sizes", "page size", lambda c: f"{c.page_size // 1024}k"),
+)
+
+
 def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in version.split(".") if x.isdigit())
+    return tuple(int(x) for x in re.findall(r"\d+", version))
 
 
 @dataclass(frozen=True)
@@ -159,20 +187,44 @@ class Report:
                 return e
         return None
 
-    def libc_versions(self) -> list[VersionRow]:
-        """The libc-version view: cells that differ only in suite, by the libc version they ran (when the run spans suites)."""
+    def by_axis(self, axis: str, label: Callable[[Cell], str]) -> list[VersionRow]:
+        """Cells that differ only in ``axis``, by ``label`` of each (its libc version, kernel release, page size)."""
         groups: dict[tuple[str, str, int, str], dict[str, float]] = {}
         for c in self.cells:
-            rest = ",".join(a for a in c.cell.axes.split(",") if a and not a.startswith("suite="))
-            if "entry" in c.minor and c.cell.libc_version_run:
-                groups.setdefault((c.cell.arch, c.cell.variant, c.cell.buffer_size, rest), {})[c.cell.libc_version_run] = c.minor[
-                    "entry"
-                ].median
+            rest = axes_mod.shown(",".join(a for a in c.cell.axes.split(",") if a and not a.startswith(axis + "=")))
+            if "entry" in c.minor and label(c.cell):
+                groups.setdefault((c.cell.arch, c.cell.variant, c.cell.buffer_size, rest), {})[label(c.cell)] = c.minor["entry"].median
         return [
             VersionRow(arch, variant, size, rest, dict(sorted(entry.items(), key=lambda kv: _version_key(kv[0]))))
             for (arch, variant, size, rest), entry in groups.items()
             if len(entry) > 1
         ]
+
+    def libc_versions(self) -> list[VersionRow]:
+        """The libc-version view: cells that differ only in suite, by the libc version they ran (when the run spans suites)."""
+        return self.by_axis("suite", lambda c: c.libc_version_run or "")
+
+    def one_thing(self) -> list[OneThing]:
+        """The one-thing-at-a-time views that have pairs: libc version (suite), kernel, page size."""
+        views = [OneThing(title, label, self.by_axis(axis, of)) for axis, title, label, of in ONE_THING]
+        return [v for v in views if v.rows]
+
+    def per_page(self) -> list[PerPage]:
+        """Every cell's page-scaled stages per page: the buffer's pages (touch1, touch2), the file's (file_map,
+        file_read's major faults), at the page size the probe reported."""
+        out = []
+        for c in self.cells:
+            pages = max(1, c.cell.buffer_size // c.cell.page_size)
+            files = c.cell.file_pages
+            values = [c.minor[s].median / pages if s in c.minor else None for s in ("touch1", "touch2")]
+            values += [c.minor["file_map"].median / files if files and "file_map" in c.minor else None]
+            values += [c.major["file_read"].median / files if files and "file_read" in c.major else None]
+            out.append(
+                PerPage(
+                    c.row, c.cell.variant, c.cell.buffer_size, c.cell.page_size, tuple("–" if v is None else f"{v:.3g}" for v in values)
+                )
+            )
+        return out
 
     def diffs(self) -> list[Diff]:
         """The variant table's one-thing-at-a-time pairs (libc per linkage, linkage per libc), per arch, size and stage."""
@@ -202,72 +254,9 @@ def build(store: Store, run_ref: str | None = None) -> Report:
         trends[f"{v.name} {v.cell.buffer_size}"] = [float(statistics.median(r[3])) for r in rows]
     traced, trace_errors = explained.load(Path(run.run_dir)) if run.run_dir else ([], [])
     emulators = []
-    if any("qemu=" in v.cell.axes for v in views):  # the run measured the same guests under several QEMUs
+    if len({axes_mod.values(v.cell.axes).get("qemu") for v in views}) > 1:  # the same guests under several QEMUs
         emulators = across.per_cell(across.across([(c, store.samples(i)) for i, c in store.cells(run.id)], "qemu"))
     return Report(run, views, store.errors(run.id), trends, traced, trace_errors, emulators)
-
-
-def sparkline(values: list[float], width: int = 120, height: int = 24) -> str:
-    """SVG polyline points for a trend (empty when there is nothing to draw)."""
-    if len(values) < 2:
-        return ""
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-    step = width / (len(values) - 1)
-    return " ".join(f"{i * step:.1f},{height - 2 - (v - lo) / span * (height - 4):.1f}" for i, v in enumerate(values))
-
-
-def fmt(value: float) -> str:
-    return f"{value:g}" if value == int(value) else f"{value:.1f}"
-
-
-def bar_chart(report: Report, size: int, width: int = 640, bar: int = 16) -> dict[str, object]:
-    """Geometry of the start-up (entry) bar chart: one bar per cell, grouped by arch."""
-    cells = [c for c in report.cells if c.cell.buffer_size == size]
-    top = max((c.minor["entry"].max for c in cells if "entry" in c.minor), default=1) or 1
-    label_w, rows, y = 170, [], 0
-    for c in cells:
-        if "entry" not in c.minor:
-            continue
-        st = c.minor["entry"]
-        scale = (width - label_w - 60) / top
-        rows.append(
-            {
-                "y": y,
-                "label": c.name,
-                "w": st.median * scale,
-                "x0": label_w + st.min * scale,
-                "x1": label_w + st.max * scale,
-                "value": fmt(st.median),
-            }
-        )
-        y += bar + 6
-    return {"width": width, "height": y + 4, "label_w": label_w, "bar": bar, "rows": rows}
-
-
-def stacked_chart(report: Report, size: int, width: int = 640, bar: int = 16) -> dict[str, object]:
-    """Geometry of the per-cell stacked minor faults by stage (log-free: touch1 dominates by design)."""
-    cells = [c for c in report.cells if c.cell.buffer_size == size]
-    total = max((sum(s.median for s in c.minor.values()) for c in cells), default=1) or 1
-    label_w, rows, y = 170, [], 0
-    scale = (width - label_w - 60) / total
-    for c in cells:
-        x, parts = float(label_w), []
-        for stage, colour in zip(STAGES, STAGE_COLOURS, strict=True):
-            if stage in c.minor and c.minor[stage].median > 0:
-                w = c.minor[stage].median * scale
-                parts.append({"x": x, "w": w, "colour": colour, "stage": stage, "value": fmt(c.minor[stage].median)})
-                x += w
-        rows.append({"y": y, "label": c.name, "parts": parts, "total": fmt(sum(s.median for s in c.minor.values()))})
-        y += bar + 6
-    return {
-        "width": width,
-        "height": y + 4,
-        "label_w": label_w,
-        "bar": bar,
-        "rows": rows,
-        "legend": list(zip(STAGES, STAGE_COLOURS, strict=True)),
-    }
 
 
 def _env(autoescape: bool) -> jinja2.Environment:

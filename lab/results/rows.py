@@ -42,12 +42,14 @@ class Cell:
     accel: str
     probe_schema: int
     attempts: int
-    axes: str = ""  # the non-default axis values (lab.axes), part of the cell's identity
+    axes: str = ""  # every axis's value (lab.axes.identity: absolute since store v8), part of the cell's identity
     boot: str = ""  # how its guest came up: cold | restored | cold (why not restored); not part of comparisons
     host: str = ""  # the lab host that measured it (lab.yaml's host; a fleet's inventory name)
     host_cpu: str = ""  # that host's CPU model, for KVM cells (a TCG cell's faults do not depend on it)
     qemu_origin: str = ""  # where its QEMU came from: host, or SUITE PACKAGE-VERSION (lab.guests.emulator; store v6)
     scratch: str = ""  # the block device under its test file: ram | disk (lab.axes.SCRATCHES; store v7)
+    kernel_source: str = ""  # its kernel: SUITE PACKAGE VERSION (Debian's) or file sha256:DIGEST (--kernel; store v8)
+    file_pages: int = 0  # pages of the test file the file stages used, at its page size (0: not recorded; store v8)
 
 
 @dataclass(frozen=True)

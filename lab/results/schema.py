@@ -2,8 +2,30 @@
 
 from __future__ import annotations
 
-# Each migration is a list of statements, applied in one transaction with the version bump.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+import sqlite3
+from collections.abc import Callable
+
+from lab import axes
+
+
+def explicit_cell_axes(ident: str, thp: str, page_size: int, qemu_origin: str, scratch: str) -> str:
+    """An older cell's identity made absolute (lab.axes.explicit): the values it named, else what the cell recorded
+    (its THP mode, page size, QEMU origin: none before v6 was the host's, scratch device), else the table's default."""
+    recorded = {"thp": thp, "pagesize": axes.pagesize_of(page_size), "qemu": qemu_origin.split(" ")[0] or axes.QEMU_HOST}
+    return axes.explicit(ident, recorded | ({"scratch": scratch} if scratch else {}))
+
+
+def _explicit_axes(db: sqlite3.Connection) -> None:
+    """v8: every cell's and error's identity made absolute (an error's from its named values and the table)."""
+    for cell_id, *row in db.execute("SELECT id, axes, thp, page_size, qemu_origin, scratch FROM cells").fetchall():
+        db.execute("UPDATE cells SET axes = ? WHERE id = ?", (explicit_cell_axes(*row), cell_id))
+    for error_id, ident in db.execute("SELECT id, axes FROM errors").fetchall():
+        db.execute("UPDATE errors SET axes = ? WHERE id = ?", (axes.explicit(ident, {}), error_id))
+
+
+# Each migration is a list of statements (or functions of the connection), applied in one transaction with the
+# version bump.
+MIGRATIONS: tuple[tuple[str | Callable[[sqlite3.Connection], None], ...], ...] = (
     (
         """
         CREATE TABLE runs (
@@ -158,6 +180,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE cells ADD COLUMN qemu_origin TEXT NOT NULL DEFAULT ''",),
     # v7: the block device under the test file (lab.axes.SCRATCHES); every cell before it was measured on the virtio disk
     ("ALTER TABLE cells ADD COLUMN scratch TEXT NOT NULL DEFAULT ''", "UPDATE cells SET scratch = 'disk'"),
+    # v8: absolute identities (every axis's value: lab.axes.identity), where the kernel came from (a Debian
+    # package's version or a user's file's digest) and how many pages of the test file the probe used
+    (
+        "ALTER TABLE cells ADD COLUMN kernel_source TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE cells ADD COLUMN file_pages INTEGER NOT NULL DEFAULT 0",
+        _explicit_axes,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 ERROR_STAGES = ("image", "build", "boot", "ssh", "payload", "parse", "host")  # the errors table's CHECK (v5)

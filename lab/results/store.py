@@ -176,7 +176,10 @@ class Store:
                 raise UserError(f"{self.path}: store schema v{version} is newer than this lab (v{SCHEMA_VERSION})", "upgrade lab")
             for number in range(version, SCHEMA_VERSION):
                 for statement in MIGRATIONS[number]:
-                    db.execute(statement)
+                    if isinstance(statement, str):
+                        db.execute(statement)
+                    else:
+                        statement(db)
                 db.execute(f"PRAGMA user_version = {number + 1}")
 
     @property

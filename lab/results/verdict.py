@@ -14,6 +14,8 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lab import axes as axes_mod
+
 ENV_FIELDS = (
     "libc",
     "libc_version_build",
@@ -52,7 +54,7 @@ class CellData:
     buffer_size: int
     env: Mapping[str, object]
     stages: Mapping[str, Mapping[str, list[int]]]  # stage -> counter -> values
-    axes: str = ""  # non-default axis values (lab.axes): part of the identity
+    axes: str = ""  # every axis's value (lab.axes.identity): part of the identity
 
     @property
     def key(self) -> tuple[str, str, int, str]:
@@ -60,7 +62,8 @@ class CellData:
 
     @property
     def name(self) -> str:
-        return f"{self.arch}/{self.variant}/{self.buffer_size}" + (f"/{self.axes}" if self.axes else "")
+        shown = axes_mod.shown(self.axes)  # the identity's values that are not the table's defaults
+        return f"{self.arch}/{self.variant}/{self.buffer_size}" + (f"/{shown}" if shown else "")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import axes
 from lab.errors import UserError
 from lab.results import bundle
 from lab.results.schema import SCHEMA_VERSION
@@ -76,7 +77,7 @@ def rewrite(path: Path, change: dict[str, object] | None = None, member: tuple[s
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ({"change": {"schema": 2}}, "bundle schema 2, this lab reads schema 1"),
+        ({"change": {"schema": 3}}, "bundle schema 3, this lab reads schema 1/2"),
         ({"member": ("rundir/report.md", b"edited\n")}, "checksum mismatch in rundir/report.md"),
         ({"change": {"format": "zip"}}, "format is not lab-run-bundle"),
         ({"truncate": True}, "unreadable archive"),
@@ -216,3 +217,21 @@ def test_a_fleet_runs_host_runs_are_never_the_latest_run(tmp_path: Path) -> None
         b.insert_run(own, [], [])
         bundle.import_(b, path, tmp_path / "b", part_of=own.id)
         assert b.run().id == own.id and b.run("20261128").part_of == own.id
+
+
+def test_a_schema_1_bundle_imports_with_its_identities_made_absolute(tmp_path: Path) -> None:
+    """Issue 22: a bundle exported before absolute identities (store v8) names only non-default values; import
+    makes them explicit from what each cell recorded, as the store's migration does."""
+    with Store(tmp_path / "a" / "lab.sqlite") as a:
+        path = bundle.export(a, finished_run(a, tmp_path / "a" / "runs" / "r1").id, tmp_path / "r1.labrun.tar.gz")
+    with tarfile.open(path) as tar:
+        rows = json.loads(tar.extractfile("run.json").read())  # type: ignore[union-attr]
+    rows["cells"][0]["cell"] |= {"axes": "cache=warm", "thp": "always"}
+    rows["errors"][0]["axes"] = ""
+    rewrite(path, {"schema": 1}, ("run.json", json.dumps(rows).encode()), resum=True)
+    with Store(tmp_path / "b" / "lab.sqlite") as b:
+        run_id = bundle.import_(b, path, tmp_path / "b").run_id
+        table = {x.name: x.default for x in axes.AXES}
+        got = [axes.values(c.axes) for _, c in b.cells(run_id)]
+        assert got[0] == {**table, "cache": "warm", "thp": "always", "qemu": axes.QEMU_HOST}
+        assert [axes.values(e.axes) for e in b.errors(run_id)] == [table]

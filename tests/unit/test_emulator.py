@@ -86,11 +86,19 @@ def _samples(entry: list[int], touch1: list[int]) -> list[Sample]:
     ]
 
 
+def _id(**values: str) -> str:
+    return axes.identity({**{a.name: a.default for a in axes.AXES}, **values})
+
+
 def test_counts_agree_across_an_axis_when_exact_and_entry_within_its_range() -> None:
-    same = across.across([(_cell(""), _samples([6, 7, 6], [256] * 3)), (_cell("qemu=host"), _samples([7, 7, 6], [256] * 3))], "qemu")
+    same = across.across(
+        [(_cell(_id()), _samples([6, 7, 6], [256] * 3)), (_cell(_id(qemu="host")), _samples([7, 7, 6], [256] * 3))], "qemu"
+    )
     assert {(r.stage, r.counter): r.agree for r in same} == {("entry", "minflt"): True, ("entry", "majflt"): True,
                                                               ("touch1", "minflt"): True, ("touch1", "majflt"): True}  # fmt: skip
-    moved = across.across([(_cell(""), _samples([6, 6, 6], [256] * 3)), (_cell("qemu=host"), _samples([9, 9, 9], [256, 257, 257]))], "qemu")
+    moved = across.across(
+        [(_cell(_id()), _samples([6, 6, 6], [256] * 3)), (_cell(_id(qemu="host")), _samples([9, 9, 9], [256, 257, 257]))], "qemu"
+    )
     assert [(r.stage, r.counter) for r in moved if not r.agree] == [("entry", "minflt"), ("touch1", "minflt")]
     assert across.per_cell(moved)[0].differ == ("entry minflt", "touch1 minflt")
     assert across.across([(_cell(""), _samples([6], [256]))], "qemu") == []  # nothing to pair

@@ -99,7 +99,7 @@ def test_each_host_runs_the_controllers_resolved_matrix_not_its_own_defaults() -
     args = run_args(make_plan(cfg, req), req)
     assert args == [
         "--variant", "musl-static", "--repeat", "7", "--size", "1M,8M",
-        "--axis", "suite=trixie", "--axis", "scratch=ram", "--axis", "thp=never,always", "--axis", "cache=cold", "--axis", "order=random",
+        "--axis", "suite=trixie", "--axis", "kernel=trixie", "--axis", "pagesize=4k", "--axis", "scratch=ram", "--axis", "thp=never,always", "--axis", "cache=cold", "--axis", "order=random",
         "--axis", "tunables=a=1", "--axis", "tunables=",
         "--cold-boot",
     ]  # fmt: skip

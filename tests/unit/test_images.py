@@ -49,7 +49,9 @@ def test_recipe_canonical_form_includes_init_text(tmp_path: Path) -> None:
 
 def test_default_recipe_and_init_render() -> None:
     recipe = load_recipe(REPO / "images/tiny.yaml")
-    assert recipe.kernel_for(get("riscv64")) == "linux-image-riscv64"
+    riscv, arm = get("riscv64"), get("arm64")
+    assert recipe.kernel_for(riscv, riscv.flavours[0]) == "linux-image-riscv64"
+    assert [recipe.kernel_for(arm, f) for f in arm.flavours] == [f"linux-image-{f.kernel}" for f in arm.flavours]
     assert {"dropbear-bin", "busybox-static", "musl", "openssh-sftp-server"} <= set(recipe.packages)
     text = render_init(recipe, get("arm64"), ["failover", "net_failover", "virtio_net"])
     assert text.startswith("#!/usr/bin/busybox sh\n")

@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "lab.files",
         "lab.arches",
         "lab.axes",
+        "lab.spec",
         "lab.payloads.variants",
         "lab.payloads.probe",
     ),

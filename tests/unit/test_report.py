@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import arches, axes
 from lab.results import report
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store
 
@@ -24,18 +25,23 @@ ENTRY = {
 }
 
 
+PAGE = arches.get("x86_64").flavours[0].bytes
+PAGES = (1 << 20) // PAGE  # a 1 MiB buffer's (and the 1 MiB test file's) pages
+
+
 def make_store(path: Path) -> Store:
     s = Store(path)
     s.begin_run(RunMeta("20261127-120000-00001", 1.8e9, "labhost", 1, "0.1.0", "0123456789abcdef", "cfg", "lab run --arch all", 3, "/r"))
     for (arch, variant), entries in ENTRY.items():
         libc, linkage = variant.split("-")
         cell = Cell(arch, variant, libc, linkage, 1 << 20, "2.36" if libc == "glibc" else "1.2.5", "2.41" if libc == "glibc" else None,
-                    "gcc 12.2.0" if libc == "glibc" else "zig 0.15.2", "-O2 <flags>", "img", "pay", "6.12.117", 4096, "never", "QEMU 7.2.22", "tcg", 1, 1)  # fmt: skip
+                    "gcc 12.2.0" if libc == "glibc" else "zig 0.15.2", "-O2 <flags>", "img", "pay", "6.12.117", PAGE, "never", "QEMU 7.2.22", "tcg", 1, 1,
+                    axes=axes.identity({a.name: a.default for a in axes.AXES}), file_pages=PAGES)  # fmt: skip
         rows = []
         for r, entry in enumerate(entries):
             cum = 0
-            for stage, minor, major in (("entry", entry, 0), ("overhead", 1, 0), ("malloc", 3, 0), ("touch1", 256 if libc == "glibc" else 255, 0),
-                                        ("touch2", 0, 0), ("file_map", 1, 0), ("file_read", 0, 256)):  # fmt: skip
+            for stage, minor, major in (("entry", entry, 0), ("overhead", 1, 0), ("malloc", 3, 0), ("touch1", PAGES if libc == "glibc" else PAGES - 1, 0),
+                                        ("touch2", 0, 0), ("file_map", 1, 0), ("file_read", 0, PAGES)):  # fmt: skip
                 cum += minor
                 rows.append(Sample(r, stage, cum, major, minor, major, 1000))
         s.add_cell("20261127-120000-00001", cell, rows)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import axes
 from lab.errors import InfraError, UserError
 from lab.results.schema import MIGRATIONS, SCHEMA_VERSION
 from lab.results.store import Cell, CellError, RunMeta, Sample, Store, new_run_id
@@ -261,10 +262,42 @@ def old_store(db: Path, version: int, host: str = "h") -> sqlite3.Connection:
     con = sqlite3.connect(db, isolation_level=None)
     for migration in MIGRATIONS[:version]:
         for statement in migration:
-            con.execute(statement)
+            con.execute(statement) if isinstance(statement, str) else statement(con)
     con.execute(f"PRAGMA user_version = {version}")
-    con.execute("INSERT INTO runs VALUES ('r', 1, 2, 'complete', ?, 1, '0.1', 'g', 'c', 'lab run', 3, '/r')", (host,))
+    con.execute(
+        "INSERT INTO runs (id, started, ended, status, host, pid, lab_version, git_revision, config_digest, argv, repeat, run_dir) "
+        "VALUES ('r', 1, 2, 'complete', ?, 1, '0.1', 'g', 'c', 'lab run', 3, '/r')",
+        (host,),
+    )
     return con
+
+
+def test_a_v7_store_migrates_to_absolute_identities_keeping_every_cell_and_sample(tmp_path: Path) -> None:
+    """Issue 22: v8 makes every cell's axes explicit from what the cell recorded; counts, cells and samples stay."""
+    db = tmp_path / "old.db"
+    con = old_store(db, 7)
+    rows = [
+        (1, replace(cell(), thp="always", qemu_origin="trixie-backports 1:11.1.3", scratch="ram"), "suite=forky"),
+        (2, replace(cell("x86_64"), qemu_origin="host", scratch="disk", page_size=16384), "cache=warm"),
+    ]
+    for cell_id, c, ident in rows:
+        values = {**asdict(replace(c, axes=ident))}
+        names = [k for k in values if k not in ("kernel_source", "file_pages")]
+        con.execute(f"INSERT INTO cells (id, run_id, {', '.join(names)}) VALUES (?, 'r', {', '.join('?' * len(names))})",
+                    (cell_id, *(values[k] for k in names)))  # fmt: skip
+        con.executemany(f"INSERT INTO samples VALUES ({cell_id}, ?, ?, ?, ?, ?, ?, ?)", [tuple(asdict(x).values()) for x in samples()])
+    con.execute("INSERT INTO errors VALUES (1, 'r', 'riscv64', 'musl-static', 1, 'boot', 'm', 'e', 1, 'thp=always', 'h')")
+    before = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("cells", "samples", "errors")}
+    con.close()
+    with Store(db) as s:
+        after = {t: s.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("cells", "samples", "errors")}
+        assert after == before == {"cells": 2, "samples": 2 * len(samples()), "errors": 1}
+        got = dict(s.cells("r"))
+        table = {a.name: a.default for a in axes.AXES}
+        assert axes.values(got[1].axes) == {**table, "suite": "forky", "thp": "always", "qemu": "trixie-backports", "scratch": "ram"}
+        assert axes.values(got[2].axes) == {**table, "cache": "warm", "pagesize": "16k", "qemu": "host", "scratch": "disk"}
+        assert [x.minflt for x in s.samples(1)] == [x.minflt for x in samples()]
+        assert axes.values(s.errors("r")[0].axes) == {**table, "thp": "always"}
 
 
 def test_a_v2_store_migrates_to_axes_keeping_every_sample(tmp_path: Path) -> None:
@@ -278,7 +311,10 @@ def test_a_v2_store_migrates_to_axes_keeping_every_sample(tmp_path: Path) -> Non
     with Store(db) as s:
         assert s.schema_version == SCHEMA_VERSION
         [(cell_id, migrated)] = s.cells("r")
-        assert cell_id == 7 and migrated.axes == "" and len(s.samples(7)) == len(samples())
-        s.add_cell("r", replace(old, axes="thp=always"), samples())  # same arch/variant/size, another axes: a new cell
-        assert [c.axes for _, c in s.cells("r")] == ["", "thp=always"]
+        # v8: absolute, from what it recorded: THP never, 4 KiB pages, the host's QEMU (before v6), the disk (before v7)
+        recorded = {"thp": "never", "pagesize": "4k", "qemu": "host", "scratch": "disk"}
+        assert cell_id == 7 and migrated.axes == axes.explicit("", recorded) and len(s.samples(7)) == len(samples())
+        again = axes.explicit("thp=always", recorded)
+        s.add_cell("r", replace(old, axes=again), samples())  # same arch/variant/size, another axes: a new cell
+        assert [c.axes for _, c in s.cells("r")] == [migrated.axes, again]
         assert s.db.execute("PRAGMA foreign_key_check").fetchall() == [] and s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from lab import axes
 from lab.errors import UserError
 from lab.results import baselines, compare, junit, nightly
 from lab.results.store import RunMeta, Store
@@ -133,13 +135,16 @@ def test_junit_has_one_testcase_per_cell_and_stage_and_names_failures() -> None:
     assert next(t for t in cases if t.get("classname", "").startswith("m.")).find("error") is not None
 
 
+TABLE = {a.name: a.default for a in axes.AXES}
+
+
 def store_with_run(tmp_path: Path, run_id: str = "r1") -> Store:
     from tests.unit.test_store import cell as store_cell
     from tests.unit.test_store import samples
 
     s = Store(tmp_path / "s.db")
     s.begin_run(RunMeta(run_id, 1.0, "h", 1, "0.1.0", "g", "c", "lab run", 3, str(tmp_path / "runs" / run_id)))
-    s.add_cell(run_id, store_cell(), samples())
+    s.add_cell(run_id, replace(store_cell(), axes=axes.identity(TABLE)), samples())  # as a run stores it: absolute
     s.finish_run(run_id, "complete")
     return s
 
@@ -164,7 +169,7 @@ def test_baseline_yaml_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda t: t.replace("schema_version: 2", "schema_version: 3"), "is not lab.baseline v1/2"),
+        (lambda t: t.replace("schema_version: 3", "schema_version: 4"), "is not lab.baseline v1/2/3"),
         (lambda t: t.replace("minflt: [10, 11, 12]", "minflt: [10, x, 12]"), r"cells\[0\].stages.entry"),
         (lambda t: t.replace("  env:\n", "  env:\n    extra: 1\n"), r"cells\[0\].env: must hold exactly"),
         (lambda t: t + "  - [unclosed\n", "not valid YAML"),
@@ -230,14 +235,21 @@ def test_baseline_names_are_checked_on_save_and_import(tmp_path: Path, name: str
 
 
 def test_baselines_keep_axes_and_read_v1_documents(tmp_path: Path) -> None:
-    """Issue 11: a cell's axes are part of its identity in baselines; documents written before axes still load."""
+    """Issue 11: a cell's axes are part of its identity in baselines; documents written before axes still load.
+    Issue 22: v3 documents carry every value; v1 and v2 ones are made absolute from the environment they recorded."""
     with store_with_run(tmp_path) as s:
         baselines.save(s, "n", None)
         text = s.baseline_document("n")
-    assert "schema_version: 2" in text and "axes:" not in text  # default cells carry no axes
-    v1 = text.replace("schema_version: 2", "schema_version: 1")
-    name, run, cells = baselines.parse(v1, "v1.yaml")
-    assert (name, run) == ("n", "r1") and [c.axes for c in cells] == [""]
-    with_axes = text.replace("  buffer_size: 1048576\n", "  buffer_size: 1048576\n  axes: thp=always\n")
+    absolute = axes.identity(TABLE)
+    assert "schema_version: 3" in text and f"axes: {absolute}" in text
+    v2 = text.replace("schema_version: 3", "schema_version: 2").replace(f"  axes: {absolute}\n", "")
+    v1 = v2.replace("schema_version: 2", "schema_version: 1")
+    for old in (v1, v2):
+        name, run, cells = baselines.parse(old, "old.yaml")
+        assert (name, run) == ("n", "r1") and [c.axes for c in cells] == [absolute]
+    with_axes = v2.replace("  buffer_size: 1048576\n", "  buffer_size: 1048576\n  axes: thp=always\n")
+    with_axes = with_axes.replace("thp: never", "thp: always")
     [c] = baselines.parse(with_axes, "v2.yaml")[2]
-    assert c.axes == "thp=always" and c.name.endswith("/1048576/thp=always") and c.key[-1] == "thp=always"
+    assert c.axes == axes.identity({**TABLE, "thp": "always"}) and c.name.endswith("/1048576/thp=always") and c.key[-1] == c.axes
+    sixteen = v2.replace("page_size: 4096", "page_size: 16384")
+    assert axes.values(baselines.parse(sixteen, "v2.yaml")[2][0].axes)["pagesize"] == "16k"  # recorded: 16 KiB pages
