@@ -36,7 +36,7 @@ from lab.guests.apt import Apt, Package, first_dependency
 from lab.guests.initramfs import Tree, deb_tar, write_cpio
 from lab.guests.kernel_file import Parts, from_debs, user_parts
 from lab.guests.keys import KeyPair, client_key, host_key
-from lab.guests.protocol import FAIL_MARKER, GATEWAY, GUEST_IP, RAM_MODULE, READY_MARKER, SCRATCH_MOUNT, TEST_FILE
+from lab.guests.protocol import FAIL_MARKER, GATEWAY, GUEST_IP, RAM_MODULE, READY_MARKER, SCRATCH_MOUNT, TEST_FILE, TEST_FILE_RECORD
 from lab.guests.recipes import Recipe, load_recipe
 from lab.guests.snapshots import SnapshotStore
 from lab.spec import GuestSpec
@@ -289,8 +289,8 @@ class ImageStore:
         with tempfile.TemporaryDirectory(prefix="lab-scratch-") as staging:
             data = Path(staging) / TEST_FILE
             with open(data, "wb") as f:
-                page = bytearray(b"\x5a" * 4096)
-                for i in range(self.recipe.test_file_mib * 256):
+                page = bytearray(b"\x5a" * TEST_FILE_RECORD)
+                for i in range((self.recipe.test_file_mib << 20) // TEST_FILE_RECORD):
                     page[:8] = i.to_bytes(8, "little")  # every page differs: no dedup, no sparse holes
                     f.write(page)
             uuid = f"{key[:8]}-{key[8:12]}-{key[12:16]}-{key[16:20]}-{key[20:32]}"

@@ -12,6 +12,7 @@ SCRATCH_MOUNT = "/scratch"  # the ext4 scratch file system (its image: a virtio 
 RAM_MODULE = "brd"  # the kernel's RAM block device driver, from the image's own kernel package
 TEST_FILE = "probe.dat"  # on the scratch disk: the file-backed fault stages map and read it
 TEST_FILE_PATH = f"{SCRATCH_MOUNT}/{TEST_FILE}"
+TEST_FILE_RECORD = 4096  # its records: each starts with its index, so no two are alike (not a page: any page size reads it)
 GUEST_IP, GATEWAY = "10.0.2.15", "10.0.2.2"  # QEMU user-mode network
 SSH_GUEST_PORT = 22
 THP_CONTROL = "/sys/kernel/mm/transparent_hugepage/enabled"

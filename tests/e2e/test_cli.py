@@ -46,8 +46,9 @@ def test_lab_smoke_boots_every_arch(cli_config: Path, images: dict[str, Image]) 
         facts = dict(r["facts"])
         assert r["ok"] and r["problems"] == [] and r["accel"] in ("kvm", "tcg")
         assert facts["machine"] == arches.get(r["arch"]).uname
-        device = axes.scratch(config.load(cli_config).guest.scratch).device
-        assert facts["page_size"] == "4096" and facts["scratch"] == f"{device} ext4"
+        row = arches.get(r["arch"])
+        device = axes.scratch_device(config.load(cli_config).guest.scratch, row.disk)
+        assert facts["page_size"] == str(row.flavours[0].bytes) and facts["scratch"] == f"{device} ext4"
         assert 0 < r["ssh_seconds"] < 120
 
 

@@ -14,6 +14,7 @@ from lab.guests.boot import boot
 from lab.guests.images import Image
 from lab.guests.keys import client_key, host_key
 from lab.guests.protocol import SCRATCH_MOUNT, TEST_FILE
+from lab.guests.recipes import load_recipe
 from lab.guests.ssh import Guest, HostKeyRejected
 
 ARCH_NAMES = [a.name for a in arches.ARCHES]
@@ -46,14 +47,15 @@ def test_guest_is_real_and_reachable(arch_name: str, cfg: config.Config, images:
         g = b.guest
         assert b.info.accel in ("kvm", "tcg")
         assert g.run("uname -m").stdout.strip() == arch.uname
-        assert g.run("awk '/KernelPageSize/ {print $2; exit}' /proc/self/smaps").stdout.strip() == "4"
+        kib = images[arch_name].flavour.bytes // 1024  # the image's kernel flavour (lab.arches)
+        assert g.run("awk '/KernelPageSize/ {print $2; exit}' /proc/self/smaps").stdout.strip() == str(kib)
         thp = g.run("cat /sys/kernel/mm/transparent_hugepage/enabled").stdout
         assert f"[{cfg.guest.transparent_hugepage}]" in thp
         mounts = g.run("cat /proc/mounts").stdout
-        assert f"{axes.scratch(cfg.guest.scratch).device} {SCRATCH_MOUNT} ext4 " in mounts  # guest.scratch's device
-        assert g.run("basename $(readlink /sys/block/vda/device/driver)").stdout.strip() == "virtio_blk"  # the image's disk
+        assert f"{axes.scratch_device(cfg.guest.scratch, arch.disk)} {SCRATCH_MOUNT} ext4 " in mounts  # guest.scratch's device
+        assert g.run(f"basename $(readlink /sys/block/{arch.disk}/device/driver)").stdout.strip() == "virtio_blk"  # the image's disk
         size = g.run(f"stat -c %s {SCRATCH_MOUNT}/{TEST_FILE}").stdout.strip()
-        assert int(size) == 16 * 2**20
+        assert int(size) == load_recipe(cfg.recipe).test_file_mib << 20
 
         payload = os.urandom(300_000)
         (tmp_path / "up.bin").write_bytes(payload)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import cli, config
+from lab import arches, cli, config
 from lab.payloads.build import Payload, PayloadStore
 from lab.results.store import Store
 from tests.e2e.conftest import qemu_processes, start_lab
@@ -77,7 +77,8 @@ def test_run_fills_the_store_with_12_cells_times_repeats(full_run: dict[str, obj
             samples = s.samples(cell_id)
             assert sorted({x.repeat for x in samples}) == list(range(REPEAT))
             assert len(samples) == REPEAT * 7
-            assert cell.accel in ("kvm", "tcg") and cell.page_size == 4096 and cell.thp == "never"
+            page = arches.get(cell.arch).flavours[0].bytes  # the default kernel flavour's (lab.arches)
+            assert cell.accel in ("kvm", "tcg") and cell.page_size == page and cell.thp == "never"
             assert cell.kernel_release.startswith("6.") and cell.qemu_version.startswith("QEMU emulator")
     run_dir = Path(str(full_run["run_dir"]))
     raw = sorted((run_dir / "raw").rglob("*.json"))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import api, arches, config
+from lab import api, arches, axes, config
 from lab.guests.images import Image
-from lab.guests.protocol import TEST_FILE_PATH
+from lab.guests.protocol import TEST_FILE_PATH, TEST_FILE_RECORD
 from lab.guests.recipes import load_recipe
 from lab.measure.plan import RunRequest
 from lab.results.store import Sample, Store
@@ -33,7 +33,7 @@ def test_every_count_is_the_same_on_the_ram_disk_and_the_virtio_disk(cli_config:
     assert done.returncode == 0, done.stderr[-2000:]
     file_bytes = parse_size(config.load(cli_config).run.file_bytes)
     with Store(results / "lab.sqlite", readonly=True) as store:
-        cells = {(c.arch, c.variant, c.axes): (c, store.samples(i)) for i, c in store.cells(store.run(None).id)}
+        cells = {(c.arch, c.variant, axes.shown(c.axes)): (c, store.samples(i)) for i, c in store.cells(store.run(None).id)}
     assert len(cells) == 2 * 2 * len(arches.ARCHES) * 4
 
     def by(rows: list[Sample], stage: str) -> list[tuple[int, int]]:
@@ -61,9 +61,9 @@ def test_a_restored_guest_has_its_ram_disk_mounted_with_the_whole_test_file(
 ) -> None:
     """The RAM disk is guest memory: the snapshot holds it (mounted by /init before the snapshot), byte for byte."""
     recipe = load_recipe(cfg.recipe)
-    page = bytearray(b"\x5a" * 4096)
+    page = bytearray(b"\x5a" * TEST_FILE_RECORD)
     want = hashlib.md5()
-    for i in range(recipe.test_file_mib * 256):
+    for i in range((recipe.test_file_mib << 20) // TEST_FILE_RECORD):
         page[:8] = i.to_bytes(8, "little")
         want.update(page)
     with boot(cfg, images[arch], "tcg"):

@@ -169,3 +169,26 @@ def test_a_limit_naming_no_inventory_host_is_a_usage_error_before_anything_is_bu
     with pytest.raises(UserError, match="--limit nope: not in"):
         provision(cfg, resources.ansible_dir() / "inventory.example.yml", ("nope",))
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_host_with_another_thp_default_measures_the_cells_the_controller_owes_and_its_baseline_keys(tmp_path: Path) -> None:
+    """Issue 22: identities were relative to each lab.yaml's defaults, so a host whose lab_config set THP always
+    labelled its never cells "thp=never" while the controller (and its baseline) called them "": they missed their
+    keys. Absolute identities: the host's cells are the controller's owed cells, key for key."""
+    from lab.fleet.run import _owed
+
+    cfg = config.load(resources.images_dir().parent / "lab.yaml")
+    req = RunRequest(arch="all", repeat=3, axis=("cache=cold,warm",))
+    plan = make_plan(cfg, req)
+    host_yaml = tmp_path / "lab.yaml"
+    text = (resources.images_dir().parent / "lab.yaml").read_text().replace("transparent_hugepage: never", "transparent_hugepage: always")
+    host_yaml.write_text(text.replace("recipe: images/tiny.yaml", f"recipe: {resources.images_dir() / 'tiny.yaml'}"))
+    host_cfg = config.load(host_yaml)
+    assert host_cfg.guest.transparent_hugepage == "always" != cfg.guest.transparent_hugepage
+    parser, _ = build_parser()
+    host_req = run_request(parser.parse_args(["run", "--arch", "arm64", *run_args(plan, req)]))
+    host_plan = make_plan(host_cfg, host_req)
+    host_keys = {(g.arch.name, v.name, size, host_plan.identity(g, p)) for g in host_plan.groups() for p in host_plan.run_points()
+                 for v in host_plan.variants for size in host_plan.sizes}  # fmt: skip
+    assert host_keys == set(_owed(plan, ("arm64",)))
+    assert all(axes.values(k[3])["thp"] == "never" for k in host_keys)  # the controller's value, named, not the host's default
