@@ -133,10 +133,12 @@ class ImageStore:
             )
         return self._apts[suite]
 
-    def spec(self, arch: Arch) -> GuestSpec:
-        """``arch``'s default guest: this store's suite, the recipe's kernel, the first flavour, lab.yaml's rest."""
-        kernel = self.recipe.suite if self.recipe.kernel_from == "recipe" else self.suite
-        return GuestSpec(arch, self.suite, kernel, arch.flavours[0].pagesize, self.cfg.qemu.origin, self.cfg.guest.scratch)
+    def spec(self, arch: Arch, suite: str = "") -> GuestSpec:
+        """``arch``'s default guest of ``suite`` (default: this store's): the recipe's kernel, the first flavour,
+        lab.yaml's rest."""
+        suite = suite or self.suite
+        kernel = self.recipe.suite if self.recipe.kernel_from == "recipe" else suite
+        return GuestSpec(arch, suite, kernel, arch.flavours[0].pagesize, self.cfg.qemu.origin, self.cfg.guest.scratch)
 
     def ships(self, arch: Arch) -> bool:
         """Whether this store's suite has ``arch`` at all (bookworm has no riscv64)."""
@@ -186,11 +188,19 @@ class ImageStore:
         return Image(g.arch, key, entry.path, _read_manifest(entry.path), hostk)
 
     def prune(self, snapshot_keys: Callable[[Arch, str], Iterable[str]]) -> list[Path]:
-        """Delete cached images that are current for no arch of the recipe's suite nor of ``run.axes`` suites,
-        abandoned build dirs, and every snapshot that is not a current one of a current image (``snapshot_keys``:
-        the keys of (arch, image key) under this config's QEMUs; other QEMU builds, kernel arguments or memory go)."""
-        suites = dict.fromkeys((self.recipe.suite, *self.cfg.run.axes.get("suite", ())))
-        specs = [g for suite in suites for a in ARCHES if not (g := replace(self.spec(a), suite=suite)).problem()]
+        """Delete cached images that are current for no guest of the recipe's defaults nor of ``run.axes``' suites,
+        kernels and page sizes, abandoned build dirs, and every snapshot that is not a current one of a current image
+        (``snapshot_keys``: the keys of (arch, image key) under this config's QEMUs; other QEMU builds, kernel
+        arguments or memory go)."""
+        ax = self.cfg.run.axes
+        defaults = [self.spec(a, suite) for a in ARCHES for suite in dict.fromkeys((self.recipe.suite, *ax.get("suite", ())))]
+        specs = [
+            g
+            for d in defaults
+            for kernel in dict.fromkeys((d.kernel, *ax.get("kernel", ())))
+            for pagesize in dict.fromkeys((d.pagesize, *ax.get("pagesize", ())))
+            if not (g := replace(d, kernel=kernel, pagesize=pagesize)).problem()
+        ]
         with self.apt_lock():
             current = {self._inputs(g)[0]: g.arch.name for g in specs}
             keep = {f"{arch}-{key[:16]}" for key, arch in current.items()}
