@@ -33,7 +33,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import replace
 from typing import TypeVar
 
-from lab import deadline
+from lab import axes, deadline
 from lab.config import Config
 from lab.deadline import Cancelled
 from lab.errors import BootError, GuestError, InfraError, LabError, UserError
@@ -255,7 +255,7 @@ class Runner:
             return (
                 f"{g.arch.name}:{key[0]}"
                 + (f" {key[1]}B" if len(self.plan.sizes) > 1 else "")
-                + (f" {identity[key[2]]}" if identity[key[2]] else "")
+                + (f" {shown}" if (shown := axes.shown(identity[key[2]])) else "")  # as reports show a cell
             )
 
         traced = tracing.trace_cells(

@@ -120,7 +120,9 @@ def test_a_restored_guest_that_fails_over_ssh_loses_its_snapshot(
         pass  # a snapshot exists now
     assert current(cfg, image) is not None
     real = boot_mod._post_boot
-    monkeypatch.setattr(boot_mod, "_post_boot", lambda restored, scratch, thp: "exit 3" if restored else real(restored, scratch, thp))
+    monkeypatch.setattr(
+        boot_mod, "_post_boot", lambda restored, scratch, thp, disk: "exit 3" if restored else real(restored, scratch, thp, disk)
+    )
     with pytest.raises(GuestError, match="setting up the booted guest failed"), boot(cfg, image, "tcg"):
         pass
     assert current(cfg, image) is None
@@ -153,7 +155,9 @@ def test_a_restored_guest_with_dead_timers_is_caught_and_loses_its_snapshot(
     assert current(quick, image) is not None
     real = boot_mod._post_boot
     monkeypatch.setattr(
-        boot_mod, "_post_boot", lambda restored, scratch, thp: ("sleep 1000 && " if restored else "") + real(restored, scratch, thp)
+        boot_mod,
+        "_post_boot",
+        lambda restored, scratch, thp, disk: ("sleep 1000 && " if restored else "") + real(restored, scratch, thp, disk),
     )
     with pytest.raises(GuestError, match="timed out after 5s"), boot(quick, image, "tcg"):
         pass
