@@ -49,13 +49,21 @@ class Arch:
     flavours: tuple[Flavour, ...] = ()  # its kernel flavours, the default (the first) included
     virtio: str = "pci"  # the virtio transport of its machine: QEMU's devices are virtio-net-{virtio}, virtio-blk-{virtio}
     disk: str = "vda"  # the guest's name of the scratch disk (/dev/{disk})
-    musl: str = ""  # musl's name of the arch (ld-musl-{musl}.so.1, {musl}-linux-musl); "" = uname
-    kernel_base: int = 1 << 63  # where the kernel's addresses start (explain: a sample at or above it is in the kernel)
+    musl: str = ""  # musl's name of the arch (its loader: ld-musl-{musl}.so.1); "" = uname
+    musl_target: str = ""  # musl's triplet (Debian's directories, clang's --target); "" = {musl}-linux-musl
+    cflags: tuple[str, ...] = ()  # compiler flags every payload of it gets: Debian's baseline ISA where clang's differs
     cpuinfo_keys: tuple[str, ...] = ("model name",)  # /proc/cpuinfo keys naming the host CPU (KVM cells record it)
     modules: tuple[str, ...] = ()  # kernel modules its guests load besides the recipe's (e.g. its virtio transport)
     # The Debian suites (lab.axes.SUITES) that ship it: its guests' userland and kernels come from these
     suites: tuple[str, ...] = ("bookworm", "bookworm-backports", "trixie", "trixie-backports", "forky")
     kernel_magic: tuple[int, bytes] = (0, b"")  # where its boot image format's magic is, and what (a user's --kernel)
+    # The Debian architecture of its kernels when not its own: Debian's i386 is a userland for amd64's kernel
+    kernel_debian: str = ""
+    # Suites its guests take in place of others when the run does not name the suite or kernel axis: one it does
+    # not ship, or whose .debs the mirror lacks (trixie's ppc64el and s390x glibc and kernels answer 404). The
+    # cells record what ran (their suite and kernel axes)
+    instead: tuple[tuple[str, str], ...] = ()
+    in_all: bool = True  # --arch all runs it; --arch everything runs every row
 
     @property
     def boot_modules(self) -> tuple[str, ...]:
@@ -67,16 +75,32 @@ class Arch:
     def musl_name(self) -> str:
         return self.musl or self.uname
 
-    def flavour(self, pagesize: str = "") -> Flavour | None:
-        """Its flavour with that page size (``""``: the default), None if it has none."""
+    @property
+    def musl_triplet(self) -> str:
+        return self.musl_target or f"{self.musl_name}-linux-musl"
+
+    @property
+    def kernel_arch(self) -> str:
+        """The Debian architecture of its kernel packages."""
+        return self.kernel_debian or self.debian
+
+    def instead_of(self, suite: str) -> str:
+        """The suite its guests take when the run's default suite (or kernel suite) is ``suite``."""
+        return dict(self.instead).get(suite, suite)
+
+    def flavour(self, pagesize: str = "", suite: str = "") -> Flavour | None:
+        """Its flavour with that page size (``""``: the default) in the kernel suite ``suite`` (the first whose
+        suites have it; ``""``: any), None if it has none."""
         if not pagesize:
             return self.flavours[0]
-        return next((f for f in self.flavours if f.pagesize == pagesize), None)
+        found = [f for f in self.flavours if f.pagesize == pagesize]
+        return next((f for f in found if not suite or not f.suites or suite in f.suites), found[0] if found else None)
 
     def snapshots_work(self, qemu_release: tuple[int, ...]) -> bool:
         return qemu_release >= self.snapshots_since
 
 
+_FROM_6_12 = ("bookworm-backports", "trixie", "trixie-backports", "forky")
 ARCHES: tuple[Arch, ...] = (
     Arch(
         name="x86_64",
@@ -143,12 +167,128 @@ ARCHES: tuple[Arch, ...] = (
         suites=("trixie", "trixie-backports", "forky"),  # Debian 12 ships no riscv64
         kernel_magic=(0x38, b"RSC\x05"),  # the RISC-V Image header
     ),
+    Arch(
+        name="ppc64el",
+        elf_machine="EM_PPC64",
+        uname="ppc64le",
+        aliases=("ppc64le", "powerpc64le", "ppc64"),
+        debian="ppc64el",
+        triplet="powerpc64le-linux-gnu",
+        qemu_binary="qemu-system-ppc64",
+        # x-vof: QEMU's Virtual Open Firmware (vof.bin) instead of SLOF: seconds less under TCG, enough for -kernel
+        machine="pseries,x-vof=on",
+        cpu="power9",
+        kvm_cpu="host",
+        console="hvc0",
+        host_machines=("ppc64le",),
+        qemu_packages=("qemu-system-ppc",),
+        # Debian 6.1 (bookworm) has 64 KiB pages; from 6.12 on the default flavour has 4 KiB and -64k has 64 KiB
+        flavours=(
+            Flavour("4k", 4096, "powerpc64le", _FROM_6_12),
+            Flavour("64k", 65536, "powerpc64le-64k", _FROM_6_12),
+            Flavour("64k", 65536, "powerpc64le", ("bookworm",)),
+        ),
+        musl="powerpc64le",
+        cpuinfo_keys=("cpu",),
+        instead=(("trixie", "forky"),),  # trixie's ppc64el libc6, zlib1g and kernel .debs answer 404 on the mirror
+        in_all=False,
+    ),
+    Arch(
+        name="s390x",
+        elf_machine="EM_S390",
+        uname="s390x",
+        aliases=("s390", "systemz"),
+        debian="s390x",
+        triplet="s390x-linux-gnu",
+        qemu_binary="qemu-system-s390x",
+        machine="s390-ccw-virtio",
+        cpu="max",  # the kernel's facility list needs a recent CPU model (Debian builds for z10 and up)
+        kvm_cpu="host",
+        console="ttysclp0",
+        host_machines=("s390x",),
+        qemu_packages=("qemu-system-s390x", "qemu-system-misc"),  # QEMU >= 10 has an s390x package
+        flavours=(Flavour("4k", 4096, "s390x"),),
+        virtio="ccw",  # channel I/O: virtio-net-ccw, virtio-blk-ccw
+        cpuinfo_keys=("processor 0",),
+        kernel_magic=(0x10008, b"S390EP"),  # the s390 boot image's entry marker
+        instead=(("trixie", "forky"),),  # trixie's s390x libc6, zlib1g and kernel .debs answer 404 on the mirror
+        in_all=False,
+    ),
+    Arch(
+        name="armhf",
+        elf_machine="EM_ARM",
+        uname="armv7l",
+        aliases=("arm", "armv7", "armv7l"),
+        debian="armhf",
+        triplet="arm-linux-gnueabihf",
+        qemu_binary="qemu-system-arm",
+        machine="virt,highmem=off",  # highmem hangs 32-bit guests under TCG (QEMU issue 2585)
+        cpu="cortex-a15",  # LPAE, which the armmp-lpae kernel needs
+        kvm_cpu="host",
+        console="ttyAMA0",
+        host_machines=("armv7l",),
+        qemu_packages=("qemu-system-arm",),
+        flavours=(Flavour("4k", 4096, "armmp-lpae"),),
+        musl="armhf",
+        musl_target="arm-linux-musleabihf",
+        cflags=("-march=armv7-a", "-mfpu=vfpv3-d16", "-mfloat-abi=hard"),  # Debian's armhf baseline
+        cpuinfo_keys=("Hardware",),
+        kernel_magic=(0x24, b"\x18\x28\x6f\x01"),  # the zImage magic
+        in_all=False,
+    ),
+    Arch(
+        name="i386",
+        elf_machine="EM_386",
+        uname="x86_64",  # an i386 userland on the amd64 kernel (Debian's i386 has no kernel from trixie on)
+        aliases=("i686", "x86"),
+        debian="i386",
+        triplet="i386-linux-gnu",
+        qemu_binary="qemu-system-x86_64",
+        machine="q35",
+        cpu="max",
+        kvm_cpu="host",
+        console="ttyS0",
+        host_machines=("x86_64", "amd64"),
+        qemu_packages=("qemu-system-x86",),
+        kernel_format="pvh",
+        flavours=(Flavour("4k", 4096, "amd64"),),
+        musl="i386",
+        cflags=("-march=i686",),  # Debian's i386 baseline
+        kernel_magic=(0x202, b"HdrS"),
+        kernel_debian="amd64",
+        in_all=False,
+    ),
+    Arch(
+        name="loong64",
+        elf_machine="EM_LOONGARCH",
+        uname="loongarch64",
+        aliases=("loongarch64", "loongarch"),
+        debian="loong64",
+        triplet="loongarch64-linux-gnu",
+        qemu_binary="qemu-system-loongarch64",
+        machine="virt",
+        cpu="la464",
+        kvm_cpu="host",
+        console="ttyS0",
+        host_machines=("loongarch64",),
+        # Direct kernel boot without firmware dies in i8042_init (no ACPI tables): boot through UEFI, as QEMU's tests do
+        bios="usr/share/qemu-efi-loongarch64/QEMU_EFI.fd",
+        bios_package="qemu-efi-loongarch64",
+        qemu_packages=("qemu-system-misc",),
+        flavours=(Flavour("16k", 16384, "loong64"),),  # Debian's loong64 kernel has 16 KiB pages
+        cpuinfo_keys=("Model Name",),
+        suites=("forky",),  # Debian ships loong64 from forky on
+        instead=(("bookworm", "forky"), ("trixie", "forky")),
+        kernel_magic=(4, b"zimg"),  # an EFI zboot image
+        in_all=False,
+    ),
 )
 
-_BY_NAME: dict[str, Arch] = {}
+# Canonical names first, then the first row with a uname, Debian name or alias (i386's uname is x86_64's name)
+_BY_NAME: dict[str, Arch] = {a.name.lower(): a for a in ARCHES}
 for _arch in ARCHES:
-    for _key in (_arch.name, _arch.uname, _arch.debian, *_arch.aliases):
-        _BY_NAME[_key.lower()] = _arch
+    for _key in (_arch.uname, _arch.debian, *_arch.aliases):
+        _BY_NAME.setdefault(_key.lower(), _arch)
 
 
 def names() -> list[str]:
@@ -163,17 +303,27 @@ def get(name: str) -> Arch:
         valid = ", ".join(names())
         raise UserError(
             f"unknown arch {name!r}",
-            f"use one of: {valid}, or 'all' (aliases: " + ", ".join(sorted(k for k in _BY_NAME if k not in names())) + ")",
+            f"use one of: {valid}, '{ALL}' ({', '.join(a.name for a in ARCHES if a.in_all)}) or '{EVERYTHING}' (aliases: "
+            + ", ".join(sorted(k for k in _BY_NAME if k not in names()))
+            + ")",
         ) from None
 
 
+ALL = "all"  # the rows with in_all (x86_64, arm64, riscv64): what lab run runs by default
+EVERYTHING = "everything"  # every row
+
+
 def select(spec: str) -> list[Arch]:
-    """Parse ``all`` or a comma-separated list into arches, in table order, without duplicates."""
-    if spec.strip().lower() == "all":
-        return list(ARCHES)
-    picked = {get(part).name for part in spec.split(",") if part.strip()}
+    """Parse ``all``, ``everything`` or a comma-separated list (which may include either) into arches, in table
+    order, without duplicates."""
+    picked: set[str] = set()
+    for part in (p.strip().lower() for p in spec.split(",")):
+        if part in (ALL, EVERYTHING):
+            picked |= {a.name for a in ARCHES if a.in_all or part == EVERYTHING}
+        elif part:
+            picked.add(get(part).name)
     if not picked:
-        raise UserError("empty arch list", "use 'all' or e.g. 'x86_64,arm64'")
+        raise UserError("empty arch list", f"use '{ALL}', '{EVERYTHING}' or e.g. 'x86_64,arm64'")
     return [a for a in ARCHES if a.name in picked]
 
 

@@ -7,7 +7,7 @@ tracing, the fleet and the run directory take the spec; a cell's identity is its
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,7 @@ class GuestSpec:
 
     @property
     def flavour(self) -> Flavour:
-        f = self.arch.flavour(self.pagesize)
+        f = self.arch.flavour(self.pagesize, "" if self.kernel_file else self.kernel)
         if f is None:
             raise UserError(f"{self.arch.name} has no {self.pagesize} kernel flavour", "page sizes: " + pagesizes(self.arch))
         return f
@@ -59,9 +59,9 @@ class GuestSpec:
             return f"Debian {self.suite} does not ship {self.arch.name}"
         if self.kernel_file is not None:
             return ""
-        if self.arch.debian not in axes.suite(self.kernel, guests=False).debian:
+        if self.arch.kernel_arch not in axes.suite(self.kernel, guests=False).debian:
             return f"Debian {self.kernel} has no {self.arch.name} kernel"
-        f = self.arch.flavour(self.pagesize)
+        f = self.arch.flavour(self.pagesize, self.kernel)
         if f is None:
             return f"{self.arch.name} has no {self.pagesize} kernel ({pagesizes(self.arch)})"
         if f.suites and self.kernel not in f.suites:
@@ -73,7 +73,12 @@ def pagesizes(arch: Arch) -> str:
     return ", ".join(f.pagesize for f in arch.flavours) or "none"
 
 
-def make(arch: Arch, boot: Mapping[str, str], kernel_file: KernelFile | None = None) -> GuestSpec:
-    """The spec of ``arch``'s guest at a boot point (every boot axis named)."""
+def make(arch: Arch, boot: Mapping[str, str], kernel_file: KernelFile | None = None, given: Collection[str] = ()) -> GuestSpec:
+    """The spec of ``arch``'s guest at a boot point (every boot axis named). The page size and kernel axes the run
+    does not give (``given``: those it does) follow the arch's row: its default flavour's page size (loong64's is
+    16k), and its suites in place of those it lacks or the mirror does (``Arch.instead``)."""
     file = kernel_file if kernel_file is not None and boot["kernel"] == kernel_file.value else None
-    return GuestSpec(arch, boot["suite"], boot["kernel"], boot["pagesize"], boot["qemu"], boot["scratch"], file)
+    pagesize = boot["pagesize"] if "pagesize" in given else arch.flavours[0].pagesize
+    suite = boot["suite"] if "suite" in given else arch.instead_of(boot["suite"])
+    kernel = boot["kernel"] if "kernel" in given or file else arch.instead_of(boot["kernel"])
+    return GuestSpec(arch, suite, kernel, pagesize, boot["qemu"], boot["scratch"], file)

@@ -45,12 +45,12 @@
 #include <unistd.h>
 
 #define SCHEMA "lab.fault-trace"
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define NEVENTS 2 /* minor, major */
 #define MAXCPUS 64
 
 struct sample {
-	int major;
+	int major, kernel;
 	uint32_t pid, tid;
 	uint64_t time, ip, addr;
 };
@@ -122,6 +122,9 @@ static void drain(struct ring *r, int major)
 			samples = grow(samples, &capsamples, nsamples + 1, sizeof *samples);
 			s = &samples[nsamples++];
 			s->major = major;
+			/* the kernel took it on the process's behalf (copying to or clearing its memory): the record says so
+			 * itself; an address test cannot (s390x's kernel has an address space of its own) */
+			s->kernel = (h.misc & PERF_RECORD_MISC_CPUMODE_MASK) == PERF_RECORD_MISC_KERNEL;
 			memcpy(&s->ip, u, 8);
 			memcpy(&s->pid, u + 8, 4);
 			memcpy(&s->tid, u + 12, 4);
@@ -541,8 +544,8 @@ int main(int argc, char **argv)
 	fprintf(out, "\"rusage\":{\"minflt\":%ld,\"majflt\":%ld},\"lost\":%" PRIu64 ",", ru.ru_minflt, ru.ru_majflt, lost);
 	fputs("\"samples\":[", out);
 	for (i = 0; i < nsamples; i++)
-		fprintf(out, "%s[%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu32 ",%" PRIu32 "]", i ? "," : "", samples[i].major,
-			samples[i].time, samples[i].ip, samples[i].addr, samples[i].tid, samples[i].pid);
+		fprintf(out, "%s[%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu32 ",%" PRIu32 ",%d]", i ? "," : "", samples[i].major,
+			samples[i].time, samples[i].ip, samples[i].addr, samples[i].tid, samples[i].pid, samples[i].kernel);
 	fputs("],\"mmaps\":[", out);
 	for (i = 0; i < nregions; i++) {
 		const struct region *g = &regions[i];

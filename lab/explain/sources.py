@@ -38,9 +38,8 @@ def _tree(initrd: Path) -> Tree:
 class GuestFiles:
     """Read-only view of one guest's files; ``uploads`` maps guest paths to host files lab put there."""
 
-    def __init__(self, initrd: Path, uploads: Mapping[str, Path] = {}, debug_dir: Path | None = None, kernel_base: int = 1 << 63) -> None:
+    def __init__(self, initrd: Path, uploads: Mapping[str, Path] = {}, debug_dir: Path | None = None) -> None:
         self.initrd = initrd
-        self.kernel_base = kernel_base  # where its arch's kernel addresses start (lab.arches)
         self.uploads = dict(uploads)
         self.debug_dir = debug_dir
         self._t: Tree | None = None

@@ -18,7 +18,7 @@ from typing import Any
 from lab.errors import InfraError, LabError, UserError
 
 SCHEMA = "lab.fault-trace"
-SCHEMA_VERSION = 2  # 2: samples and mmaps name their pid (children are followed), exec_bytes
+SCHEMA_VERSION = 3  # 2: samples and mmaps name their pid (children are followed), exec_bytes; 3: in kernel
 EXIT_REFUSED = 5  # perf_event_open refused
 EXIT_NOEXEC = 6  # the program could not be executed
 _MAPS_LINE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) \S+ \d+\s*(.*)$")
@@ -118,8 +118,8 @@ def _prot(bits: int) -> str:
     return "".join(c for bit, c in ((1, "r"), (2, "w"), (4, "x")) if bits & bit)
 
 
-def parse(text: str, kernel_base: int) -> Trace:
-    """Parse one fault-trace run's stdout; ``kernel_base``: where the arch's kernel addresses start (its row)."""
+def parse(text: str) -> Trace:
+    """Parse one fault-trace run's stdout."""
     try:
         data = json.loads(text.strip())
     except json.JSONDecodeError as exc:
@@ -139,9 +139,9 @@ def parse(text: str, kernel_base: int) -> Trace:
         raise _fail("the child never reported its counters before exec")
     samples = []
     for s in _get(data, "samples", list):
-        if not (isinstance(s, list) and len(s) == 6 and all(isinstance(v, int) for v in s)):
-            raise _fail(f"sample {s!r} is not [major, time, ip, addr, tid, pid]")
-        samples.append(Sample(bool(s[0]), s[1], s[2], s[3], s[4], s[5], s[2] >= kernel_base))
+        if not (isinstance(s, list) and len(s) == 7 and all(isinstance(v, int) for v in s)):
+            raise _fail(f"sample {s!r} is not [major, time, ip, addr, tid, pid, in kernel]")
+        samples.append(Sample(bool(s[0]), s[1], s[2], s[3], s[4], s[5], bool(s[6])))
     samples.sort(key=lambda s: s.time)
     mmaps = []
     for m in _get(data, "mmaps", list):

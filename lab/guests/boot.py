@@ -215,10 +215,13 @@ def _post_boot(restored: bool, scratch: Scratch | None, thp: str, disk: str = "v
     steps = []
     if restored:
         steps += ["sleep 0.01", f"date -s @{int(time.time())} >/dev/null", f"{RESEED_REMOTE} {SEED_REMOTE}"]
-    steps.append(f"echo {shlex.quote(thp)} > {THP_CONTROL}")
-    steps.append(
+    # A kernel without THP (s390x's under TCG: no EDAT-1) has no control: it never uses huge pages; other modes fail
+    apply = (
+        f"echo {shlex.quote(thp)} > {THP_CONTROL} && "
         f'{{ grep -qF {shlex.quote(f"[{thp}]")} {THP_CONTROL} || {{ echo "THP is $(cat {THP_CONTROL}), not {thp}" >&2; false; }}; }}'
     )
+    absent = "" if thp == "never" else f'else echo "this kernel has no transparent huge pages: thp={thp} cannot be applied" >&2; false; '
+    steps.append(f"if [ -e {THP_CONTROL} ]; then {apply}; {absent}fi")
     device = scratch.device.format(disk=disk) if scratch else ""  # ``disk``: the arch's scratch disk (lab.arches)
     if scratch and not scratch.at_init:
         steps.append(f"mount -t ext4 -o noatime {device} {SCRATCH_MOUNT}")

@@ -116,6 +116,7 @@ class ImageStore:
         self.cfg = cfg
         self.recipe = load_recipe(cfg.recipe)
         self.suite = suite or self.recipe.suite
+        self.given = suite is not None  # the caller named the suite: no arch takes another instead (Arch.instead)
         self.root = cfg.cache_dir / "images"
         # 0700: the initramfs holds the guest's private host key (pinning means nothing if others can read it).
         self.cache = BuildCache(self.root, cfg.timeouts.scaled("lock"), "image", mode=0o700)
@@ -136,8 +137,8 @@ class ImageStore:
     def spec(self, arch: Arch, suite: str = "") -> GuestSpec:
         """``arch``'s default guest of ``suite`` (default: this store's): the recipe's kernel, the first flavour,
         lab.yaml's rest."""
-        suite = suite or self.suite
-        kernel = self.recipe.suite if self.recipe.kernel_from == "recipe" else suite
+        suite = suite or (self.suite if self.given else arch.instead_of(self.suite))
+        kernel = arch.instead_of(self.recipe.suite if self.recipe.kernel_from == "recipe" else suite)
         return GuestSpec(arch, suite, kernel, arch.flavours[0].pagesize, self.cfg.qemu.origin, self.cfg.guest.scratch)
 
     def ships(self, arch: Arch) -> bool:
@@ -152,13 +153,13 @@ class ImageStore:
         if g.kernel_file is not None:
             return [], packages
         kapt = self.apt_for(g.kernel)
-        named = kapt.resolve([self.recipe.kernel_for(g.arch, g.flavour)], g.arch.debian)[0]
+        named = kapt.resolve([self.recipe.kernel_for(g.arch, g.flavour)], g.arch.kernel_arch)[0]
         # A metapackage depends on the versioned linux-image package; a versioned one does not. From 7.x on that
         # one is small and depends on the image (linux-binary-) and the modules (linux-modules-).
         real = first_dependency(named.depends, "linux-image-")
-        pkg = kapt.resolve([real], g.arch.debian)[0] if real else named
+        pkg = kapt.resolve([real], g.arch.kernel_arch)[0] if real else named
         split = [d for d in (first_dependency(pkg.depends, p) for p in ("linux-binary-", "linux-modules-")) if d]
-        return [pkg, *(kapt.resolve(split, g.arch.debian) if split else [])], packages
+        return [pkg, *(kapt.resolve(split, g.arch.kernel_arch) if split else [])], packages
 
     def _inputs(self, g: GuestSpec) -> tuple[str, list[Package], list[Package], KeyPair, KeyPair]:
         """The image key for ``g`` and what it was computed from (resolved in the local lists)."""

@@ -1,7 +1,7 @@
 """A guest's kernel as parts: its boot image, release and modules, from Debian packages or a user's own files.
 
 Debian's kernel package holds ``boot/vmlinu*`` and its modules; from 7.x on ``linux-image-<rel>`` is a small
-package depending on ``linux-binary-<rel>`` (the image at ``usr/lib/modules/<rel>/vmlinuz``) and
+package depending on ``linux-binary-<rel>`` (the image at ``usr/lib/modules/<rel>/vmlinu[zx]``) and
 ``linux-modules-<rel>``: :func:`from_debs` reads whichever it is given. A user's own kernel (``--kernel FILE
 [--modules DIR|DEB]``, the way tuxrun takes one) is checked whole before anything is built: its format is its
 arch's (the row's ``kernel_magic``, or an ELF of its machine), its release is the modules', and every module the
@@ -43,7 +43,7 @@ class Parts:
     def add(self, name: str, data: bytes) -> None:
         """One file of a kernel package or modules tree, by its path inside it."""
         match = _MODULES_DIR.match(name)
-        if name.startswith("boot/vmlinu") or (match and name == match.group(0) + "vmlinuz"):
+        if name.startswith("boot/vmlinu") or (match and name in (match.group(0) + "vmlinuz", match.group(0) + "vmlinux")):
             self.image = data
             self.release = match.group(1) if match else name.split("-", 1)[1]
         elif match and "/kernel/" in name and ".ko" in name:
@@ -123,7 +123,7 @@ def kernel_file(arch: Arch, path: Path, modules: Path | None, needed: tuple[str,
     owner = machine_of(data)
     if owner is None:
         raise UserError(f"--kernel {path}: not a kernel image lab knows", f"give {arch.name}'s vmlinux (ELF) or boot image")
-    if owner is not arch:
+    if owner.kernel_arch != arch.kernel_arch:  # i386 guests boot amd64's kernels
         raise UserError(f"--kernel {path}: a kernel for {owner.name}, not {arch.name}", f"run it with --arch {owner.name}")
     release = release_of(data)
     if modules is None:

@@ -59,6 +59,10 @@ class VMSpec:
     cpu: str = ""  # the TCG CPU model its kernel flavour needs ("": the arch's; lab.arches.Flavour)
 
 
+# Per virtio transport: a PCI NIC's option ROM (iPXE) is useless with -kernel and costs boot time; CCW has none
+NIC_OPTIONS = {"pci": ",romfile="}
+
+
 def kernel_cmdline(arch: Arch, thp: str, extra: tuple[str, ...], scratch: str) -> str:
     """The guest kernel's command line; ``scratch`` (lab.axes.SCRATCHES) tells /init where the scratch lives."""
     told = axes.scratch(scratch).cmdline
@@ -89,7 +93,7 @@ def qemu_argv(spec: VMSpec) -> list[str]:
     argv += ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.append]
     argv += ["-serial", f"file:{spec.console_log}"]
     argv += ["-netdev", f"user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:{SSH_GUEST_PORT}"]
-    argv += ["-device", f"virtio-net-{a.virtio},netdev=net0,romfile="]
+    argv += ["-device", f"virtio-net-{a.virtio},netdev=net0" + NIC_OPTIONS.get(a.virtio, "")]
     if spec.scratch is not None:
         argv += ["-drive", f"file={_opt(spec.scratch)},format=raw,if=none,id=scratch,snapshot=on"]
         argv += ["-device", f"virtio-blk-{a.virtio},drive=scratch"]

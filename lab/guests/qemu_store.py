@@ -61,7 +61,7 @@ def suite_apt(cfg: Config, origin: str) -> Apt:
 
 def wanted(apt: Apt, pin: str) -> list[str]:
     """Every arch's QEMU package (the first name the suite has; pinned to ``pin`` if given) and firmware package."""
-    have = apt.names("qemu-system-") | apt.names("opensbi")
+    have = set().union(*(apt.names(p) for a in ARCHES for p in (*a.qemu_packages, a.bios_package or "") if p))
     names: list[str] = []
     for arch in ARCHES:
         pkg = next((p for p in arch.qemu_packages if p in have), None)
@@ -131,7 +131,7 @@ def _prove(e: Emulator) -> None:
     """Each binary runs through the entry's loader, resolves every library inside the entry, names its version and
     offers its arch's machine; otherwise nothing is kept."""
     assert e.root is not None
-    for arch in ARCHES:
+    for arch in {a.qemu_binary + " " + a.machine: a for a in ARCHES}.values():
         loader, _, libs, binary = e.command(arch)
         listed = _run(e, [loader, "--library-path", libs, "--list", binary], f"ld.so --list {arch.qemu_binary}")
         outside = [ln.split("=>")[-1].split("(")[0].strip() for ln in listed.splitlines() if "=>" in ln]
@@ -144,7 +144,7 @@ def _prove(e: Emulator) -> None:
         if not first or "version" not in first[0]:
             raise ImageError(f"{e.describe()}: {arch.qemu_binary} --version printed no version", "pick another suite for qemu.from")
         machines = _run(e, [*e.command(arch), "-machine", "help"], f"{arch.qemu_binary} -machine help").split()
-        if arch.machine not in machines:
+        if arch.machine.split(",")[0] not in machines:
             raise ImageError(f"{e.describe()}: {arch.qemu_binary} has no machine {arch.machine!r}", "pick another suite for qemu.from")
         if arch.bios and not Path(e.bios(arch) or "").is_file():
             raise ImageError(f"{e.describe()}: {arch.bios_package} has no {arch.bios}", "pick another suite for qemu.from")

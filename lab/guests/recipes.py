@@ -34,7 +34,7 @@ class Recipe:
         if flavour != arch.flavours[0] and "{flavour}" not in self.kernel_package:
             raise UserError(f"{self.path}: kernel.package {self.kernel_package!r} has no {{flavour}}: it cannot name the "
                             f"{flavour.pagesize} kernel", "use linux-image-{flavour}")  # fmt: skip
-        return self.kernel_package.format(debian=arch.debian, flavour=flavour.kernel)
+        return self.kernel_package.format(debian=arch.kernel_arch, flavour=flavour.kernel)
 
     def canonical(self) -> str:
         """A stable text form of everything that shapes the image (for cache keys)."""

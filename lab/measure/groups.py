@@ -83,7 +83,8 @@ class Summary:
 
 
 def thp_mode(text: str) -> str:
-    return text[text.index("[") + 1 : text.index("]")] if "[" in text and "]" in text else text
+    """The mode the probe read (``always madvise [never]``); ``none``: the kernel has no THP (no control file)."""
+    return text[text.index("[") + 1 : text.index("]")] if "[" in text and "]" in text else (text or "none")
 
 
 def kernel_source(manifest: dict[str, object]) -> str:

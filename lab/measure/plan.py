@@ -82,7 +82,8 @@ class Plan:
         return list({str(p): p for p in ({**p, "kernel": p["kernel"] or p["suite"]} for p in points)}.values())
 
     def _specs(self) -> list[GuestSpec]:
-        return [spec.make(a, b, self.kernel_file) for b in self.boot_points() for a in self.arches]
+        given = dict(self.axes)
+        return list({g: g for g in (spec.make(a, b, self.kernel_file, given) for b in self.boot_points() for a in self.arches)})
 
     def groups(self) -> list[GuestSpec]:
         """Every guest of the run: an arch at a boot point that Debian can make (bookworm has no riscv64, nor

@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lab import arches
 from lab.arches import Arch
 from lab.config import Config
 from lab.errors import InfraError, LabError
@@ -54,7 +53,7 @@ def guest_files(cfg: Config, image: Image, suite: str | None, uploads: Mapping[s
     store = ImageStore(cfg, suite)
     with store.apt_lock():  # apt's lists and download pool are shared with image and sysroot builds
         debug = debug_symbols(store.apt, image.arch.debian, cfg.cache_dir, cfg.timeouts.scaled("lock"))
-    return GuestFiles(image.initrd, uploads, debug, image.arch.kernel_base)
+    return GuestFiles(image.initrd, uploads, debug)
 
 
 def install_tracer(guest: Guest, tracer: Payload) -> str:
@@ -152,7 +151,7 @@ def trace_cells(
         try:
             if problem is not None:
                 raise problem
-            parsed[key] = trace_mod.parse(o.stdout, arches.get(arch).kernel_base)
+            parsed[key] = trace_mod.parse(o.stdout)
         except LabError as exc:
             out.append(Traced(key, None, f"{cell_name(key)}: {exc.message}"))
     kernel = kernel_names(guest, {ip for t in parsed.values() for ip in t.kernel_ips()})
@@ -195,7 +194,7 @@ def trace_program(guest: Guest, files: GuestFiles, argv: Sequence[str], cell: st
     problem = trace_mod.refusal(result.exited, result.stderr, argv[0])
     if problem is not None:
         raise problem
-    trace = trace_mod.parse(result.stdout, files.kernel_base)
+    trace = trace_mod.parse(result.stdout)
     exe = files.realpath(argv[0]) if argv[0].startswith("/") else None
     kernel = kernel_names(guest, trace.kernel_ips())
     return account_mod.attribute(cell, trace, files.load, exe=exe, realpath=files.realpath, kernel=kernel)

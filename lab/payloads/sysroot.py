@@ -66,16 +66,19 @@ def package_names(gcc_major: str) -> list[str]:
 
 
 class SysrootStore:
-    """Sysroots for one suite (that of ``images``), under ``<cache>/sysroots``, built once per (arch, package versions)."""
+    """Sysroots of the guests of ``images`` (each arch's suite: the store's, or the one the arch takes instead),
+    under ``<cache>/sysroots``, built once per (arch, suite, package versions)."""
 
     def __init__(self, cfg: Config, images: ImageStore | None = None) -> None:
         self.cfg = cfg
         self.images = images or ImageStore(cfg)
-        self.suite = self.images.suite
         self.cache = BuildCache(cfg.cache_dir / "sysroots", cfg.timeouts.scaled("lock"), "sysroot")
 
+    def suite(self, arch: Arch) -> str:
+        return self.images.spec(arch).suite
+
     def _resolve(self, arch: Arch) -> list[Package]:
-        apt = self.images.apt
+        apt = self.images.apt_for(self.suite(arch))
         with self.images.apt_lock():
             apt.update(self.cfg.apt.refresh_hours)
             [gcc] = apt.resolve(["gcc"], arch.debian)
@@ -83,12 +86,12 @@ class SysrootStore:
             return apt.resolve(package_names(major), arch.debian)
 
     def ensure(self, arch: Arch) -> Sysroot:
-        packages = self._resolve(arch)
-        key = sha256_text(BUILDER_VERSION, self.suite, arch.name, *(f"{p.name} {p.version} {p.sha256}" for p in packages))
-        entry = self.cache.ensure(f"{arch.name}-{self.suite}-{key[:16]}", lambda work: self._build(arch, key, packages, work), verify)
+        packages, suite = self._resolve(arch), self.suite(arch)
+        key = sha256_text(BUILDER_VERSION, suite, arch.name, *(f"{p.name} {p.version} {p.sha256}" for p in packages))
+        entry = self.cache.ensure(f"{arch.name}-{suite}-{key[:16]}", lambda work: self._build(arch, key, packages, work), verify)
         record = read_record(entry.path / "sysroot.json", "lab payloads build rebuilds it")
         versions = {p["name"]: p["version"] for p in record["packages"]}
-        return Sysroot(arch, self.suite, key, entry.path, versions, entry.path / record["gcc_lib"])
+        return Sysroot(arch, suite, key, entry.path, versions, entry.path / record["gcc_lib"])
 
     def _build(self, arch: Arch, key: str, packages: list[Package], work: Path) -> None:
         debs = self.images.apt.download(packages, self.cfg.cache_dir / "debs")
@@ -102,19 +105,20 @@ class SysrootStore:
             if (work / target).is_dir() and not (work / link).exists():
                 os.symlink(target, work / link)
         _contain_links(work)
-        gcc_dirs = sorted((work / "usr/lib/gcc" / arch.triplet).glob("*/libgcc.a"))
+        # usr/lib/gcc/<gcc's triplet>/<major>: gcc's triplet is not always the multiarch one (i386's is i686-linux-gnu)
+        gcc_dirs = sorted((work / "usr/lib/gcc").glob("*/*/libgcc.a"))
         if not gcc_dirs:
             raise ImageError(f"{arch.name} sysroot has no libgcc.a for {arch.triplet}", "check the suite's libgcc-*-dev package")
         record = {
             "schema": 1,
-            "suite": self.suite,
+            "suite": self.suite(arch),
             "arch": arch.name,
             "key": key,
             "packages": [{"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256} for p in packages],
             "gcc_lib": str(gcc_dirs[-1].parent.relative_to(work)),
         }
         (work / "sysroot.json").write_text(json.dumps(record, indent=2) + "\n")
-        log.info("built the %s %s sysroot (%d packages)", self.suite, arch.name, len(packages))
+        log.info("built the %s %s sysroot (%d packages)", self.suite(arch), arch.name, len(packages))
 
 
 def _contain_links(root: Path) -> None:

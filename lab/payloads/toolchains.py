@@ -43,6 +43,7 @@ def fill(args: tuple[str, ...], arch: Arch, paths: ToolPaths = PLACEHOLDERS) -> 
             triplet=arch.triplet,
             uname=arch.uname,
             musl=arch.musl_name,
+            musl_triplet=arch.musl_triplet,
             debian=arch.debian,
             sysroot=paths.sysroot,
             ld=paths.ld,
@@ -63,6 +64,7 @@ def compile_argv(arch: Arch, v: Variant, source: Path, include_dir: Path, output
     return [
         *fill(tc.cc, arch, paths),
         *FLAGS,
+        *arch.cflags,
         *fill(tc.flags_for(v.linkage), arch, paths),
         f"-ffile-prefix-map={source.parent}=.",
         "-I",
@@ -77,7 +79,7 @@ def compile_argv(arch: Arch, v: Variant, source: Path, include_dir: Path, output
 
 def build_info_h(arch: Arch, v: Variant, toolchain_version: str, libc_version: str) -> str:
     """The header baked into each variant: the facts the probe reports about its own build."""
-    flags = " ".join((*FLAGS, *fill(toolchain(v).flags_for(v.linkage), arch)))
+    flags = " ".join((*FLAGS, *arch.cflags, *fill(toolchain(v).flags_for(v.linkage), arch)))
     lines = {
         "PROBE_LIBC": v.libc,
         "PROBE_LIBC_VERSION": libc_version,  # musl cannot say its version; glibc's headers do (and win)

@@ -8,7 +8,7 @@ cannot link trixie's riscv64 libc.a). So a cell's libc is the guest's, for both
 linkages. Each toolchain has a flags entry per linkage; an unknown linkage is
 an error, never a silent default.
 
-Placeholders in a row's arguments: ``{triplet}``, ``{uname}``, ``{musl}`` (musl's name of the arch), ``{debian}``
+Placeholders in a row's arguments: ``{triplet}``, ``{uname}``, ``{musl}`` (musl's name of the arch: its loader's), ``{musl_triplet}``, ``{debian}``
 (from the arch row), ``{sysroot}``, ``{ld}``, ``{resource}`` (clang's own
 headers) and ``{gcc_lib}`` (the sysroot's libgcc directory).
 
@@ -58,7 +58,7 @@ class Variant:
 
 CLANG = "clang-16"  # Debian 12's newest clang; the host package list installs it
 ZIG_VERSION = "0.15.2"  # pinned in pyproject.toml: its LLD links every variant
-_MUSL = "{sysroot}/usr/lib/{musl}-linux-musl"
+_MUSL = "{sysroot}/usr/lib/{musl_triplet}"
 TOOLCHAINS: dict[str, Toolchain] = {
     "clang": Toolchain(
         name="clang",
@@ -76,13 +76,13 @@ TOOLCHAINS: dict[str, Toolchain] = {
         libc="musl",
         cc=(
             CLANG,
-            "--target={musl}-linux-musl",
+            "--target={musl_triplet}",
             "--ld-path={ld}",
             "-nostdinc",
             "-isystem",
             "{resource}/include",
             "-isystem",
-            "{sysroot}/usr/include/{musl}-linux-musl",
+            "{sysroot}/usr/include/{musl_triplet}",
             "-nostdlib",
         ),
         linkage_flags={"static": ("-static",), "dynamic": ("-no-pie", "-Wl,-dynamic-linker,/lib/ld-musl-{musl}.so.1")},

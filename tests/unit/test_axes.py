@@ -61,10 +61,10 @@ def test_kernel_and_pagesize_axes_plan_only_the_guests_debian_has() -> None:
     cfg = config.load(REPO / "lab.yaml")
     plan = make_plan(cfg, RunRequest(arch="all", axis=("kernel=bookworm,forky", "pagesize=4k,16k")))
     made = [(g.arch.name, g.suite, g.kernel, g.pagesize) for g in plan.groups()]
-    for arch in arches.ARCHES:
+    for arch in arches.select("all"):
         for kernel in ("bookworm", "forky"):
             for f in arch.flavours:
-                has = arch.debian in axes.suite(kernel, guests=False).debian and (not f.suites or kernel in f.suites)
+                has = arch.kernel_arch in axes.suite(kernel, guests=False).debian and (not f.suites or kernel in f.suites)
                 assert ((arch.name, "trixie", kernel, f.pagesize) in made) == has
     assert ("arm64", "trixie", "forky", "16k") in made and ("arm64", "trixie", "bookworm", "16k") not in made
     assert "Debian bookworm has no riscv64 kernel: its cells are skipped" in plan.skipped()

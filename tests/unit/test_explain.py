@@ -23,7 +23,7 @@ def raw_trace(samples: list[list[int]], rusage: int, pre: int = 10, lost: int = 
     return json.dumps(
         {
             "schema": "lab.fault-trace",
-            "schema_version": 2,
+            "schema_version": 3,
             "argv": [EXE, "--size", "16K"],
             "pid": 7,
             "exit_status": 0,
@@ -36,7 +36,8 @@ def raw_trace(samples: list[list[int]], rusage: int, pre: int = 10, lost: int = 
             "child_execs": 0,
             "rusage": {"minflt": rusage, "majflt": 0},
             "lost": lost,
-            "samples": [[*smp, 7] if len(smp) == 5 else smp for smp in samples],  # [major, time, ip, addr, tid, pid]
+            # [major, time, ip, addr, tid, pid, in kernel]: these tests' kernel is x86_64's, at 1 << 63 and up
+            "samples": [[*smp, *([7] if len(smp) == 5 else []), int(smp[2] >= KERNEL)][:7] for smp in samples],
             "mmaps": [
                 {"time": 1, "pid": 7, "start": 0x7FFF0000, "len": 0x10000, "pgoff": 0, "prot": 3, "flags": 2, "path": "[stack]"},
                 {"time": 2, "pid": 7, "start": 0x400000, "len": 0x2000, "pgoff": 0, "prot": 5, "flags": 2, "path": EXE},
@@ -83,7 +84,7 @@ def loader(path: str) -> ElfObject | None:
 
 # stage ends (the probe's clock reads): entry < 40 <= overhead < 45 <= malloc < 60 <= touch1 < 70; exit after
 STAGES = [("entry", 40), ("overhead", 45), ("malloc", 60), ("touch1", 70)]
-BASE = arches.get("x86_64").kernel_base  # the sampled arch's row: where its kernel addresses start
+KERNEL = 1 << 63  # where x86_64's kernel addresses start (raw_trace marks samples there as the kernel's)
 SAMPLES = [
     [0, 10, 0x400100, 0x400100, 7],  # entry: _start's text page
     [0, 11, KERNEL_IP, 0x402800, 7],  # entry: the kernel zeroing .bss's first page
@@ -98,7 +99,7 @@ SAMPLES = [
 
 
 def test_attribution_names_object_section_function_and_stage() -> None:
-    t = trace.parse(raw_trace(SAMPLES, rusage=10 + 9 + 2), BASE)
+    t = trace.parse(raw_trace(SAMPLES, rusage=10 + 9 + 2))
     assert t.kernel_ips() == {KERNEL_IP}
     acc = account.attribute("x86_64:test", t, loader, STAGES, exe=EXE, kernel={KERNEL_IP: "clear_user"})
     got = [(f.stage, f.object, f.section, f.function, f.major) for f in acc.faults]
@@ -127,21 +128,21 @@ def test_a_mapping_is_the_one_in_place_when_the_fault_happened() -> None:
     samples = [[0, 60, 0x400810, 0x10000000, 7], [0, 85, 0x400810, 0x10000000, 7]]
     doc = json.loads(raw_trace(samples, rusage=10 + 2))
     doc["mmaps"].append({"time": 84, "pid": 7, "start": 0x10000000, "len": PAGE, "pgoff": 0, "prot": 1, "flags": 2, "path": "/other"})
-    acc = account.attribute("c", trace.parse(json.dumps(doc), BASE), loader)
+    acc = account.attribute("c", trace.parse(json.dumps(doc)), loader)
     assert [f.object for f in acc.faults] == ["[anon]", "file:/other"]
 
 
 def test_lost_samples_and_impossible_counts_are_errors_never_a_partial_table() -> None:
     with pytest.raises(trace.TraceError, match="lost 3 sample"):
-        trace.parse(raw_trace(SAMPLES, rusage=30, lost=3), BASE)
+        trace.parse(raw_trace(SAMPLES, rusage=30, lost=3))
     with pytest.raises(trace.TraceError, match="9 samples but the process's own counters say 8"):
-        trace.parse(raw_trace(SAMPLES, rusage=18), BASE)  # 10 before exec + 8 < 9 samples
+        trace.parse(raw_trace(SAMPLES, rusage=18))  # 10 before exec + 8 < 9 samples
     with pytest.raises(trace.TraceError, match="truncated"):
-        trace.parse(raw_trace(SAMPLES, rusage=30)[:200], BASE)
+        trace.parse(raw_trace(SAMPLES, rusage=30)[:200])
     doc = json.loads(raw_trace(SAMPLES, rusage=30))
     del doc["complete"]
     with pytest.raises(trace.TraceError, match="complete"):
-        trace.parse(json.dumps(doc), BASE)
+        trace.parse(json.dumps(doc))
 
 
 def test_refusals_map_to_one_line_errors_with_remedies() -> None:
@@ -154,7 +155,7 @@ def test_refusals_map_to_one_line_errors_with_remedies() -> None:
 
 def test_checks_pass_on_an_account_that_adds_up_and_agrees() -> None:
     probe = {"entry": (16, 0), "overhead": (0, 0), "malloc": (1, 0), "touch1": (3, 0)}
-    acc = account.attribute("c", trace.parse(raw_trace(SAMPLES, rusage=21), BASE), loader, STAGES, exe=EXE, probe_stages=probe)
+    acc = account.attribute("c", trace.parse(raw_trace(SAMPLES, rusage=21)), loader, STAGES, exe=EXE, probe_stages=probe)
     untraced = {"entry": (7.0, 0.0), "overhead": (0.0, 0.0), "malloc": (1.0, 0.0), "touch1": (2.0, 0.0)}
     result = {c.name: c.ok for c in checks.check(acc, untraced, buffer_pages=4)}
     assert result == {"adds up": True, "exec set-up bounded": True, "probe agrees": True, "untraced agrees": True, "touch1 in buffer": True}
@@ -162,7 +163,7 @@ def test_checks_pass_on_an_account_that_adds_up_and_agrees() -> None:
 
 def test_checks_catch_disagreement_beyond_one_fault_and_a_wrong_page_count() -> None:
     probe = {"entry": (17, 0), "overhead": (0, 0), "malloc": (1, 0), "touch1": (3, 0)}  # one more than traced
-    acc = account.attribute("c", trace.parse(raw_trace(SAMPLES, rusage=21), BASE), loader, STAGES, exe=EXE, probe_stages=probe)
+    acc = account.attribute("c", trace.parse(raw_trace(SAMPLES, rusage=21)), loader, STAGES, exe=EXE, probe_stages=probe)
     found = {c.name: c for c in checks.check(acc, {"entry": (8.0, 0.0), "touch1": (3.0, 0.0)}, buffer_pages=5)}
     assert not found["probe agrees"].ok and "entry 6/0 vs 7/0" in found["probe agrees"].detail
     assert not found["untraced agrees"].ok and found["untraced agrees"].detail == "entry 6/0 vs 8/0"
@@ -170,8 +171,8 @@ def test_checks_catch_disagreement_beyond_one_fault_and_a_wrong_page_count() -> 
 
 
 def test_render_round_trips_and_diff_puts_the_largest_difference_first() -> None:
-    a = account.attribute("x86_64:a", trace.parse(raw_trace(SAMPLES, rusage=21), BASE), loader, STAGES, exe=EXE)
-    b = account.attribute("x86_64:b", trace.parse(raw_trace(SAMPLES[:4] + SAMPLES[5:], rusage=20), BASE), loader, STAGES, exe=EXE)
+    a = account.attribute("x86_64:a", trace.parse(raw_trace(SAMPLES, rusage=21)), loader, STAGES, exe=EXE)
+    b = account.attribute("x86_64:b", trace.parse(raw_trace(SAMPLES[:4] + SAMPLES[5:], rusage=20)), loader, STAGES, exe=EXE)
     c = checks.check(a)
     back, back_checks = render.from_dict(json.loads(json.dumps(render.to_dict(a, c))))
     assert back == a and back_checks == c
@@ -255,7 +256,7 @@ def test_a_childs_faults_are_a_row_of_their_own_never_exec_set_up() -> None:
     check passed because the remainder was defined as rusage minus samples."""
     pages = (8 << 20) // PAGE  # the child touches 8 MiB, a fault per page
     child = [[0, 64 + i, 0x400810, 0x30000000 + i * PAGE, 9, 9] for i in range(pages)]  # pid 9: the forked child
-    t = trace.parse(raw_trace(SAMPLES + child, rusage=10 + 9 + pages + 2), BASE)
+    t = trace.parse(raw_trace(SAMPLES + child, rusage=10 + 9 + pages + 2))
     acc = account.attribute("x86_64:forks", t, loader, STAGES, exe=EXE)
     rows = {(o, sec): (mi, ma) for o, sec, mi, ma in acc.rows()}
     assert rows[(account.CHILDREN, "pid 9")] == (pages, 0)
@@ -265,7 +266,7 @@ def test_a_childs_faults_are_a_row_of_their_own_never_exec_set_up() -> None:
 
 def test_faults_the_tracer_did_not_see_fail_the_account_instead_of_filling_exec_set_up() -> None:
     """A remainder larger than execve can fault without a perf event (a child not followed, say) fails the check."""
-    t = trace.parse(raw_trace(SAMPLES, rusage=10 + 9 + 3093), BASE)
+    t = trace.parse(raw_trace(SAMPLES, rusage=10 + 9 + 3093))
     assert t.exec_bound == 1 + 2  # 200 bytes of strings: one page, plus two
     acc = account.attribute("x86_64:forks", t, loader, STAGES, exe=EXE)
     bounded = next(c for c in checks.check(acc) if c.name == "exec set-up bounded")
@@ -276,5 +277,5 @@ def test_a_childs_mappings_never_name_the_programs_addresses() -> None:
     """The tracer follows children, and their mmap records come too: only the program's own are used."""
     doc = json.loads(raw_trace(SAMPLES, rusage=10 + 9 + 2))
     doc["mmaps"].append({"time": 5, "pid": 9, "start": 0x400000, "len": 0x4000, "pgoff": 0, "prot": 5, "flags": 2, "path": "/bin/other"})
-    t = trace.parse(json.dumps(doc), BASE)
+    t = trace.parse(json.dumps(doc))
     assert all(m.pid == 7 for m in t.mmaps) and not any(m.path == "/bin/other" for m in t.mmaps)

@@ -40,8 +40,9 @@ def test_key_ignores_per_boot_parts_and_follows_what_shapes_the_guest(monkeypatc
 
 def test_post_boot_sets_thp_mounts_the_scratch_disk_and_reseeds_a_restored_guest() -> None:
     cold = boot._post_boot(False, axes.scratch("disk"), "never").split(" && ")
-    assert cold[0] == "echo never > /sys/kernel/mm/transparent_hugepage/enabled"
+    assert cold[0] == "if [ -e /sys/kernel/mm/transparent_hugepage/enabled ]; then echo never > /sys/kernel/mm/transparent_hugepage/enabled"
     assert cold[1].startswith("{ grep -qF '[never]' /sys/kernel/mm/transparent_hugepage/enabled || ")  # read back: applied, or an error
+    assert cold[1].endswith("; fi")
     assert cold[2] == "mount -t ext4 -o noatime /dev/vda /scratch"
     restored = boot._post_boot(True, axes.scratch("disk"), "never").split(" && ")
     assert restored[0] == "sleep 0.01"  # the restored guest's timers fire
@@ -65,6 +66,23 @@ def test_a_thp_mode_the_guest_does_not_take_fails_the_boot_with_the_mode_it_has(
     command = command.replace(f"echo always > {control}", "true", 1)
     done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
     assert done.returncode != 0 and "THP is always madvise [never], not always" in done.stderr
+
+
+def test_a_kernel_without_thp_takes_never_and_refuses_other_modes(tmp_path: Path) -> None:
+    """Regression (issue 23): s390x's kernel under TCG has no /sys/kernel/mm/transparent_hugepage, and the boot failed
+    on writing it; such a kernel never uses huge pages, so thp=never holds and the others are refused, naming why."""
+    import subprocess
+
+    absent = str(tmp_path / "no-thp" / "enabled")
+    never = subprocess.run(["sh", "-c", boot._post_boot(False, None, "never").replace(THP_CONTROL, absent)], capture_output=True, text=True)
+    assert never.returncode == 0, never.stderr
+    always = subprocess.run(
+        ["sh", "-c", boot._post_boot(False, None, "always").replace(THP_CONTROL, absent)], capture_output=True, text=True
+    )
+    assert always.returncode != 0 and "this kernel has no transparent huge pages: thp=always cannot be applied" in always.stderr
+    from lab.measure.groups import thp_mode
+
+    assert thp_mode("") == "none" and thp_mode("always [madvise] never") == "madvise"
 
 
 def test_a_snapshot_must_be_complete_and_private(tmp_path: Path) -> None:
