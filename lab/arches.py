@@ -64,6 +64,7 @@ class Arch:
     # cells record what ran (their suite and kernel axes)
     instead: tuple[tuple[str, str], ...] = ()
     in_all: bool = True  # --arch all runs it; --arch everything runs every row
+    bits: int = 64  # its userland's word size (the probe reports its own; a cell that differs is an error)
 
     @property
     def boot_modules(self) -> tuple[str, ...]:
@@ -232,6 +233,7 @@ ARCHES: tuple[Arch, ...] = (
         musl="armhf",
         musl_target="arm-linux-musleabihf",
         cflags=("-march=armv7-a", "-mfpu=vfpv3-d16", "-mfloat-abi=hard"),  # Debian's armhf baseline
+        bits=32,
         cpuinfo_keys=("Hardware",),
         kernel_magic=(0x24, b"\x18\x28\x6f\x01"),  # the zImage magic
         in_all=False,
@@ -254,6 +256,7 @@ ARCHES: tuple[Arch, ...] = (
         flavours=(Flavour("4k", 4096, "amd64"),),
         musl="i386",
         cflags=("-march=i686",),  # Debian's i386 baseline
+        bits=32,
         kernel_magic=(0x202, b"HdrS"),
         kernel_debian="amd64",
         in_all=False,

@@ -407,7 +407,8 @@ int main(int argc, char **argv)
 	json_string(PROBE_FLAGS);
 	printf(",\"variant\":");
 	json_string(PROBE_VARIANT);
-	printf(",\"buffer_size\":%zu,\"buffer_page_offset\":%lu},", size, (unsigned long)((uintptr_t)buf % (uintptr_t)page));
+	printf(",\"buffer_size\":%zu,\"buffer_page_offset\":%lu,\"word_bits\":%d},", size,
+	       (unsigned long)((uintptr_t)buf % (uintptr_t)page), (int)(sizeof(void *) * 8));
 	if (file) {
 		printf("\"file\":{\"path\":");
 		json_string(file);

@@ -76,7 +76,8 @@ class Image:
     @property
     def flavour(self) -> Flavour:
         """Its kernel's flavour (lab.arches.Flavour: page size, TCG CPU model)."""
-        return self.arch.flavour(str(self.manifest.get("pagesize", ""))) or self.arch.flavours[0]
+        pagesize, suite = str(self.manifest.get("pagesize", "")), str(self.manifest.get("kernel_suite", ""))
+        return self.arch.flavour(pagesize, suite) or self.arch.flavours[0]
 
     @property
     def ram_disk(self) -> bool:

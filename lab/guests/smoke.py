@@ -27,7 +27,9 @@ FACTS = {
     "machine": "uname -m",
     "kernel": "uname -r",
     "page_size": "awk '/KernelPageSize/ {print $2 * 1024; exit}' /proc/self/smaps",
-    "thp": "cat /sys/kernel/mm/transparent_hugepage/enabled",
+    "thp": "cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo none",  # none: a kernel without THP
+    # the userland's word size: EI_CLASS of /init's shell (1: 32-bit, 2: 64-bit)
+    "elf_class": "od -An -tu1 -j4 -N1 /bin/busybox",
     "scratch": f"awk '$2 == \"{SCRATCH_MOUNT}\" {{print $1, $3}}' /proc/mounts",
     "mem_used_kib": "awk '/MemTotal/ {t=$2} /MemAvailable/ {a=$2} END {print t - a}' /proc/meminfo",
 }
@@ -45,15 +47,20 @@ class SmokeResult:
     console_log: str = ""
 
 
-def check_facts(arch: Arch, facts: dict[str, str], thp: str, scratch: str) -> list[str]:
-    """What is wrong with a guest's facts (pure)."""
+def check_facts(arch: Arch, facts: dict[str, str], thp: str, scratch: str, page_size: int = 0) -> list[str]:
+    """What is wrong with a guest's facts (pure); ``page_size``: its kernel flavour's (0: unchecked)."""
     problems = []
     if facts.get("machine") != arch.uname:
         problems.append(f"uname -m is {facts.get('machine')!r}, expected {arch.uname!r}")
     if not facts.get("page_size", "").isdigit():
         problems.append(f"page size unreadable: {facts.get('page_size')!r}")
-    if f"[{thp}]" not in facts.get("thp", ""):
+    elif page_size and int(facts["page_size"]) != page_size:
+        problems.append(f"page size is {facts['page_size']}, expected its kernel flavour's {page_size}")
+    if f"[{thp}]" not in facts.get("thp", "") and not (thp == "never" and facts.get("thp") == "none"):
         problems.append(f"THP is {facts.get('thp')!r}, expected [{thp}]")
+    bits = {"1": 32, "2": 64}.get(facts.get("elf_class", "").strip())
+    if bits != arch.bits:
+        problems.append(f"the userland is {bits or facts.get('elf_class')!r}-bit, expected {arch.bits}-bit")
     want = f"{axes.scratch_device(scratch, arch.disk)} ext4"  # guest.scratch's device (lab.axes.SCRATCHES)
     if facts.get("scratch") != want:
         problems.append(f"scratch is {facts.get('scratch')!r}, expected {want!r} (guest.scratch: {scratch})")
@@ -72,7 +79,8 @@ def smoke(
             for key, command in FACTS.items():
                 result = b.guest.run(command)
                 facts[key] = result.stdout.strip() if result.ok else f"error: {result.stderr.strip()}"
-            problems = check_facts(arch, facts, cfg.guest.transparent_hugepage, cfg.guest.scratch)
+            flavour = 0 if image.manifest.get("kernel_file") else image.flavour.bytes  # a user's kernel: its own
+            problems = check_facts(arch, facts, cfg.guest.transparent_hugepage, cfg.guest.scratch, flavour)
             return SmokeResult(
                 arch.name,
                 not problems,

@@ -155,7 +155,11 @@ class RawRun:
     point: int = 0  # index of the run-axes point
 
 
-def _judge(name: str, job: batch.Job, out: batch.Outcome, size: int, file_bytes: int, cold: bool) -> ProbeResult | Failure:
+def _judge(
+    name: str, job: batch.Job, out: batch.Outcome, size: int, file_bytes: int, cold: bool, guest: tuple[int, int] = (0, 0)
+) -> ProbeResult | Failure:
+    """A probe run's result, or why it is not one. ``guest``: the page size and word size the guest's spec promises
+    (its kernel flavour, its arch row; 0: unchecked)."""
     if out.status != 0:
         why = out.why()
         if out.oom_kills:
@@ -169,6 +173,13 @@ def _judge(name: str, job: batch.Job, out: batch.Outcome, size: int, file_bytes:
     # The probe measured what was asked, or its numbers belong to another cell.
     if result.facts.buffer_size != size:
         return Failure("parse", f"{name}: the probe measured a {result.facts.buffer_size}-byte buffer, not {size}", out.stdout[:4000])
+    page, bits = guest
+    if page and result.facts.page_size != page:
+        return Failure(
+            "parse", f"{name}: the guest has {result.facts.page_size}-byte pages, not its kernel flavour's {page}", out.stdout[:4000]
+        )
+    if bits and result.facts.word_bits not in (None, bits):
+        return Failure("parse", f"{name}: the probe is {result.facts.word_bits}-bit, not the arch's {bits}-bit", out.stdout[:4000])
     want_pages = file_bytes // result.facts.page_size if file_bytes else None
     if want_pages is not None and result.file is not None and result.file.pages > want_pages:
         return Failure("parse", f"{name}: the probe read {result.file.pages} file pages, more than {want_pages}", out.stdout[:4000])
@@ -190,6 +201,7 @@ def measure(
     on_raw: Callable[[RawRun], None] = lambda raw: None,
     points: Sequence[Mapping[str, str]] = ({},),
     set_thp: bool = False,
+    guest_shape: tuple[int, int] = (0, 0),
 ) -> dict[CellKey, CellRuns]:
     """Every variant in ``remotes`` × ``sizes`` × run-axes ``points``, ``repeat`` times; see the module docstring."""
     cells = {(name, size, pi): CellRuns() for pi in range(len(points)) for size in sizes for name in remotes}
@@ -221,7 +233,8 @@ def measure(
                 )
                 continue
             on_raw(RawRun(name, int(size_text), r, out, int(pi)))
-            judged = _judge(f"{guest.name} {name}", job, out, int(size_text), file_bytes, points[int(pi)].get("cache") != "warm")
+            cold = points[int(pi)].get("cache") != "warm"
+            judged = _judge(f"{guest.name} {name}", job, out, int(size_text), file_bytes, cold, guest_shape)
             if isinstance(judged, Failure):
                 cell.failure = judged
             else:

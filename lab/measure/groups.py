@@ -131,6 +131,7 @@ def make_cell(
         scratch=b.info.scratch,
         kernel_source=kernel_source(image.manifest),
         file_pages=results[0].file.pages if results[0].file else 0,
+        word_bits=f.word_bits or 0,
         accel=b.info.accel,
         probe_schema=SCHEMA_VERSION,
         attempts=attempts,

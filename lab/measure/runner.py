@@ -212,6 +212,7 @@ class Runner:
             on_raw=keep_raw,
             points=points,
             set_thp=self.plan.values("thp") != (dict(self.plan.defaults)["thp"],),
+            guest_shape=(0 if g.spec.kernel_file else g.spec.flavour.bytes, g.arch.bits),  # a user's kernel: its own
         )
         if prep.tracer is not None and prep.files is not None:
             self._trace(g, prep, b, remotes, cells, identity)

@@ -50,6 +50,7 @@ class Facts:
     variant: str
     buffer_size: int
     buffer_page_offset: int | None = None  # where the buffer starts within its first page (None: older probes)
+    word_bits: int | None = None  # its pointer width: 32 for an i386 or armhf userland (None: older probes)
 
     @property
     def buffer_pages(self) -> int | None:
@@ -133,6 +134,7 @@ def parse(text: str) -> ProbeResult:
         variant=_field(f, "variant", str, "facts"),
         buffer_size=_field(f, "buffer_size", int, "facts"),
         buffer_page_offset=_field(f, "buffer_page_offset", int, "facts") if "buffer_page_offset" in f else None,
+        word_bits=_field(f, "word_bits", int, "facts") if "word_bits" in f else None,
     )
     if facts.page_size <= 0 or facts.page_size & (facts.page_size - 1):
         raise _fail(f"facts.page_size {facts.page_size} is not a power of two")

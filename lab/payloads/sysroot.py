@@ -94,7 +94,7 @@ class SysrootStore:
         return Sysroot(arch, suite, key, entry.path, versions, entry.path / record["gcc_lib"])
 
     def _build(self, arch: Arch, key: str, packages: list[Package], work: Path) -> None:
-        debs = self.images.apt.download(packages, self.cfg.cache_dir / "debs")
+        debs = self.images.apt_for(self.suite(arch)).download(packages, self.cfg.cache_dir / "debs")
         for p in packages:
             with deb_tar(debs[p.name]) as tar:
                 for member in tar:

@@ -50,6 +50,7 @@ class Cell:
     scratch: str = ""  # the block device under its test file: ram | disk (lab.axes.SCRATCHES; store v7)
     kernel_source: str = ""  # its kernel: SUITE PACKAGE VERSION (Debian's) or file sha256:DIGEST (--kernel; store v8)
     file_pages: int = 0  # pages of the test file the file stages used, at its page size (0: not recorded; store v8)
+    word_bits: int = 0  # the probe's pointer width: 32 for i386 and armhf userlands (0: not recorded; store v9)
 
 
 @dataclass(frozen=True)

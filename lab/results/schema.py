@@ -187,6 +187,8 @@ MIGRATIONS: tuple[tuple[str | Callable[[sqlite3.Connection], None], ...], ...] =
         "ALTER TABLE cells ADD COLUMN file_pages INTEGER NOT NULL DEFAULT 0",
         _explicit_axes,
     ),
+    # v9: the probe's word size (32-bit userlands: i386 on the amd64 kernel, armhf)
+    ("ALTER TABLE cells ADD COLUMN word_bits INTEGER NOT NULL DEFAULT 0",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 ERROR_STAGES = ("image", "build", "boot", "ssh", "payload", "parse", "host")  # the errors table's CHECK (v5)

@@ -5,7 +5,7 @@ from lab.guests.keys import KeyPair
 from lab.guests.smoke import check_facts
 from lab.guests.ssh import Guest
 
-GOOD = {"machine": "aarch64", "page_size": "4096", "thp": "always madvise [never]", "scratch": "/dev/vda ext4"}
+GOOD = {"machine": "aarch64", "page_size": "4096", "thp": "always madvise [never]", "scratch": "/dev/vda ext4", "elf_class": " 2"}
 
 
 def test_check_facts_accepts_a_good_guest() -> None:
@@ -14,14 +14,25 @@ def test_check_facts_accepts_a_good_guest() -> None:
 
 
 def test_check_facts_names_each_problem() -> None:
-    bad = {"machine": "x86_64", "page_size": "error: no awk", "thp": "[always] madvise never", "scratch": ""}
+    bad = {"machine": "x86_64", "page_size": "error: no awk", "thp": "[always] madvise never", "scratch": "", "elf_class": " 1"}
     problems = check_facts(get("arm64"), bad, "never", "disk")
     assert problems == [
         "uname -m is 'x86_64', expected 'aarch64'",
         "page size unreadable: 'error: no awk'",
         "THP is '[always] madvise never', expected [never]",
+        "the userland is 32-bit, expected 64-bit",
         "scratch is '', expected '/dev/vda ext4' (guest.scratch: disk)",
     ]
+
+
+def test_check_facts_holds_the_guest_to_its_flavour_its_word_size_and_a_kernel_without_thp() -> None:
+    """Issue 23: a 16k flavour that booted 4k pages, an i386 image with a 64-bit userland, s390x's THP-less kernel."""
+    assert check_facts(get("arm64"), GOOD, "never", "disk", 16384) == ["page size is 4096, expected its kernel flavour's 16384"]
+    i386 = {**GOOD, "machine": "x86_64", "elf_class": " 1"}
+    assert check_facts(get("i386"), i386, "never", "disk", 4096) == []
+    assert check_facts(get("i386"), {**i386, "elf_class": " 2"}, "never", "disk") == ["the userland is 64-bit, expected 32-bit"]
+    assert check_facts(get("arm64"), {**GOOD, "thp": "none"}, "never", "disk") == []  # no THP: it never uses huge pages
+    assert check_facts(get("arm64"), {**GOOD, "thp": "none"}, "always", "disk") == ["THP is 'none', expected [always]"]
     assert check_facts(get("arm64"), GOOD, "never", "ram") == ["scratch is '/dev/vda ext4', expected '/dev/ram0 ext4' (guest.scratch: ram)"]
 
 

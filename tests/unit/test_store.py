@@ -282,7 +282,7 @@ def test_a_v7_store_migrates_to_absolute_identities_keeping_every_cell_and_sampl
     ]
     for cell_id, c, ident in rows:
         values = {**asdict(replace(c, axes=ident))}
-        names = [k for k in values if k not in ("kernel_source", "file_pages")]
+        names = [k for k in values if k not in ("kernel_source", "file_pages", "word_bits")]
         con.execute(f"INSERT INTO cells (id, run_id, {', '.join(names)}) VALUES (?, 'r', {', '.join('?' * len(names))})",
                     (cell_id, *(values[k] for k in names)))  # fmt: skip
         con.executemany(f"INSERT INTO samples VALUES ({cell_id}, ?, ?, ?, ?, ?, ?, ?)", [tuple(asdict(x).values()) for x in samples()])
