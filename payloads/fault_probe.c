@@ -70,6 +70,29 @@ struct stage {
  * that is freed unread (and the malloc/free pair with them), and there is nothing left to measure. */
 #define ESCAPE(p) __asm__ volatile("" : : "r"(p) : "memory")
 
+/* The kernel's own struct rusage layout (long timevals, long counters): what the raw system call fills on every
+ * arch. A 32-bit libc's struct rusage has 64-bit time fields (musl; glibc with _TIME_BITS=64), so the counters
+ * would be read from the wrong offsets. */
+struct kernel_rusage {
+	long utime[2], stime[2];
+	long maxrss, ixrss, idrss, isrss, minflt, majflt, nswap, inblock, oublock, msgsnd, msgrcv, nsignals, nvcsw, nivcsw;
+};
+
+/* CLOCK_MONOTONIC in ns through the raw system call: clock_gettime64 where the arch has it (32-bit ones, whose
+ * libc's struct timespec may not be the kernel's old one), else clock_gettime (64-bit longs on 64-bit arches). */
+static int raw_monotonic_ns(long long *ns)
+{
+#ifdef SYS_clock_gettime64
+	struct { long long sec, nsec; } t;
+	long rc = syscall(SYS_clock_gettime64, CLOCK_MONOTONIC, &t);
+#else
+	struct { long sec, nsec; } t;
+	long rc = syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &t);
+#endif
+	*ns = (long long)t.sec * 1000000000LL + t.nsec;
+	return (int)rc;
+}
+
 static struct stage stages[MAX_STAGES];
 static int nstages;
 
@@ -79,27 +102,24 @@ static int nstages;
  * belong after this stage's count, where the vDSO clock below puts them. */
 static void snapshot(const char *name)
 {
-	struct rusage ru;
-	struct timespec ts, at;
+	struct kernel_rusage ru;
+	struct timespec ts;
+	long long at;
 	long rc;
-	if (syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &at) != 0) {
+	if (raw_monotonic_ns(&at) != 0) {
 		fprintf(stderr, "fault-probe: cannot read the clock at %s: %s\n", name, strerror(errno));
 		exit(2);
 	}
-#ifdef SYS_getrusage
 	rc = syscall(SYS_getrusage, RUSAGE_SELF, &ru);
-#else
-	rc = getrusage(RUSAGE_SELF, &ru);
-#endif
 	if (rc != 0 || clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
 		fprintf(stderr, "fault-probe: cannot read counters at %s: %s\n", name, strerror(errno));
 		exit(2);
 	}
 	stages[nstages].name = name;
-	stages[nstages].at.minflt = ru.ru_minflt;
-	stages[nstages].at.majflt = ru.ru_majflt;
+	stages[nstages].at.minflt = ru.minflt;
+	stages[nstages].at.majflt = ru.majflt;
 	stages[nstages].at.ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-	stages[nstages].at.t = (long long)at.tv_sec * 1000000000LL + at.tv_nsec;
+	stages[nstages].at.t = at;
 	nstages++;
 }
 

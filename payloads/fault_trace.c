@@ -49,6 +49,12 @@
 #define NEVENTS 2 /* minor, major */
 #define MAXCPUS 64
 
+/* The kernel's own struct rusage layout, which the raw system call fills (a 32-bit libc's has 64-bit times) */
+struct kernel_rusage {
+	long utime[2], stime[2];
+	long maxrss, ixrss, idrss, isrss, minflt, majflt, nswap, inblock, oublock, msgsnd, msgrcv, nsignals, nvcsw, nivcsw;
+};
+
 struct sample {
 	int major, kernel;
 	uint32_t pid, tid;
@@ -102,10 +108,34 @@ static void copy_out(const struct ring *r, uint64_t off, void *dst, size_t len)
 		((unsigned char *)dst)[i] = r->data[(off + i) & (r->size - 1)];
 }
 
+/* The ring's head and tail as the kernel's tools/perf reads them: a 64-bit atomic where the arch has one, else a
+ * plain read and a fence (a 32-bit CPU has no 64-bit atomic load without libatomic; a trace's ring offsets stay far
+ * below 4 GiB, so the upper half the kernel writes is always zero and a torn read cannot happen). */
+static uint64_t read_head(struct perf_event_mmap_page *meta)
+{
+#if UINTPTR_MAX > 0xffffffffu
+	return __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE);
+#else
+	uint64_t head = *(volatile uint64_t *)&meta->data_head;
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	return head;
+#endif
+}
+
+static void write_tail(struct perf_event_mmap_page *meta, uint64_t tail)
+{
+#if UINTPTR_MAX > 0xffffffffu
+	__atomic_store_n(&meta->data_tail, tail, __ATOMIC_RELEASE);
+#else
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	*(volatile uint64_t *)&meta->data_tail = tail;
+#endif
+}
+
 /* Consume every complete record in the ring (the data between the kernel's head and our tail). */
 static void drain(struct ring *r, int major)
 {
-	uint64_t head = __atomic_load_n(&r->meta->data_head, __ATOMIC_ACQUIRE), tail = r->meta->data_tail;
+	uint64_t head = read_head(r->meta), tail = r->meta->data_tail;
 	unsigned char rec[4096];
 	while (tail < head) {
 		struct perf_event_header h;
@@ -164,7 +194,7 @@ static void drain(struct ring *r, int major)
 		}
 		tail += h.size;
 	}
-	__atomic_store_n(&r->meta->data_tail, tail, __ATOMIC_RELEASE);
+	write_tail(r->meta, tail);
 }
 
 /* One event of the process and, inherited, of every child it forks and thread it starts (their samples carry their
@@ -411,7 +441,7 @@ int main(int argc, char **argv)
 	if (pid < 0)
 		die("fork");
 	if (pid == 0) {
-		struct rusage r;
+		struct kernel_rusage r;
 		long m[4];
 		char c, **e;
 		close(go[1]);
@@ -424,8 +454,8 @@ int main(int argc, char **argv)
 		syscall(SYS_getrusage, RUSAGE_SELF, &r);
 		syscall(SYS_getrusage, RUSAGE_SELF, &r);
 		m[0] = 'R';
-		m[1] = r.ru_minflt;
-		m[2] = r.ru_majflt;
+		m[1] = r.minflt;
+		m[2] = r.majflt;
 		m[3] = 0; /* the bytes of strings execve copies onto the new stack (through get_user_pages: no perf event) */
 		for (e = argv; *e; e++)
 			m[3] += (long)strlen(*e) + 1;

@@ -43,6 +43,7 @@ class Fault:
     function: str
     kernel: bool  # taken in the kernel on the process's behalf
     region: str  # the mapping it landed in: "start-end path"
+    page: int = -1  # the page it faulted (address // page size; -1: not recorded, older stored accounts)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def attribute(
             faults.append(Fault(s.major, stage, CHILDREN, f"pid {s.pid}", "?", s.in_kernel, ""))
             continue
         obj, section, region = r.where(s)
-        faults.append(Fault(s.major, stage, obj, section, r.function(s), s.in_kernel, region))
+        faults.append(Fault(s.major, stage, obj, section, r.function(s), s.in_kernel, region, s.addr // trace.page_size))
     objects = tuple(
         ObjectInfo(lo.label, lo.obj.path, lo.obj.symbol_source, lo.obj.facts.as_dict()) for lo in sorted(r.loaded, key=lambda lo: lo.label)
     )

@@ -38,7 +38,7 @@ def to_dict(acc: Account, checks: Sequence[Check] = (), extra: dict[str, Any] | 
         "objects": [asdict(o) for o in acc.objects],
         "notes": list(acc.notes),
         "checks": [asdict(c) for c in checks],
-        "faults": [[int(f.major), f.stage, f.object, f.section, f.function, int(f.kernel), f.region] for f in acc.faults],
+        "faults": [[int(f.major), f.stage, f.object, f.section, f.function, int(f.kernel), f.region, f.page] for f in acc.faults],
         **(extra or {}),
     }
 
@@ -47,7 +47,7 @@ def from_dict(d: dict[str, Any]) -> tuple[Account, list[Check]]:
     acc = Account(
         cell=d["cell"],
         argv=tuple(d["argv"]),
-        faults=tuple(Fault(bool(f[0]), f[1], f[2], f[3], f[4], bool(f[5]), f[6]) for f in d["faults"]),
+        faults=tuple(Fault(bool(f[0]), f[1], f[2], f[3], f[4], bool(f[5]), f[6], *f[7:8]) for f in d["faults"]),
         unsampled=d["unsampled"],
         pre_exec=d["pre_exec"],
         rusage_total=d["rusage_total"],

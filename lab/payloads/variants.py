@@ -59,11 +59,13 @@ class Variant:
 CLANG = "clang-16"  # Debian 12's newest clang; the host package list installs it
 ZIG_VERSION = "0.15.2"  # pinned in pyproject.toml: its LLD links every variant
 _MUSL = "{sysroot}/usr/lib/{musl_triplet}"
+_MULTIARCH = ("-idirafter", "{sysroot}/usr/include/{triplet}", "-B{sysroot}/usr/lib/{triplet}", "-L{sysroot}/usr/lib/{triplet}")
 TOOLCHAINS: dict[str, Toolchain] = {
     "clang": Toolchain(
         name="clang",
         libc="glibc",
-        cc=(CLANG, "--target={triplet}", "--sysroot={sysroot}", "--ld-path={ld}"),
+        # clang 16 knows no multiarch directories for loongarch64: the sysroot's are named (elsewhere, twice)
+        cc=(CLANG, "--target={triplet}", "--sysroot={sysroot}", "--ld-path={ld}", *_MULTIARCH),
         linkage_flags={"static": ("-static",), "dynamic": ("-no-pie",)},
         version_argv=(CLANG, "-dumpversion"),
         host_packages="apt-get install clang-16 (./setup.sh does)",

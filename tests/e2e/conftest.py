@@ -26,6 +26,9 @@ from lab.guests.images import Image, ImageStore
 from lab.payloads.build import RUNNER, guest_tool, reseed_helper
 
 REPO = Path(__file__).resolve().parents[2]
+# The arches the heavy truth tests (suites, kernels, knobs, QEMU builds, scratch devices) run on: --arch all's.
+# Every other row gets a smoke, a measured and a traced run of every variant (tests/e2e/test_arches.py).
+CORE = tuple(arches.select(arches.ALL))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -24,10 +24,11 @@ from lab.measure.tracing import build_tracer
 from lab.payloads.build import PayloadStore, Program
 from lab.payloads.variants import VARIANTS, variant
 from lab.results.store import Store
+from tests.e2e.conftest import CORE
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = [sys.executable, "-m", "lab"]
-CELLS = [f"{a.name}:{v.name}" for a in arches.ARCHES for v in VARIANTS]
+CELLS = [f"{a.name}:{v.name}" for a in CORE for v in VARIANTS]
 PROBE_CHECKS = {"adds up", "exec set-up bounded", "probe agrees", "untraced agrees", "touch1 in buffer", "file_read in file"}
 
 
@@ -61,7 +62,7 @@ def test_every_cell_on_every_arch_adds_up_and_agrees(explained: dict[str, api.Ex
 
 
 def test_start_up_is_attributed_to_real_objects_sections_and_functions(explained: dict[str, api.Explained]) -> None:
-    for a in arches.ARCHES:
+    for a in CORE:
         dyn = explained[f"{a.name}:glibc-dynamic"].account
         objects = {o for o, _, _, _ in dyn.rows("entry")}
         assert {"exe", "ld.so", "libc.so", "[stack]"} <= objects, (a.name, objects)
@@ -103,13 +104,13 @@ def test_traced_stage_totals_equal_what_lab_run_stores_and_traces_stay_out_of_th
             assert abs(totals[stage][1] - sorted(major)[1]) <= 1, (cell.arch, cell.variant, stage)
     html = (result.summary.run_dir / "report.html").read_text()
     assert "Where start-up faults come from (traced runs)" in html
-    for a in arches.ARCHES:
+    for a in CORE:
         assert f"{a.name}: musl vs glibc, dynamic ({a.name}:musl-dynamic minus {a.name}:glibc-dynamic, entry)" in html
 
 
 def test_known_bss_and_data_pages_show_exactly_in_their_sections(cfg: config.Config, images: object, tmp_path: Path) -> None:
     store = PayloadStore(cfg, source_dir=REPO / "tests" / "payloads", program=Program("touch-sections", "touch_sections.c"), root=tmp_path)
-    for a in arches.ARCHES:
+    for a in CORE:
         prog = store.ensure(a, variant("glibc-static")).binary
         (acc,) = [e.account for e in api.explain(cfg, api.ExplainRequest(run=RunRequest(arch=a.name), put=prog))]
         mine = [(f.object, f.section) for f in acc.faults if f.function == "touch_pages@exe"]
@@ -121,7 +122,7 @@ def test_a_program_that_forks_has_its_childrens_faults_as_their_own_rows(cfg: co
     """Regression (issue 19.5): a static program forking a child that touched 8 MiB showed `[exec set-up] 3093` and
     passed its check. The tracer follows children (and reaps orphans); each child is a row, exec set-up stays tiny."""
     store = PayloadStore(cfg, source_dir=REPO / "tests" / "payloads", program=Program("fork-touch", "fork_touch.c"), root=tmp_path)
-    for a in arches.ARCHES:
+    for a in CORE:
         prog = store.ensure(a, variant("glibc-static")).binary
         (e,) = api.explain(cfg, api.ExplainRequest(run=RunRequest(arch=a.name), put=prog))
         acc = e.account
@@ -137,7 +138,7 @@ def test_a_program_that_forks_has_its_childrens_faults_as_their_own_rows(cfg: co
 
 def test_any_program_in_the_image(cfg: config.Config, images: object) -> None:
     out = api.explain(cfg, api.ExplainRequest(run=RunRequest(arch="all"), program=("/bin/busybox", "true")))
-    assert [e.account.cell for e in out] == [f"{a.name}:busybox" for a in arches.ARCHES]
+    assert [e.account.cell for e in out] == [f"{a.name}:busybox" for a in CORE]
     for e in out:
         acc = e.account
         assert acc.stages == (account.RUN_STAGE,)

@@ -14,10 +14,10 @@ from lab.payloads.build import Payload, PayloadStore
 from lab.payloads.probe import ProbeResult
 from lab.payloads.probe import parse as parse_probe
 from lab.payloads.variants import VARIANTS
-from tests.e2e.conftest import runner
+from tests.e2e.conftest import CORE, runner
 
 SIZE = 1 << 20
-ARCH_NAMES = [a.name for a in arches.ARCHES]
+ARCH_NAMES = [a.name for a in CORE]  # the other rows: tests/e2e/test_arches.py
 HEAVY_LAUNCHER = 'sh -c \'x=$(seq 1 3000); exec "$0" "$@"\''  # a shell that faults a lot before exec
 
 
@@ -35,7 +35,7 @@ _cache: dict[str, ArchRuns] = {}
 @pytest.fixture(scope="session")
 def payloads(cfg: config.Config) -> dict[str, list[Payload]]:
     store = PayloadStore(cfg)
-    return {a.name: [store.ensure(a, v) for v in VARIANTS] for a in arches.ARCHES}
+    return {a.name: [store.ensure(a, v) for v in VARIANTS] for a in CORE}
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from lab import api, arches, axes, config
+from lab import api, axes, config
 from lab.guests.images import Image
 from lab.guests.protocol import TEST_FILE_PATH, TEST_FILE_RECORD
 from lab.guests.recipes import load_recipe
 from lab.measure.plan import RunRequest
 from lab.results.store import Sample, Store
 from lab.text import parse_size
-from tests.e2e.conftest import boot
+from tests.e2e.conftest import CORE, boot
 from tests.e2e.test_cli import lab
 from tests.faults.test_faults import write_config
 
@@ -34,7 +34,7 @@ def test_every_count_is_the_same_on_the_ram_disk_and_the_virtio_disk(cli_config:
     file_bytes = parse_size(config.load(cli_config).run.file_bytes)
     with Store(results / "lab.sqlite", readonly=True) as store:
         cells = {(c.arch, c.variant, axes.shown(c.axes)): (c, store.samples(i)) for i, c in store.cells(store.run(None).id)}
-    assert len(cells) == 2 * 2 * len(arches.ARCHES) * 4
+    assert len(cells) == 2 * 2 * len(CORE) * 4
 
     def by(rows: list[Sample], stage: str) -> list[tuple[int, int]]:
         return sorted((s.delta_minflt, s.delta_majflt) for s in rows if s.stage == stage)
@@ -55,7 +55,7 @@ def test_every_count_is_the_same_on_the_ram_disk_and_the_virtio_disk(cli_config:
     assert json.loads(compared.stdout)["agree"] is True
 
 
-@pytest.mark.parametrize("arch", arches.names())
+@pytest.mark.parametrize("arch", [a.name for a in CORE])
 def test_a_restored_guest_has_its_ram_disk_mounted_with_the_whole_test_file(
     cfg: config.Config, images: dict[str, Image], arch: str
 ) -> None:
