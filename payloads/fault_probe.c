@@ -51,7 +51,7 @@
 #include "build_info.h"
 
 #define SCHEMA "lab.fault-probe"
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define CHILD_ENV "LAB_PROBE_CHILD"
 #define MAX_STAGES 8
 
@@ -189,33 +189,65 @@ static int fail(const char *what)
 	return 2;
 }
 
-/* Whether this process is the child of reexec(): the variable names our parent's PID, so an inherited
- * or stray LAB_PROBE_CHILD never makes a process launched directly report itself as re-executed. */
+/* Whether this process is the child of reexec() (or of a launcher that plays it, like fault-trace): the variable
+ * names our parent's PID ("PID" or "PID:FD"), so an inherited or stray LAB_PROBE_CHILD never makes a process
+ * launched directly report itself as re-executed. */
 static int reexecuted(void)
 {
 	const char *v = getenv(CHILD_ENV);
 	return v && strtol(v, NULL, 10) == (long)getppid();
 }
 
-/* Parent side of the re-exec mode: vfork so the child faults (almost) nothing before execve. */
+/* The faults reexec()'s child took before its execve, which count in this process's rusage: read from the pipe
+ * the variable's ":FD" names (0 when launched otherwise). musl has no real vfork on several arches (arm64, riscv64,
+ * ppc64el, loong64: its C vfork is a fork), and a forked child's copy-on-write faults are the launcher's, not ours. */
+static long pre_exec_faults(void)
+{
+	const char *v = getenv(CHILD_ENV), *colon = v ? strchr(v, ':') : NULL;
+	long pre = 0;
+	int fd;
+	if (!colon || !reexecuted())
+		return 0;
+	fd = (int)strtol(colon + 1, NULL, 10);
+	if (read(fd, &pre, sizeof pre) != (ssize_t)sizeof pre || pre < 0) {
+		fprintf(stderr, "fault-probe: the re-exec parent sent no pre-exec count on fd %d\n", fd);
+		exit(2);
+	}
+	close(fd);
+	return pre;
+}
+
+/* Parent side of the re-exec mode: vfork so the child faults (almost) nothing before execve; what it does fault
+ * (all of a fork's copy-on-write where vfork is a fork) it sends through a pipe for the new image to subtract. */
 static int reexec(char **argv)
 {
 	static const char msg[] = "fault-probe: re-exec of /proc/self/exe failed\n";
-	char me[32];
-	int status;
+	char me[48];
+	int status, p[2];
 	pid_t pid;
-	snprintf(me, sizeof me, "%ld", (long)getpid());
+	if (pipe(p) != 0 || fcntl(p[1], F_SETFD, FD_CLOEXEC) != 0)
+		return fail("pipe");
+	snprintf(me, sizeof me, "%ld:%d", (long)getpid(), p[0]);
 	if (setenv(CHILD_ENV, me, 1) != 0)
 		return fail("setenv");
 	pid = vfork();
 	if (pid < 0)
 		return fail("vfork");
 	if (pid == 0) {
+		struct kernel_rusage ru;
+		long pre;
+		/* Twice: the first call may fault its result in. Only system calls here (a vfork child). */
+		syscall(SYS_getrusage, RUSAGE_SELF, &ru);
+		pre = syscall(SYS_getrusage, RUSAGE_SELF, &ru) == 0 ? ru.minflt : -1;
+		if (write(p[1], &pre, sizeof pre) != (ssize_t)sizeof pre)
+			_exit(127);
 		execv("/proc/self/exe", argv);
 		if (write(2, msg, sizeof msg - 1) < 0) /* only async-signal-safe calls in a vfork child */
 			_exit(127);
 		_exit(127);
 	}
+	close(p[0]);
+	close(p[1]);
 	if (waitpid(pid, &status, 0) < 0)
 		return fail("waitpid");
 	if (WIFEXITED(status))
@@ -271,7 +303,7 @@ int main(int argc, char **argv)
 	size_t size = 1024 * 1024, file_bytes = 0;
 	const char *file = NULL, *order = "random";
 	int reexec_mode = 1, warm = 0, i;
-	long page;
+	long page, pre;
 	unsigned char *buf;
 	volatile unsigned char sink = 0;
 	size_t file_pages = 0, resident_before = 0;
@@ -310,6 +342,7 @@ int main(int argc, char **argv)
 	if (reexec_mode && !reexecuted())
 		return reexec(argv);
 	reexec_mode = reexec_mode && reexecuted(); /* what happened, not what was asked */
+	pre = reexec_mode ? pre_exec_faults() : 0;
 
 	page = sysconf(_SC_PAGESIZE);
 	buf = malloc(size);
@@ -392,7 +425,7 @@ int main(int argc, char **argv)
 	read_line("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp);
 
 	printf("{\"schema\":\"%s\",\"schema_version\":%d,", SCHEMA, SCHEMA_VERSION);
-	printf("\"mode\":{\"reexec\":%s,\"file_order\":", reexec_mode ? "true" : "false");
+	printf("\"mode\":{\"reexec\":%s,\"pre_exec\":%ld,\"file_order\":", reexec_mode ? "true" : "false", pre);
 	json_string(file ? order : NULL);
 	printf(",\"file_cache\":");
 	json_string(file ? (warm ? "warm" : "cold") : NULL);
@@ -437,6 +470,8 @@ int main(int argc, char **argv)
 		printf("\"file\":null,");
 	}
 	printf("\"stages\":[");
+	for (i = 0; i < nstages; i++) /* every count since the exec: without the re-exec child's faults before it */
+		stages[i].at.minflt -= pre;
 	for (i = 0; i < nstages; i++) {
 		const struct snap *at = &stages[i].at, *prev = i ? &stages[i - 1].at : NULL;
 		printf("%s{\"name\":\"%s\",\"minflt\":%ld,\"majflt\":%ld,\"delta_minflt\":%ld,\"delta_majflt\":%ld,\"ns\":%lld,\"t\":%lld}",

@@ -146,7 +146,7 @@ def test_hanging_crashing_and_garbled_probes_error_their_cells_only(
         {
             "musl-dynamic": "exec sleep 1000",
             "glibc-static": "kill -SEGV $$",
-            "glibc-dynamic": 'printf \'{"schema":"lab.fault-probe","schema_version":1,"mode":{"reexec":tr\'',
+            "glibc-dynamic": 'printf \'{"schema":"lab.fault-probe","schema_version":2,"mode":{"reexec":tr\'',
         },
     )
     conf = write_config(cli_config, tmp_path / "lab.yaml", timeouts__command=6)

@@ -55,8 +55,8 @@ def mutate(text: str, path: list[str | int], value: object) -> str:
 @pytest.mark.parametrize(
     ("path", "value", "match"),
     [
-        (["schema"], "other.probe", "schema 'other.probe' v1"),
-        (["schema_version"], 2, "v2, expected"),
+        (["schema"], "other.probe", "schema 'other.probe' v2"),
+        (["schema_version"], 1, "v1, expected"),
         (["complete"], KeyError, "'complete' marker is missing"),
         (["facts", "page_size"], 4095, "not a power of two"),
         (["facts", "page_size"], True, "facts.page_size is True"),

@@ -20,6 +20,9 @@ POLICY = [
     "-std=gnu11", "-O2", "-g0", "-Wall", "-Wextra", "-fno-pie", "-fno-stack-protector", "-U_FORTIFY_SOURCE",
     "-Wl,-z,now", "-Wl,-z,relro",
 ]  # fmt: skip
+# clang 16 knows no multiarch directories for loongarch64: the glibc toolchain names the sysroot's (lab.payloads.variants)
+MULTIARCH = ["-idirafter", "/c/sysroots/arm64/usr/include/aarch64-linux-gnu", "-B/c/sysroots/arm64/usr/lib/aarch64-linux-gnu",
+             "-L/c/sysroots/arm64/usr/lib/aarch64-linux-gnu"]  # fmt: skip
 TAIL = ["-ffile-prefix-map=/s=.", "-I", "/i", "-o", "/o/fault-probe"]
 
 
@@ -29,14 +32,14 @@ def test_flag_policy_is_one_list() -> None:
 
 def test_glibc_static_arm64_builds_against_the_suite_sysroot() -> None:
     assert compile_argv(get("arm64"), variant("glibc-static"), SRC, INC, OUT, TOOLS) == [
-        "clang-16", "--target=aarch64-linux-gnu", "--sysroot=/c/sysroots/arm64", "--ld-path=/c/tools/ld.lld",
+        "clang-16", "--target=aarch64-linux-gnu", "--sysroot=/c/sysroots/arm64", "--ld-path=/c/tools/ld.lld", *MULTIARCH,
         *POLICY, "-static", *TAIL, "/s/fault_probe.c",
     ]  # fmt: skip
 
 
 def test_glibc_dynamic_x86_64_is_not_pie() -> None:
     argv = compile_argv(get("x86_64"), variant("glibc-dynamic"), SRC, INC, OUT, TOOLS)
-    assert argv[:2] == ["clang-16", "--target=x86_64-linux-gnu"] and argv[4 + len(POLICY)] == "-no-pie"
+    assert argv[:2] == ["clang-16", "--target=x86_64-linux-gnu"] and argv[4 + len(MULTIARCH) + len(POLICY)] == "-no-pie"
 
 
 def test_musl_dynamic_riscv64_uses_the_sysroots_musl_and_loader() -> None:
