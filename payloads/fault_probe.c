@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,64 +191,57 @@ static int fail(const char *what)
 }
 
 /* Whether this process is the child of reexec() (or of a launcher that plays it, like fault-trace): the variable
- * names our parent's PID ("PID" or "PID:FD"), so an inherited or stray LAB_PROBE_CHILD never makes a process
- * launched directly report itself as re-executed. */
+ * names our parent's PID, so an inherited or stray LAB_PROBE_CHILD never makes a process launched directly report
+ * itself as re-executed. */
 static int reexecuted(void)
 {
 	const char *v = getenv(CHILD_ENV);
 	return v && strtol(v, NULL, 10) == (long)getppid();
 }
 
-/* The faults reexec()'s child took before its execve, which count in this process's rusage: read from the pipe
- * the variable's ":FD" names (0 when launched otherwise). musl has no real vfork on several arches (arm64, riscv64,
- * ppc64el, loong64: its C vfork is a fork), and a forked child's copy-on-write faults are the launcher's, not ours. */
-static long pre_exec_faults(void)
-{
-	const char *v = getenv(CHILD_ENV), *colon = v ? strchr(v, ':') : NULL;
-	long pre = 0;
-	int fd;
-	if (!colon || !reexecuted())
-		return 0;
-	fd = (int)strtol(colon + 1, NULL, 10);
-	if (read(fd, &pre, sizeof pre) != (ssize_t)sizeof pre || pre < 0) {
-		fprintf(stderr, "fault-probe: the re-exec parent sent no pre-exec count on fd %d\n", fd);
-		exit(2);
-	}
-	close(fd);
-	return pre;
-}
+#ifndef __GLIBC__
+extern char **environ;
 
-/* Parent side of the re-exec mode: vfork so the child faults (almost) nothing before execve; what it does fault
- * (all of a fork's copy-on-write where vfork is a fork) it sends through a pipe for the new image to subtract. */
+/* Touch the stack below this frame, so posix_spawn's child (running on a buffer in its caller's frame, about
+ * PATH_MAX + 1 KiB) finds its pages present: it faults nothing before execve, as a vfork child does. */
+static __attribute__((noinline)) void touch_stack(void)
+{
+	volatile char pad[PATH_MAX + 16384];
+	size_t i;
+	for (i = 0; i < sizeof pad; i += 256)
+		pad[i] = 0;
+}
+#endif
+
+/* Parent side of the re-exec mode: a child sharing our memory (CLONE_VM | CLONE_VFORK) faults (almost) nothing
+ * before execve. glibc's vfork is one on every arch; musl's is a fork where musl has no assembly vfork (arm64,
+ * riscv64, ppc64el, loong64: its copy-on-write faults counted in the child's entry), but its posix_spawn is one
+ * everywhere. */
 static int reexec(char **argv)
 {
-	static const char msg[] = "fault-probe: re-exec of /proc/self/exe failed\n";
-	char me[48];
-	int status, p[2];
+	char me[32];
+	int status;
 	pid_t pid;
-	if (pipe(p) != 0 || fcntl(p[1], F_SETFD, FD_CLOEXEC) != 0)
-		return fail("pipe");
-	snprintf(me, sizeof me, "%ld:%d", (long)getpid(), p[0]);
+	snprintf(me, sizeof me, "%ld", (long)getpid());
 	if (setenv(CHILD_ENV, me, 1) != 0)
 		return fail("setenv");
+#ifdef __GLIBC__
+	static const char msg[] = "fault-probe: re-exec of /proc/self/exe failed\n";
 	pid = vfork();
 	if (pid < 0)
 		return fail("vfork");
 	if (pid == 0) {
-		struct kernel_rusage ru;
-		long pre;
-		/* Twice: the first call may fault its result in. Only system calls here (a vfork child). */
-		syscall(SYS_getrusage, RUSAGE_SELF, &ru);
-		pre = syscall(SYS_getrusage, RUSAGE_SELF, &ru) == 0 ? ru.minflt : -1;
-		if (write(p[1], &pre, sizeof pre) != (ssize_t)sizeof pre)
-			_exit(127);
 		execv("/proc/self/exe", argv);
 		if (write(2, msg, sizeof msg - 1) < 0) /* only async-signal-safe calls in a vfork child */
 			_exit(127);
 		_exit(127);
 	}
-	close(p[0]);
-	close(p[1]);
+#else
+	touch_stack();
+	errno = posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, environ);
+	if (errno != 0)
+		return fail("posix_spawn of /proc/self/exe");
+#endif
 	if (waitpid(pid, &status, 0) < 0)
 		return fail("waitpid");
 	if (WIFEXITED(status))
@@ -303,7 +297,7 @@ int main(int argc, char **argv)
 	size_t size = 1024 * 1024, file_bytes = 0;
 	const char *file = NULL, *order = "random";
 	int reexec_mode = 1, warm = 0, i;
-	long page, pre;
+	long page;
 	unsigned char *buf;
 	volatile unsigned char sink = 0;
 	size_t file_pages = 0, resident_before = 0;
@@ -342,7 +336,6 @@ int main(int argc, char **argv)
 	if (reexec_mode && !reexecuted())
 		return reexec(argv);
 	reexec_mode = reexec_mode && reexecuted(); /* what happened, not what was asked */
-	pre = reexec_mode ? pre_exec_faults() : 0;
 
 	page = sysconf(_SC_PAGESIZE);
 	buf = malloc(size);
@@ -425,7 +418,7 @@ int main(int argc, char **argv)
 	read_line("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof thp);
 
 	printf("{\"schema\":\"%s\",\"schema_version\":%d,", SCHEMA, SCHEMA_VERSION);
-	printf("\"mode\":{\"reexec\":%s,\"pre_exec\":%ld,\"file_order\":", reexec_mode ? "true" : "false", pre);
+	printf("\"mode\":{\"reexec\":%s,\"file_order\":", reexec_mode ? "true" : "false");
 	json_string(file ? order : NULL);
 	printf(",\"file_cache\":");
 	json_string(file ? (warm ? "warm" : "cold") : NULL);
@@ -470,8 +463,6 @@ int main(int argc, char **argv)
 		printf("\"file\":null,");
 	}
 	printf("\"stages\":[");
-	for (i = 0; i < nstages; i++) /* every count since the exec: without the re-exec child's faults before it */
-		stages[i].at.minflt -= pre;
 	for (i = 0; i < nstages; i++) {
 		const struct snap *at = &stages[i].at, *prev = i ? &stages[i - 1].at : NULL;
 		printf("%s{\"name\":\"%s\",\"minflt\":%ld,\"majflt\":%ld,\"delta_minflt\":%ld,\"delta_majflt\":%ld,\"ns\":%lld,\"t\":%lld}",

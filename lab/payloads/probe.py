@@ -13,7 +13,7 @@ from typing import Any
 from lab.errors import InfraError
 
 SCHEMA = "lab.fault-probe"
-SCHEMA_VERSION = 2  # 2: counts since the exec without the re-exec child's faults before it (mode.pre_exec); facts.word_bits
+SCHEMA_VERSION = 2  # 2: musl's re-exec child shares its parent's memory on every arch (posix_spawn); facts.word_bits
 CORE_STAGES = ("entry", "overhead", "malloc", "touch1", "touch2")
 FILE_STAGES = ("file_map", "file_read")
 

@@ -85,6 +85,12 @@ class CellView:
     def touch1_per_page(self) -> float:
         return self.minor["touch1"].median / self.pages if "touch1" in self.minor else 0.0
 
+    @property
+    def file_read_per_page(self) -> float | None:
+        """file_read's major faults per page of the test file (None: no file stage, or its pages not recorded)."""
+        files = self.cell.file_pages
+        return self.major["file_read"].median / files if files and "file_read" in self.major else None
+
 
 @dataclass(frozen=True)
 class Diff:
@@ -180,6 +186,10 @@ class Report:
             if (c.row, c.cell.variant, c.cell.buffer_size) == (row, variant, size):
                 return c
         return None
+
+    def page_size(self, row: str, size: int) -> int | None:
+        """The page size of a report row's cells (the arch comparison shows 4, 16 and 64 KiB side by side)."""
+        return next((c.cell.page_size for c in self.cells if c.row == row and c.cell.buffer_size == size), None)
 
     def error(self, row: str, variant: str, size: int) -> CellError | None:
         for e in self.errors:

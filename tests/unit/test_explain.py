@@ -279,3 +279,29 @@ def test_a_childs_mappings_never_name_the_programs_addresses() -> None:
     doc["mmaps"].append({"time": 5, "pid": 9, "start": 0x400000, "len": 0x4000, "pgoff": 0, "prot": 5, "flags": 2, "path": "/bin/other"})
     t = trace.parse(json.dumps(doc))
     assert all(m.pid == 7 for m in t.mmaps) and not any(m.path == "/bin/other" for m in t.mmaps)
+
+
+def _touch_account(faults: list[account.Fault]) -> account.Account:
+    return account.Account(cell="s390x:c", argv=("p",), faults=tuple(faults), unsampled=0, pre_exec=0, rusage_total=len(faults),
+                           stages=("malloc", "touch1"), objects=(), probe_stages={})  # fmt: skip
+
+
+def test_touch1_in_buffer_counts_pages_and_names_the_faults_elsewhere() -> None:
+    """Issue 23: s390x under TCG faults each buffer page twice (MVC fetches, then stores); i386's glibc faults its
+    memset code in during touch1. Every page of the buffer faulted is what the check holds; the rest is named."""
+    buf = "7f0000-7f4000 //anon"
+
+    def anon(page: int, stage: str = "touch1") -> account.Fault:
+        return account.Fault(False, stage, "[anon]", "-", "main@exe", False, buf, page)
+
+    twice = [anon(0, "malloc"), *(anon(p) for p in (1, 2, 3, 1, 2, 3))]
+    [c] = [c for c in checks.check(_touch_account(twice), buffer_pages=4) if c.name == "touch1 in buffer"]
+    assert c.ok and "3 of them a second fault on a page" in c.detail, c.detail
+    code = [*twice, account.Fault(False, "touch1", "libc.so", ".text", "__memset_sse2@libc.so", False, "f7da5000-f7f2d000 libc", 9)]
+    [c] = [c for c in checks.check(_touch_account(code), buffer_pages=4) if c.name == "touch1 in buffer"]
+    assert c.ok and "1 elsewhere (libc.so .text)" in c.detail, c.detail
+    stray = [*twice, account.Fault(False, "touch1", "[anon]", "-", "main@exe", False, "8f0000-8f1000 //anon", 99)]
+    [c] = [c for c in checks.check(_touch_account(stray), buffer_pages=4) if c.name == "touch1 in buffer"]
+    assert not c.ok  # another anonymous mapping took first-touch faults: not the buffer's
+    [c] = [c for c in checks.check(_touch_account(twice), buffer_pages=5) if c.name == "touch1 in buffer"]
+    assert not c.ok  # a page of the buffer never faulted
