@@ -6,7 +6,6 @@ import shutil
 import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 from lab.arches import ARCHES, host_can_kvm
 from lab.axes import DEFAULT_QEMU
@@ -39,9 +38,8 @@ def check_qemu(cfg: Config) -> list[Check]:
             checks.append(Check(f"qemu {arch.name}", "FAIL", f"{arch.qemu_binary} not found", fix))
         bios = e.bios(arch)
         if bios:
-            ok = Path(bios).is_file()
-            fix = "" if ok else f"apt-get install {arch.bios_package}"
-            checks.append(Check(f"firmware {arch.name}", "ok" if ok else "FAIL", bios, fix))
+            lacks = e.missing(arch) if path else None
+            checks.append(Check(f"firmware {arch.name}", "FAIL" if lacks else "ok", bios, lacks[1] if lacks else ""))
     return checks
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -36,6 +37,17 @@ class Emulator:
     def binary(self, arch: Arch) -> str:
         """The qemu-system binary's path (its name, for the host's: looked up in PATH)."""
         return arch.qemu_binary if self.root is None else str(self.root / "usr/bin" / arch.qemu_binary)
+
+    def missing(self, arch: Arch) -> tuple[str, str] | None:
+        """What this build lacks to run ``arch`` (its binary, its firmware) and the remedy; None: nothing."""
+        if not shutil.which(self.binary(arch)):
+            return f"{arch.qemu_binary} not found ({arch.name}'s QEMU)", (
+                f"apt-get install {' or '.join(arch.qemu_packages)}, or qemu.from: a suite (lab.yaml) for lab's own QEMU"
+            )
+        bios = self.bios(arch)
+        if bios and not Path(bios).is_file():
+            return f"{bios} not found ({arch.name}'s firmware)", f"apt-get install {arch.bios_package}"
+        return None
 
     def command(self, arch: Arch) -> list[str]:
         """The argv prefix that runs this build's ``qemu-system-*`` for ``arch``. Pure."""

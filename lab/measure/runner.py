@@ -42,7 +42,7 @@ from lab.files import sha256_text, write_atomic
 from lab.guests import accel as accel_mod
 from lab.guests import qemu_store
 from lab.guests.boot import Booted, boot, scratch_problem
-from lab.guests.emulator import Emulator
+from lab.guests.emulator import HOST, Emulator
 from lab.guests.images import ImageStore
 from lab.guests.keys import client_key
 from lab.guests.qemu import shutdown_all
@@ -104,6 +104,12 @@ class Runner:
         for arch in self.plan.arches:
             for v in self.plan.variants:
                 payloads.toolchain_version(arch, v)
+        # The host's QEMU (qemu.from: host, or the qemu axis's host): what it lacks for a guest of the run.
+        # (Lab's own QEMU proves every arch's binary and firmware before its entry is kept: lab.guests.qemu_store.)
+        for g in self.plan.groups():
+            lacks = HOST.missing(g.arch) if g.qemu == axes.QEMU_HOST else None
+            if lacks:
+                raise InfraError(f"qemu host: {lacks[0]}", lacks[1])
 
     def _prepare(self, g: Group, outcome: ArchOutcome) -> Prepared | None:
         """Image and payloads for a group (arch, suite); if either cannot be made, every cell of it becomes an error.
