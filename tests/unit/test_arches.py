@@ -91,12 +91,12 @@ def test_what_debian_lacks_for_a_row_is_one_line_before_anything(
 def test_a_host_qemu_without_an_arch_s_binary_or_firmware_says_which(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from lab.guests import emulator
 
-    monkeypatch.setattr(emulator.shutil, "which", lambda name: None if name == "qemu-system-ppc64" else f"/usr/bin/{name}")
+    monkeypatch.setattr("lab.guests.emulator.shutil.which", lambda name: None if name == "qemu-system-ppc64" else f"/usr/bin/{name}")
     ppc = emulator.HOST.missing(arches.get("ppc64el"))
     assert ppc is not None and ppc[0] == "qemu-system-ppc64 not found (ppc64el's QEMU)" and "qemu-system-ppc" in ppc[1]
     assert emulator.HOST.missing(arches.get("x86_64")) is None
     own = emulator.Emulator(origin="forky", root=tmp_path)  # a tree without loong64's UEFI firmware
-    monkeypatch.setattr(emulator.shutil, "which", lambda name: name)
+    monkeypatch.setattr("lab.guests.emulator.shutil.which", lambda name: name)
     lacks = own.missing(arches.get("loong64"))
     assert (
         lacks is not None
