@@ -195,7 +195,8 @@ class ImageStore:
         (``snapshot_keys``: the keys of (arch, image key) under this config's QEMUs; other QEMU builds, kernel
         arguments or memory go)."""
         ax = self.cfg.run.axes
-        defaults = [self.spec(a, suite) for a in ARCHES for suite in dict.fromkeys((self.recipe.suite, *ax.get("suite", ())))]
+        # each arch's default guest (its row's suite where it takes another: Arch.instead), then run.axes' suites
+        defaults = [self.spec(a) for a in ARCHES] + [self.spec(a, suite) for a in ARCHES for suite in ax.get("suite", ())]
         specs = [
             g
             for d in defaults
