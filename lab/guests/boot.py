@@ -266,7 +266,7 @@ def boot(
     path = (
         "cold"
         if snaps
-        else f"cold (no snapshots on {arch.name} with QEMU < {'.'.join(map(str, arch.snapshots_since))})"
+        else f"cold ({arch.no_snapshots})"
         if not works
         else "cold (snapshots off)"
         if not (snapshots and cfg.guest.snapshots)

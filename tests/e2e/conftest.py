@@ -116,7 +116,7 @@ def snapshots_work(cfg: config.Config, arch: arches.Arch) -> bool:
 
 
 def no_snapshots(arch: arches.Arch) -> str:
-    return f"cold (no snapshots on {arch.name} with QEMU < {'.'.join(map(str, arch.snapshots_since))})"
+    return f"cold ({arch.no_snapshots})"
 
 
 def boot(cfg: config.Config, image: Image, accel: str | None = None, **kwargs: Any) -> AbstractContextManager[Booted]:
