@@ -74,7 +74,7 @@ def pagesizes(arch: Arch) -> str:
 
 
 def make(arch: Arch, boot: Mapping[str, str], kernel_file: KernelFile | None = None, given: Collection[str] = ()) -> GuestSpec:
-    """The spec of ``arch``'s guest at a boot point (every boot axis named). The page size and kernel axes the run
+    """The spec of ``arch``'s guest at a boot point (every boot axis named). The page size, suite and kernel axes the run
     does not give (``given``: those it does) follow the arch's row: its default flavour's page size (loong64's is
     16k), and its suites in place of those it lacks or the mirror does (``Arch.instead``)."""
     file = kernel_file if kernel_file is not None and boot["kernel"] == kernel_file.value else None
