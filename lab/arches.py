@@ -7,7 +7,7 @@ image builder, doctor and tests iterate over the table.
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lab.errors import UserError
 
@@ -115,25 +115,27 @@ class Arch:
 
 
 _FROM_6_12 = ("bookworm-backports", "trixie", "trixie-backports", "forky")
+_X86_64 = Arch(
+    name="x86_64",
+    elf_machine="EM_X86_64",
+    uname="x86_64",
+    aliases=("amd64", "x86-64"),
+    debian="amd64",
+    triplet="x86_64-linux-gnu",
+    qemu_binary="qemu-system-x86_64",
+    machine="q35",
+    cpu="max",
+    kvm_cpu="host",
+    console="ttyS0",
+    host_machines=("x86_64", "amd64"),
+    qemu_packages=("qemu-system-x86",),
+    kernel_format="pvh",
+    flavours=(Flavour("4k", 4096, "amd64"),),
+    kernel_magic=(0x202, b"HdrS"),  # a bzImage's setup header
+)
+
 ARCHES: tuple[Arch, ...] = (
-    Arch(
-        name="x86_64",
-        elf_machine="EM_X86_64",
-        uname="x86_64",
-        aliases=("amd64", "x86-64"),
-        debian="amd64",
-        triplet="x86_64-linux-gnu",
-        qemu_binary="qemu-system-x86_64",
-        machine="q35",
-        cpu="max",
-        kvm_cpu="host",
-        console="ttyS0",
-        host_machines=("x86_64", "amd64"),
-        qemu_packages=("qemu-system-x86",),
-        kernel_format="pvh",
-        flavours=(Flavour("4k", 4096, "amd64"),),
-        kernel_magic=(0x202, b"HdrS"),  # a bzImage's setup header
-    ),
+    _X86_64,
     Arch(
         name="arm64",
         elf_machine="EM_AARCH64",
@@ -252,27 +254,19 @@ ARCHES: tuple[Arch, ...] = (
         kernel_magic=(0x24, b"\x18\x28\x6f\x01"),  # the zImage magic
         in_all=False,
     ),
-    Arch(
+    # Debian's i386 is a userland for amd64's kernel (it has no kernel from trixie on): x86_64's machine, QEMU and
+    # kernels, with i386's libc and probes; `uname -m` in the guest is x86_64's
+    replace(
+        _X86_64,
         name="i386",
         elf_machine="EM_386",
-        uname="x86_64",  # an i386 userland on the amd64 kernel (Debian's i386 has no kernel from trixie on)
         aliases=("i686", "x86"),
         debian="i386",
         triplet="i386-linux-gnu",
-        qemu_binary="qemu-system-x86_64",
-        machine="q35",
-        cpu="max",
-        kvm_cpu="host",
-        console="ttyS0",
-        host_machines=("x86_64", "amd64"),
-        qemu_packages=("qemu-system-x86",),
-        kernel_format="pvh",
-        flavours=(Flavour("4k", 4096, "amd64"),),
         musl="i386",
         cflags=("-march=i686",),  # Debian's i386 baseline
         bits=32,
-        kernel_magic=(0x202, b"HdrS"),
-        kernel_debian="amd64",
+        kernel_debian=_X86_64.debian,
         in_all=False,
     ),
     Arch(

@@ -61,7 +61,7 @@ def suite_apt(cfg: Config, origin: str) -> Apt:
 
 def wanted(apt: Apt, pin: str) -> list[str]:
     """Every arch's QEMU package (the first name the suite has; pinned to ``pin`` if given) and firmware package."""
-    have = set().union(*(apt.names(p) for a in ARCHES for p in (*a.qemu_packages, a.bios_package or "") if p))
+    have = apt.names("")  # every package name in the suite's lists: one apt-cache call, whatever the rows name
     names: list[str] = []
     for arch in ARCHES:
         pkg = next((p for p in arch.qemu_packages if p in have), None)
