@@ -97,6 +97,8 @@ class NightlyConfig:
     baseline: str
     keep_runs: int  # run directories kept; those a baseline references are never deleted
     dir: Path
+    site: Path  # the history site every nightly brings up to date (lab.results.site)
+    explain: bool  # trace every cell (lab run --explain): its regressions are explained
 
 
 @dataclass(frozen=True)
@@ -361,10 +363,10 @@ def parse(raw: object, file: Path, results: Path | str | None = None) -> Config:
     compare = CompareConfig(faults, percent, stages)
 
     n = top.section("nightly")
+    night_dir = _path(base, n.text("dir", str(results_dir / "nightly")))
+    site = _path(base, n.text("site", str(night_dir.parent / "site")))  # next to the dated directories
     nightly = NightlyConfig(
-        baseline=n.text("baseline", "nightly"),
-        keep_runs=n.integer("keep_runs", 14, 1, 100000),
-        dir=_path(base, n.text("dir", str(results_dir / "nightly"))),
+        n.text("baseline", "nightly"), n.integer("keep_runs", 14, 1, 100000), night_dir, site, n.boolean("explain", True)
     )
     n.finish()
     top.finish()
@@ -382,19 +384,4 @@ def parse(raw: object, file: Path, results: Path | str | None = None) -> Config:
 
     if apt.mirror != "auto" and not apt.mirror.startswith(("http://", "https://", "file:/")):
         raise UserError(f"{file}: apt.mirror: {apt.mirror!r} is not valid", "expected 'auto' or an http(s):// URL")
-    return Config(
-        path=file,
-        host=host,
-        arches=arches,
-        recipe=_path(base, recipe),
-        accel=accel,
-        guest=guest,
-        timeouts=timeouts,
-        cache_dir=cache_dir,
-        results_dir=results_dir,
-        apt=apt,
-        run=run,
-        compare=compare,
-        nightly=nightly,
-        qemu=qemu,
-    )
+    return Config(file, host, arches, _path(base, recipe), accel, guest, timeouts, cache_dir, results_dir, apt, run, compare, nightly, qemu)

@@ -47,11 +47,14 @@ from lab.api.results import baseline_list as baseline_list
 from lab.api.results import baseline_save as baseline_save
 from lab.api.results import baseline_show as baseline_show
 from lab.api.results import compare as compare
+from lab.api.results import compare_explained as compare_explained
 from lab.api.results import comparison_json as comparison_json
 from lab.api.results import comparison_junit as comparison_junit
 from lab.api.results import comparison_text as comparison_text
+from lab.api.results import explained_text as explained_text
 from lab.api.results import history as history
 from lab.api.results import nightly as nightly
+from lab.api.results import site as site
 from lab.api.runs import EXPORT_FORMATS as EXPORT_FORMATS
 from lab.api.runs import REPORT_FORMATS as REPORT_FORMATS
 from lab.api.runs import ProbeRun as ProbeRun

@@ -95,7 +95,7 @@ def explain(cfg: Config, req: ExplainRequest, progress: Progress = _quiet) -> li
             summary = Runner(scratch, the_plan, store, progress, ["lab", "explain"]).run()
             errors = store.errors(summary.run_id)
         stored = render_mod.load_dir(summary.run_dir)
-        failed = [d["error"] for d in stored if "error" in d]
+        failed = [d.get("error", d.get("damaged")) for d in stored if "error" in d or "damaged" in d]
         if errors or failed:
             keep = True
             first = errors[0].message if errors else failed[0]

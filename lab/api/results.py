@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab import axes as axes_mod
 from lab.api.runs import Progress, RunResult, _quiet, fleet_run, run
 from lab.config import STAGES, Config
-from lab.errors import UserError
+from lab.errors import LabError, UserError
 from lab.measure.plan import RunRequest
 from lab.results import across as across_mod
 from lab.results import baselines as baselines_mod
 from lab.results import compare as compare_mod
-from lab.results import junit, report
+from lab.results import junit, regressions, report
 from lab.results import nightly as nightly_mod
+from lab.results import site as site_mod
 from lab.results.compare import Comparison
+from lab.results.rows import Nightly
 from lab.results.store import Store
 from lab.results.verdict import CellData
 
@@ -41,12 +44,30 @@ def compare(cfg: Config, req: CompareRequest) -> Comparison:
     raise UserError("lab compare needs --baseline NAME or two runs", "lab compare [RUN] --baseline NAME, or lab compare RUN_A RUN_B")
 
 
+def compare_explained(cfg: Config, req: CompareRequest, result: Comparison) -> list[regressions.Explanation]:
+    """``lab compare --explain``: each regression of ``result`` explained from both runs' traced accounts."""
+    with Store(cfg.run.store, readonly=True) as store:
+        base_run = baselines_mod.load(store, req.baseline)[0] if req.baseline else result.baseline_ref
+        return regressions.explain(store, result, base_run)
+
+
+def explained_text(explanations: list[regressions.Explanation]) -> str:
+    return regressions.text(explanations)
+
+
+def site(cfg: Config, out: Path | None = None) -> site_mod.Built:
+    """``lab site``: the history site of every run in the store, brought up to date in ``out`` (nightly.site)."""
+    with Store(cfg.run.store, readonly=True) as store:
+        return site_mod.build(store, out or cfg.nightly.site, cfg.nightly.baseline)
+
+
 @dataclass(frozen=True)
 class NightlyRequest:
     run: RunRequest = field(default_factory=RunRequest)
     baseline: str | None = None  # default: nightly.baseline
     tolerance_faults: float | None = None
     tolerance_percent: float | None = None
+    explain: bool | None = None  # trace every cell (default: nightly.explain; --explain in run also turns it on)
 
 
 @dataclass(frozen=True)
@@ -56,10 +77,14 @@ class NightlyResult:
     out_dir: Path
     files: tuple[Path, ...]
     pruned: tuple[Path, ...]
+    explained: tuple[regressions.Explanation, ...] = ()
+    site: site_mod.Built | None = None
+    site_problems: tuple[str, ...] = ()  # what the site could not show (or why it was not built)
 
     @property
     def exit_code(self) -> int:
-        return self.comparison.exit_code
+        """The comparison's (1: a regression); else 4 when the site has a problem."""
+        return self.comparison.exit_code or (4 if self.site_problems else 0)
 
 
 def nightly(
@@ -70,19 +95,31 @@ def nightly(
     name = req.baseline or cfg.nightly.baseline
     with Store(cfg.run.store) as store:
         store.baseline_document(name)  # fail before an hour of running if it does not exist
-    ran = fleet_run(cfg, req.run, fleet, argv, reports=False) if fleet else run(cfg, req.run, progress, argv, reports=False)
+    run_req = replace(req.run, explain=req.run.explain or (cfg.nightly.explain if req.explain is None else req.explain))
+    ran = fleet_run(cfg, run_req, fleet, argv, reports=False) if fleet else run(cfg, run_req, progress, argv, reports=False)
     runs_dir = ran.summary.run_dir.parent  # the run's own results directory (--out), not the configured one
     out_dir = nightly_mod.new_dir(cfg.nightly.dir)
     tol = compare_mod.tolerance(cfg, req.tolerance_faults, req.tolerance_percent)
     with Store(cfg.run.store) as store:
         result = compare_mod.against_baseline(store, name, ran.summary.run_id, tol)
+        source = baselines_mod.load(store, name)[0]
+        explained = regressions.explain(store, result, source)
+        store.add_nightly(Nightly(ran.summary.run_id, time.time(), str(out_dir), name, source, result.exit_code,
+                                  compare_mod.to_json(result), regressions.to_json(explained)))  # fmt: skip
         rep = report.build(store, ran.summary.run_id)
         html, md = report.render(rep, "html", result), report.render(rep, "md", result)
-        files = nightly_mod.write_nightly(out_dir, result, html, md, ran.summary.seconds)
+        files = nightly_mod.write_nightly(out_dir, result, html, md, ran.summary.seconds, regressions.text(explained))
         written = report.write_run_reports(store, ran.summary.run_id, ran.summary.run_dir, result)
         pruned = nightly_mod.prune_runs(store, runs_dir, cfg.nightly.keep_runs)
+        try:  # the night's results are kept whatever happens to the site
+            built: site_mod.Built | None = site_mod.build(store, cfg.nightly.site, name)
+            problems = built.problems if built else ()
+        except LabError as exc:
+            built, problems = None, (f"{exc.message} ({exc.remedy})",)
     (out_dir / "run").symlink_to(ran.summary.run_dir)
-    return NightlyResult(replace(ran, reports=tuple(written)), result, out_dir, tuple(files), tuple(pruned))
+    return NightlyResult(
+        replace(ran, reports=tuple(written)), result, out_dir, tuple(files), tuple(pruned), tuple(explained), built, problems
+    )
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,19 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     c.add_argument("runs", nargs="*", help="[RUN] with --baseline (default: the latest run), or RUN_A RUN_B")
     c.add_argument("--baseline", help="baseline name")
     c.add_argument("--across", metavar="AXIS", help="one run's cells against those differing only in AXIS (e.g. qemu): do counts agree?")
+    c.add_argument(
+        "--explain", action="store_true", help="explain each regression: object x section x function diff of both runs' traced accounts"
+    )
     verdict_options(c)
 
     n = sub.add_parser("nightly", help="run, compare with the baseline, write report + JUnit into a dated directory, prune old runs")
     n.add_argument("--baseline", help="baseline name (default: nightly.baseline in lab.yaml)")
     verdict_options(n, formats=False)
     run_options(n)
+    n.add_argument("--no-explain", action="store_true", help="do not trace the cells (default: nightly.explain, which traces them)")
+
+    st = sub.add_parser("site", help="the history site: every run and nightly as static pages (trends, regressions explained)")
+    st.add_argument("--out", help="the site's directory (default: nightly.site in lab.yaml)")
 
     h = sub.add_parser("history", help="one cell's stage across runs")
     h.add_argument("--arch", required=True)
@@ -59,7 +66,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     h.add_argument("--last", type=int, default=20)
     h.add_argument("--axes", default="", help="the cell's axes, as shown in reports (default: none, e.g. thp=always)")
     h.add_argument("--json", action="store_true", help="every run's counts as JSON")
-    return {"baseline": cmd_baseline, "compare": cmd_compare, "nightly": cmd_nightly, "history": cmd_history}
+    return {"baseline": cmd_baseline, "compare": cmd_compare, "nightly": cmd_nightly, "history": cmd_history, "site": cmd_site}
 
 
 def verdict_options(p: argparse.ArgumentParser, formats: bool = True) -> None:
@@ -119,15 +126,30 @@ def cmd_compare(args: argparse.Namespace, cfg: config.Config) -> int:
         rows = api.across(cfg, args.runs[0] if args.runs else None, args.across)
         output(api.across_text(rows, args.across, args.format, args.all), None)
         return 0 if all(r.agree for r in rows) else 1
-    result = api.compare(cfg, api.CompareRequest(tuple(args.runs), args.baseline, args.tolerance_faults, args.tolerance_percent))
-    output(api.comparison_json(result) if args.format == "json" else api.comparison_text(result, args.all), None)
+    req = api.CompareRequest(tuple(args.runs), args.baseline, args.tolerance_faults, args.tolerance_percent)
+    result = api.compare(cfg, req)
+    explained = api.compare_explained(cfg, req, result) if args.explain else None
+    if args.format == "json":
+        doc = json.loads(api.comparison_json(result))
+        output(
+            json.dumps(doc | {"explained": [asdict(e) for e in explained]}, indent=2) + "\n"
+            if explained is not None
+            else api.comparison_json(result),
+            None,
+        )
+    else:
+        output(api.comparison_text(result, args.all) + ("\n" + api.explained_text(explained) if explained is not None else ""), None)
     if args.junit:
         write_atomic(Path(args.junit), api.comparison_junit(result))
     return result.exit_code
 
 
 def cmd_nightly(args: argparse.Namespace, cfg: config.Config, fleet: Path | None = None) -> int:
-    req = api.NightlyRequest(run_request(args), args.baseline, args.tolerance_faults, args.tolerance_percent)
+    if args.no_explain and args.explain:
+        raise UserError("lab nightly: --explain and --no-explain together", "pass one of them")
+    req = api.NightlyRequest(
+        run_request(args), args.baseline, args.tolerance_faults, args.tolerance_percent, False if args.no_explain else None
+    )
     selected = api.plan(cfg, req.run)
     quiet = args.quiet or args.run_quiet
     with Progress.for_stream(selected.labels(), quiet=quiet or args.json) as progress:
@@ -139,18 +161,34 @@ def cmd_nightly(args: argparse.Namespace, cfg: config.Config, fleet: Path | None
             "out_dir": str(result.out_dir),
             "files": [str(p) for p in result.files],
             "pruned": [str(p) for p in result.pruned],
+            "site": str(result.site.out) if result.site else None,
+            "site_problems": list(result.site_problems),
             "exit_code": result.exit_code,
         }
         print(json.dumps(doc, indent=2))
         return result.exit_code
+    for problem in result.site_problems:
+        print(f"lab: site: {problem}", file=sys.stderr)
     if quiet:  # -q: the exit code and the nightly directory say it all
         return result.exit_code
     print_summary(args, result.run)
     sys.stdout.write(api.comparison_text(result.comparison))
+    if result.explained:
+        sys.stdout.write("\n" + api.explained_text(list(result.explained)))
     pruned = len(result.pruned)
     names = ", ".join(p.name for p in result.files)
     print(f"\nnightly: {result.out_dir} ({names}); pruned {pruned} old run director{'y' if pruned == 1 else 'ies'}")
+    if result.site:
+        print(f"site: {result.site.out / 'index.html'} ({len(result.site.written)} of {result.site.pages} page(s) rewritten)")
     return result.exit_code
+
+
+def cmd_site(args: argparse.Namespace, cfg: config.Config) -> int:
+    built = api.site(cfg, Path(args.out).resolve() if args.out else None)
+    for problem in built.problems:
+        print(f"lab: site: {problem}", file=sys.stderr)
+    print(f"site: {built.out / 'index.html'}: {built.pages} page(s), {len(built.written)} rewritten, {len(built.removed)} removed")
+    return 4 if built.problems else 0
 
 
 def cmd_history(args: argparse.Namespace, cfg: config.Config) -> int:

@@ -223,16 +223,26 @@ class DiffRow:
     section: str
     a: int
     b: int
+    function: str = ""  # with diff(..., functions=True): the faulting instruction's function
 
     @property
     def delta(self) -> int:
         return self.b - self.a
 
 
-def diff(a: Account, b: Account, stage: str | None = None) -> list[DiffRow]:
-    """Object by object and section by section, ``b`` minus ``a``, the largest differences first."""
-    count_a = {(o, s): mi + ma for o, s, mi, ma in a.rows(stage)}
-    count_b = {(o, s): mi + ma for o, s, mi, ma in b.rows(stage)}
+def _counts(acc: Account, stage: str | None, functions: bool) -> Counter[tuple[str, str, str]]:
+    if not functions:
+        return Counter({(o, s, ""): mi + ma for o, s, mi, ma in acc.rows(stage)})
+    counts = Counter((f.object, f.section, f.function) for f in acc.faults if stage is None or f.stage == stage)
+    if acc.unsampled and (stage is None or (acc.stages and stage == acc.stages[0])):
+        counts[(EXEC_SETUP, "-", "-")] += acc.unsampled
+    return counts
+
+
+def diff(a: Account, b: Account, stage: str | None = None, functions: bool = False) -> list[DiffRow]:
+    """Object by object and section by section (``functions``: and function by function), ``b`` minus ``a``,
+    the largest differences first."""
+    count_a, count_b = _counts(a, stage, functions), _counts(b, stage, functions)
     keys = dict.fromkeys([*count_a, *count_b])
-    rows = [DiffRow(o, s, count_a.get((o, s), 0), count_b.get((o, s), 0)) for o, s in keys]
-    return sorted(rows, key=lambda r: (-abs(r.delta), r.object, r.section))
+    rows = [DiffRow(o, s, count_a.get((o, s, f), 0), count_b.get((o, s, f), 0), f) for o, s, f in keys]
+    return sorted(rows, key=lambda r: (-abs(r.delta), r.object, r.section, r.function))

@@ -124,6 +124,22 @@ def diff_table(a: Account, b: Account, rows: Sequence[DiffRow], stage: str | Non
     return "\n".join(out) + "\n"
 
 
+def stem(variant: str, size: int, axes: str) -> str:
+    """The file name (without suffix) of one cell's traced run under ``explain/<group>/``."""
+    return f"{variant}-{size}" + (f"-{axes}" if axes else "")
+
+
+def find(run_dir: Path, arch: str, variant: str, size: int, axes: str) -> dict[str, Any] | None:
+    """One cell's stored account (or ``{"error"|"damaged": ...}``) in a run directory; None: the cell was not traced."""
+    root, name = run_dir / "explain", f"{stem(variant, size, axes)}.json"
+    for group in sorted(root.iterdir()) if root.is_dir() else ():
+        if (group / name).is_file():
+            [d] = load_files([group / name])
+            if d.get("arch", arch) == arch or "damaged" in d:
+                return d
+    return None
+
+
 def write(run_dir: Path, group: str, stem: str, data: dict[str, Any]) -> Path:
     """One traced cell's stored form (or ``{"error": ...}``) at ``<run dir>/explain/<group>/<stem>.json``."""
     path = run_dir / "explain" / group / f"{stem}.json"
@@ -132,8 +148,20 @@ def write(run_dir: Path, group: str, stem: str, data: dict[str, Any]) -> Path:
 
 
 def load_dir(run_dir: Path) -> list[dict[str, Any]]:
-    """Every stored account (or error) of a run, by group then cell."""
+    """Every stored account (or error) of a run, by group then cell; a file that does not parse is
+    ``{"damaged": "PATH: why"}`` (the others still load)."""
     root = run_dir / "explain"
-    if not root.is_dir():
-        return []
-    return [json.loads(p.read_text()) for p in sorted(root.glob("*/*.json"))]
+    return load_files(sorted(root.glob("*/*.json"))) if root.is_dir() else []
+
+
+def load_files(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    out = []
+    for p in paths:
+        try:
+            d = json.loads(p.read_text())
+            if not isinstance(d, dict) or not ("error" in d or from_dict(d)):
+                raise ValueError("not a stored account")
+            out.append(d)
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            out.append({"damaged": f"{p}: traced account does not parse ({type(exc).__name__}: {str(exc)[:120]})"})
+    return out

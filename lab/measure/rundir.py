@@ -69,8 +69,3 @@ def write(run_dir: Path, run_id: str, cfg: Config, plan: Plan, revision: str) ->
 def raw_stem(variant: str, size: int, axes: str, repeat: int) -> str:
     """The file name (without suffix) of one run's raw output under ``raw/<arch>/``."""
     return f"{variant}-{size}" + (f"-{axes}" if axes else "") + f"-r{repeat}"
-
-
-def trace_stem(variant: str, size: int, axes: str) -> str:
-    """The file name (without suffix) of one cell's traced run under ``explain/<arch>/``."""
-    return f"{variant}-{size}" + (f"-{axes}" if axes else "")

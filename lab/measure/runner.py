@@ -281,7 +281,7 @@ class Runner:
         for t in traced:
             variant_name, size, pi = t.key
             stored = t.data if t.data is not None else {"error": t.error}
-            render.write(self.run_dir, g.slug, rundir.trace_stem(variant_name, size, identity[pi]), stored)
+            render.write(self.run_dir, g.slug, render.stem(variant_name, size, identity[pi]), stored)
             if t.error:
                 log.warning("traced run: %s", t.error)
 

@@ -72,3 +72,13 @@ def to_json(c: Comparison) -> str:
     return json.dumps({"label": c.label, "baseline": c.baseline_ref, "run": c.run_id, "counts": c.counts(), "exit_code": c.exit_code,
                        "nothing_comparable": c.nothing_comparable,
                        "findings": [asdict(f) for f in c.findings]}, indent=2) + "\n"  # fmt: skip
+
+
+def from_json(text: str) -> Comparison:
+    """A comparison back from :func:`to_json` (a nightly's stored verdict)."""
+    d = json.loads(text)
+    findings = []
+    for f in d["findings"]:
+        base, cur = f.pop("base_range"), f.pop("cur_range")
+        findings.append(Finding(**f, base_range=tuple(base) if base else None, cur_range=tuple(cur) if cur else None))
+    return Comparison(d["label"], d["baseline"], d["run"], findings)

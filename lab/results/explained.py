@@ -53,16 +53,20 @@ class PairDiff:
     rows: tuple[account.DiffRow, ...]
 
 
-def load(run_dir: Path) -> tuple[list[Traced], list[str]]:
-    """The run's traced cells and the errors of those that could not be traced."""
-    cells, errors = [], []
+def load(run_dir: Path) -> tuple[list[Traced], list[str], list[str]]:
+    """The run's traced cells, the errors of those that could not be traced, and the stored accounts that do
+    not parse (one line each: the file and why)."""
+    cells, errors, damaged = [], [], []
     for d in render.load_dir(run_dir):
+        if "damaged" in d:
+            damaged.append(str(d["damaged"]))
+            continue
         if "error" in d:
             errors.append(str(d["error"]))
             continue
         acc, checks = render.from_dict(d)
         cells.append(Traced(acc, tuple(checks), str(d.get("arch", acc.cell.split(":")[0])), str(d.get("variant", ""))))
-    return cells, errors
+    return cells, errors, damaged
 
 
 def chart(cells: list[Traced], width: int = 640, bar: int = 16) -> dict[str, object]:

@@ -42,13 +42,14 @@ def prune_runs(store: Store, runs_dir: Path, keep: int) -> list[Path]:
     return doomed
 
 
-def write_nightly(out_dir: Path, c: Comparison, report_html: str, report_md: str, seconds: float = 0.0) -> list[Path]:
+def write_nightly(out_dir: Path, c: Comparison, report_html: str, report_md: str, seconds: float = 0.0, explained: str = "") -> list[Path]:
     files = {
         "report.html": report_html,
         "report.md": report_md,
         "junit.xml": junit.to_junit(c, seconds),
         "compare.json": to_json(c),
         "compare.txt": table(c),
+        **({"regressions.txt": explained} if c.exit_code == 1 else {}),
     }
     for name, text in files.items():
         write_atomic(out_dir / name, text)

@@ -9,6 +9,7 @@ StrictUndefined.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -161,6 +162,8 @@ class Report:
     traced: list[explained.Traced] = field(default_factory=list)  # lab run --explain: one traced run per cell
     trace_errors: list[str] = field(default_factory=list)
     emulators: list[across.CellAgreement] = field(default_factory=list)  # --axis qemu=...: each cell vs the default QEMU's
+    damaged: list[str] = field(default_factory=list)  # stored traced accounts that do not parse (file: why)
+    pruned: bool = False  # its run directory is gone (retention): raw outputs, logs and traced accounts with it
 
     @property
     def arches(self) -> list[str]:
@@ -251,25 +254,44 @@ class Report:
         return out
 
 
-def build(store: Store, run_ref: str | None = None) -> Report:
+Trends = dict[str, list[float]]
+
+
+def build(store: Store, run_ref: str | None = None, trends: Trends | None = None) -> Report:
+    """A run's report from the store (and its directory's traced accounts); ``trends``: each cell's entry medians
+    when the caller has them already (the site, which read every run at once)."""
     run = store.run(run_ref)
     views = []
     for cell, stages in store.measured(run.id):
         order = [s for s in STAGES if s in stages]
         views.append(CellView(cell, {s: Stat.of(stages[s][0]) for s in order}, {s: Stat.of(stages[s][1]) for s in order}))
+    trends = trends if trends is not None else _trends(store, run, views)
+    pruned = not run.run_dir or not Path(run.run_dir).is_dir()
+    traced, trace_errors, damaged = ([], [], []) if pruned else explained.load(Path(run.run_dir))
+    emulators = []
+    if len({axes_mod.values(v.cell.axes).get("qemu") for v in views}) > 1:  # the same guests under several QEMUs
+        emulators = across.per_cell(across.across([(c, store.samples(i)) for i, c in store.cells(run.id)], "qemu"))
+    return Report(run, views, store.errors(run.id), trends, traced, trace_errors, emulators, damaged, pruned)
+
+
+def trend_key(cell: Cell) -> str:
+    """A report's key of a cell's entry trend (its name and buffer size)."""
+    shown = axes_mod.shown(cell.axes)
+    return f"{cell.arch} [{shown}] {cell.variant} {cell.buffer_size}" if shown else f"{cell.arch} {cell.variant} {cell.buffer_size}"
+
+
+def _trends(store: Store, run: RunMeta, views: list[CellView]) -> Trends:
     trends = {}
     for v in views:
         history = store.history(v.cell.arch, v.cell.variant, "entry", v.cell.buffer_size, last=TREND_RUNS, axes=v.cell.axes)
         rows = [r for r in history if r[1] <= run.started]
-        trends[f"{v.name} {v.cell.buffer_size}"] = [float(statistics.median(r[3])) for r in rows]
-    traced, trace_errors = explained.load(Path(run.run_dir)) if run.run_dir else ([], [])
-    emulators = []
-    if len({axes_mod.values(v.cell.axes).get("qemu") for v in views}) > 1:  # the same guests under several QEMUs
-        emulators = across.per_cell(across.across([(c, store.samples(i)) for i, c in store.cells(run.id)], "qemu"))
-    return Report(run, views, store.errors(run.id), trends, traced, trace_errors, emulators)
+        trends[trend_key(v.cell)] = [float(statistics.median(r[3])) for r in rows]
+    return trends
 
 
+@functools.cache
 def _env(autoescape: bool) -> jinja2.Environment:
+    """The templates' environment (one per process: each template is compiled once)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=autoescape,
@@ -309,7 +331,8 @@ def to_json(report: Report, comparison: Comparison | None = None) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def render(report: Report, fmt_name: str, comparison: Comparison | None = None) -> str:
+def render(report: Report, fmt_name: str, comparison: Comparison | None = None, site: dict[str, object] | None = None) -> str:
+    """The report as ``fmt_name``; ``site``: rendered as a page of the history site (links back to it)."""
     if fmt_name == "json":
         return to_json(report, comparison)
     if fmt_name == "md":
@@ -318,7 +341,7 @@ def render(report: Report, fmt_name: str, comparison: Comparison | None = None) 
     colours = dict(zip(STAGES, STAGE_COLOURS, strict=True))
     template = _env(True).get_template("report.html.j2")
     traced = {"chart": explained.chart(report.traced), "pairs": explained.pair_diffs(report.traced)} if report.traced else None
-    return template.render(r=report, cmp=comparison, charts=charts, stage_colours=colours, sparkline=sparkline, traced=traced)
+    return template.render(r=report, cmp=comparison, charts=charts, stage_colours=colours, sparkline=sparkline, traced=traced, site=site)
 
 
 def export(store: Store, run_ref: str | None, fmt_name: str) -> str:

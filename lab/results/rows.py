@@ -75,3 +75,17 @@ class CellError:
     attempts: int
     axes: str = ""
     host: str = ""  # the lab host that tried it (a fleet host that never answered: stage "host")
+
+
+@dataclass(frozen=True)
+class Nightly:
+    """A nightly's record (store v10): its run, dated directory, the baseline it was judged against, and the verdict."""
+
+    run_id: str
+    created: float
+    dir: str
+    baseline: str
+    baseline_run: str
+    exit_code: int
+    comparison: str  # lab.results.compare.to_json, as judged that night
+    explained: str  # JSON: lab.results.regressions.to_json of its regressions

@@ -189,6 +189,22 @@ MIGRATIONS: tuple[tuple[str | Callable[[sqlite3.Connection], None], ...], ...] =
     ),
     # v9: the probe's word size (32-bit userlands: i386 on the amd64 kernel, armhf)
     ("ALTER TABLE cells ADD COLUMN word_bits INTEGER NOT NULL DEFAULT 0",),
+    # v10: each nightly's verdict as it was judged (the baseline may be saved again later) and its regressions'
+    # explanations (lab.results.regressions), which outlive the run directories retention deletes
+    (
+        """
+        CREATE TABLE nightlies (
+        run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+        created REAL NOT NULL,
+        dir TEXT NOT NULL,
+        baseline TEXT NOT NULL,
+        baseline_run TEXT NOT NULL,
+        exit_code INTEGER NOT NULL,
+        comparison TEXT NOT NULL,
+        explained TEXT NOT NULL
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 ERROR_STAGES = ("image", "build", "boot", "ssh", "payload", "parse", "host")  # the errors table's CHECK (v5)

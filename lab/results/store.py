@@ -29,6 +29,7 @@ from lab.deadline import Deadline
 from lab.errors import InfraError, UserError
 from lab.results.rows import Cell as Cell
 from lab.results.rows import CellError as CellError
+from lab.results.rows import Nightly as Nightly
 from lab.results.rows import RunMeta as RunMeta
 from lab.results.rows import Sample as Sample
 from lab.results.schema import MIGRATIONS, SCHEMA_VERSION
@@ -281,6 +282,16 @@ class Store:
         with self._tx() as db:
             db.execute("DELETE FROM baselines WHERE name = ?", (name,))
 
+    def add_nightly(self, nightly: Nightly) -> None:
+        """A nightly's verdict (once per run: a run is judged by the nightly that made it)."""
+        with self._tx() as db:
+            _insert(db, "nightlies", None, nightly)
+
+    def nightlies(self) -> list[Nightly]:
+        names = [f.name for f in fields(Nightly)]
+        q = f"SELECT {', '.join(names)} FROM nightlies ORDER BY created, run_id"
+        return [Nightly(**dict(zip(names, r, strict=True))) for r in self.db.execute(q)]
+
     def history(
         self, arch: str, variant: str, stage: str, buffer_size: int | None = None, last: int = 20, axes: str = ""
     ) -> list[tuple[str, float, int, list[int], list[int]]]:
@@ -347,6 +358,25 @@ class Store:
                 major.append(s.delta_majflt)
             out.append((cell, stages))
         return out
+
+    def everything(self) -> tuple[list[tuple[int, str, Cell]], dict[int, list[tuple[str, int, int]]], dict[str, list[CellError]]]:
+        """Every cell (id, run, cell), every cell's (stage, minor delta, major delta) in repeat order, every run's
+        errors: the whole store in three queries (the history site reads a year of nightlies at once)."""
+        names = [f.name for f in fields(Cell)]
+        cells = [
+            (r[0], r[1], Cell(**dict(zip(names, r[2:], strict=True))))
+            for r in self.db.execute(f"SELECT id, run_id, {', '.join(names)} FROM cells ORDER BY id")
+        ]
+        samples: dict[int, list[tuple[str, int, int]]] = {}
+        for cell_id, stage, minor, major in self.db.execute(
+            "SELECT cell_id, stage, delta_minflt, delta_majflt FROM samples ORDER BY cell_id, repeat, rowid"
+        ):
+            samples.setdefault(cell_id, []).append((stage, minor, major))
+        err_names = [f.name for f in fields(CellError)]
+        errors: dict[str, list[CellError]] = {}
+        for r in self.db.execute(f"SELECT run_id, {', '.join(err_names)} FROM errors ORDER BY id"):
+            errors.setdefault(r[0], []).append(CellError(**dict(zip(err_names, r[1:], strict=True))))
+        return cells, samples, errors
 
     def samples(self, cell_id: int) -> list[Sample]:
         names = [f.name for f in fields(Sample)]
