@@ -19,6 +19,7 @@ from lab.explain.account import Account, Fault
 from lab.results import compare, regressions, site, trends
 from lab.results.rows import Nightly
 from lab.results.store import Store
+from lab.results.verdict import Tolerance
 from tests.unit.synthetic_store import VARIANTS, cell, counts, env, year
 from tests.unit.test_store import old_store, read_only
 
@@ -143,7 +144,7 @@ def test_a_regression_is_explained_object_section_and_function_from_both_runs_ac
     _write_account(store, last.id, 0)
     _write_account(store, "0040-night", 16)
     with Store(store) as s:
-        result = compare.against_baseline(s, "nightly", "0040-night", (compare.Tolerance(2, 5), {}))
+        result = compare.against_baseline(s, "nightly", "0040-night", (Tolerance(2, 5), {}))
         assert result.exit_code == 1
         [e] = regressions.explain(s, result, last.id)
         s.add_nightly(Nightly("0040-night", started + 901, "/n", "nightly", last.id, 1, compare.to_json(result), regressions.to_json([e])))
