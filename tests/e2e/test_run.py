@@ -8,7 +8,6 @@ import io
 import json
 import os
 import shlex
-import shutil
 import signal
 import sqlite3
 import statistics
@@ -24,8 +23,8 @@ import yaml
 from lab import arches, cli, config
 from lab.payloads.build import Payload, PayloadStore
 from lab.results.store import Store
+from tests.e2e.browser import colours, dom, screenshot
 from tests.e2e.conftest import qemu_processes, start_lab
-from tests.e2e.png import pixels
 
 LAB = [sys.executable, "-m", "lab"]
 REPEAT = 3
@@ -119,20 +118,12 @@ def test_reports_equal_the_store(full_run: dict[str, object], cli_config: Path) 
 
 
 def test_report_renders_in_a_real_browser(full_run: dict[str, object], tmp_path: Path) -> None:
-    browser = shutil.which("chromium")
-    assert browser, "chromium is a test dependency (ansible/host-packages.txt, ./setup.sh)"
-    shot = tmp_path / "report.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
-    page = (Path(str(full_run["run_dir"])) / "report.html").as_uri()
-    subprocess.run([browser, *flags, "--window-size=1200,1600", f"--screenshot={shot}", page], capture_output=True, timeout=120, check=True)
-    width, height, rows = pixels(shot.read_bytes())
+    page = Path(str(full_run["run_dir"])) / "report.html"
+    width, height, rows = screenshot(page, tmp_path / "report.png")
     assert (width, height) == (1200, 1600)
-    colours = {row[i : i + 3] for row in rows[::8] for i in range(0, len(row), 24)}
-    assert len(colours) > 20, "the page rendered (nearly) blank"
-    dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert len(colours(rows[::8], len(rows[0]) // width, step=8)) > 20, "the page rendered (nearly) blank"
     parser = Cells()
-    parser.feed(dom)
+    parser.feed(dom(page, tmp_path))
     assert len(parser.cells) == 12 and all(v is not None for v in parser.cells.values())
 
 

@@ -23,7 +23,8 @@ from lab.results.verdict import Tolerance
 from tests.unit.synthetic_store import VARIANTS, cell, counts, env, year
 from tests.unit.test_store import old_store, read_only
 
-NIGHTS, STRIDE = 40, 9  # 40 nights whose environment moves as 360 would: 7 changes
+NIGHTS, STRIDE = 40, 9
+ARCHES = ("x86_64", "arm64", "riscv64")  # 40 nights whose environment moves as 360 would: 7 changes
 
 
 def _year(d: Path) -> Path:
@@ -241,3 +242,69 @@ def test_a_nightly_verdict_that_does_not_parse_is_a_problem_not_a_crash(store: P
     assert built.problems == ("nightly 0011-night: its stored verdict does not parse (JSONDecodeError): its pages show no verdict",)
     manifest = json.loads((tmp_path / "site" / site.MANIFEST).read_text())
     assert "runs/0011-night.html" in manifest["pages"]
+
+
+def _nightly_config(tmp_path: Path, store: Path, site_dir: Path) -> Path:
+    conf = tmp_path / "lab.yaml"
+    conf.write_text(f"run:\n  store: {store}\nnightly:\n  dir: {tmp_path / 'nightly'}\n  site: {site_dir}\n  explain: true\n")
+    return conf
+
+
+def _fake_run(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bump: int) -> list[object]:
+    """lab nightly with its run faked (a night's cells inserted into the store): what it asked the run for."""
+    from lab.api import results as api_results
+    from lab.api.runs import RunResult
+    from lab.measure.groups import Summary
+
+    asked: list[object] = []
+
+    def run(cfg: object, req: object, *args: object, **kw: object) -> RunResult:
+        asked.append(req)
+        with Store(store) as s:
+            last = s.runs()[-1]
+            meta = replace(
+                last, id="0099-night", started=last.started + 86400, ended=last.started + 87300, run_dir=str(tmp_path / "runs" / "0099")
+            )
+            Path(meta.run_dir).mkdir(parents=True)
+            night = (NIGHTS - 1) * STRIDE
+            s.insert_run(
+                meta,
+                [
+                    (cell(a, v, night), counts(v[3], NIGHTS, 3, bump if (a, v[0]) == ("arm64", "glibc-dynamic") else 0))
+                    for a in ARCHES
+                    for v in VARIANTS
+                ],
+                [],
+            )
+        return RunResult(Summary(meta.id, Path(meta.run_dir), "complete", 12, 0, 1.0), store, ())
+
+    monkeypatch.setattr(api_results, "run", run)
+    return asked
+
+
+def test_a_nightly_traces_by_default_records_its_verdict_and_updates_the_site(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    asked = _fake_run(store, tmp_path, monkeypatch, 9)
+    conf = _nightly_config(tmp_path, store, tmp_path / "site")
+    assert cli.main(["--config", str(conf), "-q", "nightly", "--arch", "arm64"]) == 1
+    assert [getattr(r, "explain") for r in asked] == [True]  # nightly.explain
+    with Store(store, readonly=True) as s:
+        night = s.nightlies()[-1]
+    assert (night.run_id, night.exit_code, night.baseline) == ("0099-night", 1, "nightly")
+    [e] = regressions.from_json(night.explained)
+    assert e.cell == "arm64/glibc-dynamic/1048576" and "ran without --explain" in e.why_not
+    assert (tmp_path / "site" / "regressions" / "0099-night.html").is_file()
+    assert capsys.readouterr().err == ""
+
+
+def test_a_nightly_whose_site_cannot_be_built_keeps_its_results_and_says_so(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    asked = _fake_run(store, tmp_path, monkeypatch, 0)
+    (tmp_path / "afile").write_text("")
+    conf = _nightly_config(tmp_path, store, tmp_path / "afile")
+    assert cli.main(["--config", str(conf), "-q", "nightly", "--arch", "arm64", "--no-explain"]) == 4
+    assert [getattr(r, "explain") for r in asked] == [False]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lab: site: ") and "is a file, not a directory" in err
+    with Store(store, readonly=True) as s:
+        assert s.nightlies()[-1].run_id == "0099-night"
+    [dated] = (tmp_path / "nightly").iterdir()
+    assert {p.name for p in dated.iterdir()} >= {"report.html", "junit.xml", "compare.json"}
