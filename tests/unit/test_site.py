@@ -286,7 +286,7 @@ def test_a_nightly_traces_by_default_records_its_verdict_and_updates_the_site(st
     asked = _fake_run(store, tmp_path, monkeypatch, 9)
     conf = _nightly_config(tmp_path, store, tmp_path / "site")
     assert cli.main(["--config", str(conf), "-q", "nightly", "--arch", "arm64"]) == 1
-    assert [getattr(r, "explain") for r in asked] == [True]  # nightly.explain
+    assert [r.explain for r in asked] == [True]  # nightly.explain
     with Store(store, readonly=True) as s:
         night = s.nightlies()[-1]
     assert (night.run_id, night.exit_code, night.baseline) == ("0099-night", 1, "nightly")
@@ -301,7 +301,7 @@ def test_a_nightly_whose_site_cannot_be_built_keeps_its_results_and_says_so(stor
     (tmp_path / "afile").write_text("")
     conf = _nightly_config(tmp_path, store, tmp_path / "afile")
     assert cli.main(["--config", str(conf), "-q", "nightly", "--arch", "arm64", "--no-explain"]) == 4
-    assert [getattr(r, "explain") for r in asked] == [False]
+    assert [r.explain for r in asked] == [False]
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("lab: site: ") and "is a file, not a directory" in err
     with Store(store, readonly=True) as s:
