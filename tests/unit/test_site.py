@@ -14,6 +14,7 @@ import pytest
 
 from lab import cli
 from lab.errors import InfraError, UserError
+from lab.measure.plan import RunRequest
 from lab.explain import render
 from lab.explain.account import Account, Fault
 from lab.results import compare, regressions, site, trends
@@ -250,15 +251,15 @@ def _nightly_config(tmp_path: Path, store: Path, site_dir: Path) -> Path:
     return conf
 
 
-def _fake_run(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bump: int) -> list[object]:
+def _fake_run(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bump: int) -> list[RunRequest]:
     """lab nightly with its run faked (a night's cells inserted into the store): what it asked the run for."""
     from lab.api import results as api_results
     from lab.api.runs import RunResult
     from lab.measure.groups import Summary
 
-    asked: list[object] = []
+    asked: list[RunRequest] = []
 
-    def run(cfg: object, req: object, *args: object, **kw: object) -> RunResult:
+    def run(cfg: object, req: RunRequest, *args: object, **kw: object) -> RunResult:
         asked.append(req)
         with Store(store) as s:
             last = s.runs()[-1]
