@@ -14,9 +14,9 @@ import pytest
 
 from lab import cli
 from lab.errors import InfraError, UserError
-from lab.measure.plan import RunRequest
 from lab.explain import render
 from lab.explain.account import Account, Fault
+from lab.measure.plan import RunRequest
 from lab.results import compare, regressions, site, trends
 from lab.results.rows import Nightly
 from lab.results.store import Store
