@@ -50,10 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     verdict_options(c)
 
     n = sub.add_parser("nightly", help="run, compare with the baseline, write report + JUnit into a dated directory, prune old runs")
-    n.add_argument("--baseline", help="baseline name (default: nightly.baseline in lab.yaml)")
-    verdict_options(n, formats=False)
-    run_options(n)
-    n.add_argument("--no-explain", action="store_true", help="do not trace the cells (default: nightly.explain, which traces them)")
+    nightly_options(n)
 
     st = sub.add_parser("site", help="the history site: every run and nightly as static pages (trends, regressions explained)")
     st.add_argument("--out", help="the site's directory (default: nightly.site in lab.yaml)")
@@ -67,6 +64,14 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
     h.add_argument("--axes", default="", help="the cell's axes, as shown in reports (default: none, e.g. thp=always)")
     h.add_argument("--json", action="store_true", help="every run's counts as JSON")
     return {"baseline": cmd_baseline, "compare": cmd_compare, "nightly": cmd_nightly, "history": cmd_history, "site": cmd_site}
+
+
+def nightly_options(n: argparse.ArgumentParser) -> None:
+    """``lab nightly``'s options (and ``lab fleet nightly``'s)."""
+    n.add_argument("--baseline", help="baseline name (default: nightly.baseline in lab.yaml)")
+    verdict_options(n, formats=False)
+    run_options(n)
+    n.add_argument("--no-explain", action="store_true", help="do not trace the cells (default: nightly.explain, which traces them)")
 
 
 def verdict_options(p: argparse.ArgumentParser, formats: bool = True) -> None:

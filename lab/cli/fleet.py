@@ -31,9 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction[Parser]) -> dict[str, Handler]:
         "nightly", help="lab nightly with the matrix run over the hosts; a host that fails makes its cells missing (exit 2)"
     )
     n.add_argument("--inventory", "-i", required=True, help=inv_help)
-    n.add_argument("--baseline", help="baseline name (default: nightly.baseline in lab.yaml)")
-    baselines.verdict_options(n, formats=False)
-    run_options(n)
+    baselines.nightly_options(n)
     return {"fleet": cmd_fleet}
 
 
