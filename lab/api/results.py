@@ -112,7 +112,7 @@ def nightly(
         written = report.write_run_reports(store, ran.summary.run_id, ran.summary.run_dir, result)
         pruned = nightly_mod.prune_runs(store, runs_dir, cfg.nightly.keep_runs)
         try:  # the night's results are kept whatever happens to the site
-            built: site_mod.Built | None = site_mod.build(store, cfg.nightly.site, name)
+            built: site_mod.Built | None = site_mod.build(store, cfg.nightly.site, cfg.nightly.baseline)  # as lab site builds it
             problems = built.problems if built else ()
         except LabError as exc:
             built, problems = None, (f"{exc.message} ({exc.remedy})",)

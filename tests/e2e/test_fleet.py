@@ -198,6 +198,12 @@ def test_a_host_that_dies_mid_run_leaves_its_cells_missing_and_the_others_kept(
     assert all("hostb" in e.message for e in errors)
     verdicts = {f["verdict"] for f in doc["comparison"]["findings"] if f["cell"].startswith("arm64")}
     assert verdicts == {"missing"}
+    # the controller's history site, from the merged store: the fleet run is one run there, its host runs part of it
+    with Store(Path(yaml.safe_load(conf.read_text())["paths"]["results"]) / "lab.sqlite", readonly=True) as s:
+        parts = [r.id for r in s.runs() if r.part_of == doc["run"]["run_id"]]
+    index = (Path(doc["site"]) / "index.html").read_text()
+    assert f'href="runs/{doc["run"]["run_id"]}.html"' in index and parts and not any(f"runs/{p}.html" in index for p in parts)
+    assert "hosta" in (Path(doc["site"]) / "runs" / f"{doc['run']['run_id']}.html").read_text()
     deadline = time.monotonic() + 180  # the cut-off host's own lab run finishes and shuts its guests down
     while qemu_processes(hostb.root / "cache") and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -11,13 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lab import cli
 from lab.errors import InfraError, UserError
 from lab.explain import render
 from lab.explain.account import Account, Fault
 from lab.measure.plan import RunRequest
-from lab.results import compare, regressions, site, trends
+from lab.results import baselines, compare, regressions, site, trends
 from lab.results.rows import Nightly
 from lab.results.store import Store
 from lab.results.verdict import Tolerance
@@ -140,8 +141,6 @@ def test_a_regression_is_explained_object_section_and_function_from_both_runs_ac
         Path(meta.run_dir).mkdir()
         s.insert_run(meta, [(cell("arm64", v, (NIGHTS - 1) * STRIDE), counts(v[3], NIGHTS, 3, 16 if v[0] == "glibc-dynamic" else 0)) for v in VARIANTS], [])  # fmt: skip
         s.delete_baseline("nightly")
-        from lab.results import baselines
-
         baselines.save(s, "nightly", last.id)
     _write_account(store, last.id, 0)
     _write_account(store, "0040-night", 16)
@@ -286,15 +285,27 @@ def _fake_run(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bump
 def test_a_nightly_traces_by_default_records_its_verdict_and_updates_the_site(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     asked = _fake_run(store, tmp_path, monkeypatch, 9)
     conf = _nightly_config(tmp_path, store, tmp_path / "site")
-    assert cli.main(["--config", str(conf), "-q", "nightly", "--arch", "arm64"]) == 1
+    with Store(store, readonly=True) as s:
+        doc = yaml.safe_load(s.baseline_document("nightly"))
+    doc["name"] = "other"  # a nightly against another baseline than nightly.baseline, 5 faults heavier at start-up
+    for c in doc["cells"]:
+        c["stages"]["entry"]["minflt"] = [v + 5 for v in c["stages"]["entry"]["minflt"]]
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(doc))
+    with Store(store) as s:
+        baselines.import_file(s, tmp_path / "other.yaml")
+    assert cli.main(["--config", str(conf), "-q", "nightly", "--arch", "arm64", "--baseline", "other"]) == 1
     assert [r.explain for r in asked] == [True]  # nightly.explain
     with Store(store, readonly=True) as s:
         night = s.nightlies()[-1]
-    assert (night.run_id, night.exit_code, night.baseline) == ("0099-night", 1, "nightly")
+    assert (night.run_id, night.exit_code, night.baseline) == ("0099-night", 1, "other")
     [e] = regressions.from_json(night.explained)
     assert e.cell == "arm64/glibc-dynamic/1048576" and "ran without --explain" in e.why_not
     assert (tmp_path / "site" / "regressions" / "0099-night.html").is_file()
     assert capsys.readouterr().err == ""
+    # Regression: the nightly drew un-judged runs' bands from its --baseline, lab site from nightly.baseline, so
+    # the next lab site rewrote every cell page.
+    assert cli.main(["--config", str(conf), "site"]) == 0
+    assert " 0 rewritten, 0 removed" in capsys.readouterr().out
 
 
 def test_a_nightly_whose_site_cannot_be_built_keeps_its_results_and_says_so(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
