@@ -10,6 +10,7 @@ as a labelled marker on the time axis, labels stacked in rows so that none overl
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 import time
@@ -165,20 +166,20 @@ def chart(series: Series, stage: str, counter: str = "minflt", width: int = 900,
     median = " ".join(f"{x:.1f},{y_of(s.median):.1f}" for x, s in xy)
     upper = [f"{x:.1f},{y_of(s.max):.1f}" for x, s in xy]
     lower = [f"{x:.1f},{y_of(s.min):.1f}" for x, s in reversed(xy)]
+    # Each judged point's band reaches halfway to its neighbours (the plot's edge at either end); consecutive
+    # points judged against the same range form one band.
+    xs = [x_of(p.started) for p, _ in pts]
+    edges = [left_w, *((a + b) / 2 for a, b in itertools.pairwise(xs)), left_w + plot_w]
     bands: list[dict[str, object]] = []
-    run: list[tuple[Point, tuple[int, int]]] = []
-    for q in [*(q for q, _ in pts), None]:  # consecutive points judged against the same range form one band
-        rng = q.band.get((stage, counter)) if q is not None else None
-        if run and (rng is None or rng != run[-1][1]):
-            xs = [x_of(r.started) for r, _ in run]
-            x0, x1 = (xs[0] - 3, xs[-1] + 3) if len(xs) > 1 or len(pts) > 1 else (left_w, left_w + plot_w)
-            b = run[0][1]
-            bands.append(
-                {"x": x0, "w": max(2.0, x1 - x0), "y": y_of(b[1]), "h": max(1.5, y_of(b[0]) - y_of(b[1])), "range": f"{b[0]}–{b[1]}"}
-            )
-            run = []
-        if q is not None and rng is not None:
-            run.append((q, rng))
+    start: tuple[int, tuple[int, int]] | None = None
+    for i, rng in enumerate([*(p.band.get((stage, counter)) for p, _ in pts), None]):
+        if start is not None and rng != start[1]:
+            b = start[1]
+            bands.append({"x": edges[start[0]], "w": max(2.0, edges[i] - edges[start[0]]), "y": y_of(b[1]),
+                          "h": max(1.5, y_of(b[0]) - y_of(b[1])), "range": f"{b[0]}–{b[1]}"})  # fmt: skip
+            start = None
+        if start is None and rng is not None:
+            start = (i, rng)
     dots = [
         {
             "x": x_of(p.started),
@@ -194,15 +195,17 @@ def chart(series: Series, stage: str, counter: str = "minflt", width: int = 900,
          "title": f"{day(series.points[c.index].started)} run {series.points[c.index].run_id}: {c.title}"}
         for c, (row, tx, anchor, _, _) in zip(changes, labels, strict=True)
     ]  # fmt: skip
-    x_ticks, last_right, tick_w = [], -1e9, 10 * CHAR_W
+    when = "%Y-%m-%d" if tspan >= 2 * 86400 else "%m-%d %H:%M"  # days apart, or runs of one day
+    x_ticks, last_right, tick_w, said = [], -1e9, 11 * CHAR_W, ""
     for k in range(6 if t1 != t0 else 1):
         t = t0 + tspan * k / 5
         x = x_of(t)
         anchor = "middle" if t1 == t0 else "start" if k == 0 else "end" if k == 5 else "middle"
         left = {"start": x, "middle": x - tick_w / 2, "end": x - tick_w}[anchor]
-        if left >= last_right + 8:
-            x_ticks.append({"x": x, "label": day(t), "anchor": anchor})
-            last_right = left + tick_w
+        label = time.strftime(when, time.gmtime(t))
+        if left >= last_right + 8 and label != said:
+            x_ticks.append({"x": x, "label": label, "anchor": anchor})
+            last_right, said = left + tick_w, label
     y_ticks = [{"y": y_of(v), "label": fmt(v)} for v in _ticks(lo, hi) if lo <= v <= hi]
     return {
         "width": width,

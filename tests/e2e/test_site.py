@@ -99,7 +99,8 @@ def test_lab_site_again_changes_nothing(regressed: tuple[lab_api.NightlyResult, 
     assert {p: p.stat().st_mtime_ns for p in result.site.out.rglob("*") if p.is_file()} == before
 
 
-MEDIAN, RED, MARKER = (0x4E, 0x79, 0xA7), (0xD6, 0x27, 0x28), (0x6A, 0x3D, 0x9A)
+MEDIAN, RED, MARKER = (0x4E, 0x79, 0xA7), (0xD6, 0x27, 0x28), (0x6A, 0x3D, 0x9A)  # the charts' line, regression dots, markers
+WORSE = (0xB4, 0x23, 0x18)  # the pages' text colour for a regression and a growth
 
 
 def _look(page: Path, work: Path, size: tuple[int, int] = (1200, 1600)) -> tuple[list[bytes], int]:
@@ -113,13 +114,13 @@ def test_the_site_renders_in_a_real_browser(regressed: tuple[lab_api.NightlyResu
     assert result.site is not None
     site = result.site.out
     rows, bpp = _look(site / "index.html", tmp_path)
-    assert has_colour(rows, RED, bpp) and has_colour(rows, MEDIAN, bpp), "index: the regressed night and the trends are drawn"
+    assert has_colour(rows, WORSE, bpp) and has_colour(rows, MEDIAN, bpp), "index: the regressed night and the trends are drawn"
     [cell_page] = (site / "cells").glob("arm64-glibc-dynamic-*.html")
     rows, bpp = _look(cell_page, tmp_path)
     assert has_colour(rows, MEDIAN, bpp) and has_colour(rows, RED, bpp), "cell page: the medians and the regression are drawn"
     assert overlapping_labels(cell_page, tmp_path) == []
     rows, bpp = _look(site / "regressions" / f"{result.run.summary.run_id}.html", tmp_path)
-    assert has_colour(rows, RED, bpp), "regression page: the growth is drawn"
+    assert has_colour(rows, WORSE, bpp), "regression page: the growth is drawn"
     assert overlapping_labels(site / "index.html", tmp_path) == []
 
 
