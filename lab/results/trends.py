@@ -83,8 +83,7 @@ class Series:
     @property
     def slug(self) -> str:
         """A file name for the cell's page: readable, and unique by a digest of the whole identity."""
-        digest = hashlib.sha256(f"{self.arch}\0{self.variant}\0{self.buffer_size}\0{self.axes}".encode()).hexdigest()[:10]
-        return f"{self.arch}-{self.variant}-{self.buffer_size}-{digest}"
+        return slug(self.arch, self.variant, self.buffer_size, self.axes)
 
     def changes(self) -> list[Change]:
         out = []
@@ -100,6 +99,12 @@ class Series:
         for p in self.points:
             seen.update(dict.fromkeys(p.minor))
         return list(seen)
+
+
+def slug(arch: str, variant: str, buffer_size: int, axes: str) -> str:
+    """A cell's page name (without .html): readable, and unique by a digest of the whole identity."""
+    digest = hashlib.sha256(f"{arch}\0{variant}\0{buffer_size}\0{axes}".encode()).hexdigest()[:10]
+    return f"{arch}-{variant}-{buffer_size}-{digest}"
 
 
 def day(t: float) -> str:

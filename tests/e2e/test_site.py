@@ -14,7 +14,7 @@ from lab import api as lab_api
 from lab import arches, config
 from lab.payloads.build import PayloadStore
 from lab.payloads.variants import VARIANTS
-from lab.results import regressions
+from lab.results import regressions, trends
 from lab.results import site as site_mod
 from lab.results.store import Store
 from tests.e2e.browser import has_colour, overlapping_labels, screenshot
@@ -109,13 +109,15 @@ def _look(page: Path, work: Path, size: tuple[int, int] = (1200, 1600)) -> tuple
     return rows, len(rows[0]) // width
 
 
-def test_the_site_renders_in_a_real_browser(regressed: tuple[lab_api.NightlyResult, str], tmp_path: Path) -> None:
+def test_the_site_renders_in_a_real_browser(regressed: tuple[lab_api.NightlyResult, str], cfg: config.Config, tmp_path: Path) -> None:
     result, _ = regressed
     assert result.site is not None
     site = result.site.out
     rows, bpp = _look(site / "index.html", tmp_path)
     assert has_colour(rows, WORSE, bpp) and has_colour(rows, MEDIAN, bpp), "index: the regressed night and the trends are drawn"
-    [cell_page] = (site / "cells").glob("arm64-glibc-dynamic-*.html")
+    with Store(cfg.results_dir / "lab.sqlite", readonly=True) as s:  # the nightly's cell (the store holds other axes' too)
+        [c] = [c for _, c in s.cells(result.run.summary.run_id) if (c.arch, c.variant) == ("arm64", "glibc-dynamic")]
+    cell_page = site / "cells" / f"{trends.slug(c.arch, c.variant, c.buffer_size, c.axes)}.html"
     rows, bpp = _look(cell_page, tmp_path)
     assert has_colour(rows, MEDIAN, bpp) and has_colour(rows, RED, bpp), "cell page: the medians and the regression are drawn"
     assert overlapping_labels(cell_page, tmp_path) == []
