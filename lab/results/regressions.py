@@ -17,7 +17,7 @@ from lab.explain import account, render
 from lab.results.compare import Comparison
 from lab.results.rows import Cell
 from lab.results.store import Store
-from lab.results.verdict import CellData
+from lab.results.verdict import cell_name
 from lab.text import text_table
 
 TOP = 25  # diff rows kept per regression (worst first); the rest are summed into one line
@@ -80,7 +80,7 @@ def _account(run_dir: Path | None, why: str, run_id: str, cell: Cell | None) -> 
 
 
 def _names(store: Store, run_id: str) -> dict[str, Cell]:
-    return {CellData(c.arch, c.variant, c.buffer_size, {}, {}, c.axes).name: c for _, c in store.cells(run_id)}
+    return {cell_name(c.arch, c.variant, c.buffer_size, c.axes): c for _, c in store.cells(run_id)}
 
 
 def explain(store: Store, comparison: Comparison, base_run: str) -> list[Explanation]:

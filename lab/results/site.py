@@ -32,7 +32,7 @@ from lab.results.charts import fmt
 from lab.results.compare import Comparison, from_json
 from lab.results.rows import Cell, CellError, Nightly, RunMeta
 from lab.results.store import Store
-from lab.results.verdict import CellData, Finding
+from lab.results.verdict import Finding, cell_name
 
 MANIFEST = ".lab-site.json"
 _SOURCES = (Path(__file__), Path(trends.__file__), Path(report.__file__), Path(regressions.__file__))
@@ -92,7 +92,7 @@ def _key(c: Cell) -> tuple[str, str, int, str]:
 
 
 def _name(c: Cell) -> str:
-    return CellData(c.arch, c.variant, c.buffer_size, {}, {}, c.axes).name
+    return cell_name(c.arch, c.variant, c.buffer_size, c.axes)
 
 
 def _load(store: Store, baseline: str | None) -> _Data:

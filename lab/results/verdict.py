@@ -45,6 +45,12 @@ class Tolerance:
     percent: float  # ... and by more than this percentage of the baseline median
 
 
+def cell_name(arch: str, variant: str, buffer_size: int, axes: str) -> str:
+    """A cell as comparisons name it: arch/variant/size[/the identity's values that are not the table's defaults]."""
+    shown = axes_mod.shown(axes)
+    return f"{arch}/{variant}/{buffer_size}" + (f"/{shown}" if shown else "")
+
+
 @dataclass(frozen=True)
 class CellData:
     """One cell's identity, environment and per-stage distributions (delta counts over repeats)."""
@@ -62,8 +68,7 @@ class CellData:
 
     @property
     def name(self) -> str:
-        shown = axes_mod.shown(self.axes)  # the identity's values that are not the table's defaults
-        return f"{self.arch}/{self.variant}/{self.buffer_size}" + (f"/{shown}" if shown else "")
+        return cell_name(self.arch, self.variant, self.buffer_size, self.axes)
 
 
 @dataclass(frozen=True)
